@@ -1,0 +1,25 @@
+"""Shared fixtures: one tiny checkpoint per test session, built by the real factory."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    from streaming_vlm.model.tiny import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-qwen3vl", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_processor(tiny_ckpt):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_ckpt)
