@@ -1,0 +1,236 @@
+"""The stream template: seconds of (frames, words) -> tokens, labels, vision inputs and mRoPE positions.
+
+This module exists once. Training samples, the eval callback and the inference CLI all go through it, at two
+granularities that are tested to produce the same tokens:
+
+- `encode_window(previous, seconds)`: a whole training chunk in one processor call;
+- `encode_prefix(previous)`, then per second `encode_second(second)` + the model's reply: the streaming engine.
+
+Layout (rendered by the processor's own chat template, never hand-written; the paper's layout on Qwen3-VL):
+
+    <|im_start|>system\n{system prompt}<|im_end|>\n
+    <|im_start|>previous text\n{earlier commentary}<|im_end|>\n          (only when there is any)
+    <|im_start|>user\nTime=12.0-13.0s<|vision_start|><12.2 seconds><|vision_start|><|video_pad|>…<|vision_end|><|vision_end|><|im_end|>\n
+    <|im_start|>assistant\n{words that END in (12, 13]} ...<|im_end|>\n
+    … one user/assistant pair per second
+
+Timestamps: the paper's per-second `Time=a-b s` text is kept, and each second's frames are passed to the processor as
+one video whose metadata carries the frames' ABSOLUTE times, so Qwen3-VL's own `<t seconds>` stamp (one per
+temporal patch of 2 frames) is absolute too. Both say the same thing in two vocabularies: `Time=` delimits the
+second the reply covers, `<t seconds>` is what Qwen3-VL was pretrained to read. Chunks never restart near 0 s.
+
+Labels are -100 everywhere except the assistant replies: the tokens after `<|im_start|>assistant\n` up to and
+including `<|im_end|>`. `" ..."` (SILENCE) ends every reply, so a silent second is exactly `" ..."`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers.video_utils import VideoMetadata
+
+from streaming_vlm.model.mrope import mrope_positions
+
+SILENCE = " ..."
+PREVIOUS_ROLE = "previous text"
+IGNORE_INDEX = -100
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a live sports commentator. Every second you see the newest frames of the match. "
+    "Describe what happens in a few words, or stay silent."
+)
+
+
+@dataclass
+class Second:
+    """One second of stream: its frames (absolute times) and, for training, the words that end in it."""
+
+    start: float
+    end: float
+    frames: np.ndarray  # (n, H, W, 3) uint8; n = fps frames, padded by the processor to a multiple of 2
+    frame_times: Sequence[float]  # absolute video seconds of each frame
+    text: str | None = None  # words that END in (start, end], joined by spaces; None when generating
+
+
+@dataclass
+class VisionBudget:
+    """Pixel budgets in pixels per frame (min/max) and per sample (total); sides are multiples of `factor`."""
+
+    min_pixels: int = 100 * 32 * 32
+    max_pixels: int = 768 * 32 * 32
+    total_pixels: int = 24576 * 32 * 32
+    factor: int = 32
+
+    def per_frame(self, n_frames: int) -> tuple[int, int]:
+        """(min, max) pixels for each of `n_frames` frames so the sample stays inside `total_pixels`."""
+        cap = min(self.max_pixels, self.total_pixels // max(n_frames, 1))
+        floor = min(self.min_pixels, cap)
+        return floor, max(cap, self.factor * self.factor)
+
+
+@dataclass
+class Encoded:
+    input_ids: torch.Tensor  # (L,) long
+    labels: torch.Tensor  # (L,) long, IGNORE_INDEX outside replies
+    position_ids: torch.Tensor  # (3, L) long, mRoPE t/h/w starting at the requested offset
+    pixel_values_videos: torch.Tensor | None  # (patches, C·T·P·P) or None
+    video_grid_thw: torch.Tensor | None  # (n_videos, 3): one video per second
+    next_position: int  # first free position after this piece
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def reply_text(words: str | None) -> str:
+    """The assistant turn for a second: its words, then the silence placeholder."""
+    words = (words or "").strip()
+    return f"{words}{SILENCE}" if words else SILENCE
+
+
+def time_text(start: float, end: float) -> str:
+    return f"Time={start:.1f}-{end:.1f}s"
+
+
+def truncate_tokens(text: str, tokenizer, head: int, tail: int) -> str:
+    """Keep the first `head` and last `tail` tokens of `text` (the text sink and the text window)."""
+    if not text:
+        return ""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= head + tail:
+        return text
+    kept = ids[:head] + (ids[-tail:] if tail > 0 else [])
+    return tokenizer.decode(kept)
+
+
+class StreamTemplate:
+    def __init__(self, processor, system_prompt: str = DEFAULT_SYSTEM_PROMPT, budget: VisionBudget | None = None):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.system_prompt = system_prompt
+        self.budget = budget or VisionBudget()
+        self.video_token_id = self.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        self.spatial_merge_size = processor.video_processor.merge_size
+        self.temporal_patch_size = processor.video_processor.temporal_patch_size
+        probe = [{"role": "user", "content": "x"}]
+        bare = self._render(probe)
+        prompted = self._render(probe, add_generation_prompt=True)
+        # "<|im_start|>assistant\n" as the template writes it: how replies are found for labels.
+        self.reply_header_ids = self._ids(prompted[len(bare):])
+        # What follows <|im_end|> at the end of a turn ("\n"): the engine appends it after generation.
+        closed = self._render([{"role": "assistant", "content": "x"}])
+        self.turn_end_ids = self._ids(closed[closed.rindex("<|im_end|>") + len("<|im_end|>"):])
+
+    # ---- messages -------------------------------------------------------------------------------------------
+    def prefix_messages(self, previous_text: str = "", query: str | None = None) -> list[dict]:
+        messages = [{"role": "system", "content": self.system_prompt}]
+        if previous_text:
+            messages.append({"role": PREVIOUS_ROLE, "content": previous_text})
+        if query:
+            messages.append({"role": "user", "content": query})
+        return messages
+
+    def second_messages(self, second: Second) -> list[dict]:
+        content = [{"type": "text", "text": time_text(second.start, second.end)}]
+        if len(second.frames):
+            content.append({"type": "video"})  # below 1 fps a second may have no frame
+        user = {"role": "user", "content": content}
+        if second.text is None:
+            return [user]
+        return [user, {"role": "assistant", "content": reply_text(second.text)}]
+
+    # ---- granularities --------------------------------------------------------------------------------------
+    def encode_window(self, previous_text: str, seconds: Sequence[Second], query: str | None = None,
+                      start: int = 0) -> Encoded:
+        """A whole training chunk: prefix + every second with its reply, in one processor call."""
+        messages = self.prefix_messages(previous_text, query)
+        for s in seconds:
+            if s.text is None:
+                raise ValueError("training seconds need their text (use '' for a silent second)")
+            messages += self.second_messages(s)
+        return self._encode(self._render(messages), seconds, start)
+
+    def encode_prefix(self, previous_text: str = "", query: str | None = None, start: int = 0) -> Encoded:
+        """System prompt (+ previous text, + an optional user query) for the start of a stream."""
+        return self._encode(self._render(self.prefix_messages(previous_text, query)), [], start)
+
+    def encode_second(self, second: Second, start: int) -> Encoded:
+        """A new second's user turn with its frames, ending in the generation prompt."""
+        user = self.second_messages(Second(second.start, second.end, second.frames, second.frame_times, None))
+        return self._encode(self._render(user, add_generation_prompt=True), [second], start)
+
+    def encode_user_text(self, text: str, start: int) -> Encoded:
+        """A typed question (interactive mode) as a user turn, ending in the generation prompt."""
+        return self._encode(self._render([{"role": "user", "content": text}], add_generation_prompt=True), [], start)
+
+    def encode_reply(self, text: str, start: int) -> Encoded:
+        """A reply as the model would have written it after the generation prompt (words, " ...", <|im_end|>\\n)."""
+        full = self._render([{"role": "assistant", "content": text}])
+        header = self.tokenizer.decode(self.reply_header_ids)
+        ids = self._ids(full[len(header):] if full.startswith(header) else full)
+        ids_t = torch.tensor(ids, dtype=torch.long)
+        labels = ids_t.clone()
+        labels[len(ids) - len(self.turn_end_ids):] = IGNORE_INDEX
+        pos = torch.arange(start, start + len(ids)).expand(3, -1).clone()
+        return Encoded(ids_t, labels, pos, None, None, start + len(ids))
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        for m in messages:
+            if m["role"] == PREVIOUS_ROLE and m["content"] not in text:
+                raise ValueError(f"this model's chat template drops the {PREVIOUS_ROLE!r} role; "
+                                 "use a template that renders any role (ChatML)")
+        return text
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _encode(self, text: str, seconds: Sequence[Second], start: int) -> Encoded:
+        seconds = [s for s in seconds if len(s.frames)]
+        if seconds:
+            n_frames = sum(len(s.frames) for s in seconds)
+            lo, hi = self.budget.per_frame(n_frames)
+            t = self.temporal_patch_size
+            videos = [np.asarray(s.frames) for s in seconds]
+            metadata = [VideoMetadata(total_num_frames=len(s.frames), fps=1.0, frames_indices=list(s.frame_times))
+                        for s in seconds]
+            per_video = max(t, math.ceil(max(len(v) for v in videos) / t) * t)
+            out = self.processor(text=[text], videos=videos, video_metadata=metadata, return_tensors="pt",
+                                 videos_kwargs=self._video_kwargs(lo * per_video, hi * per_video))
+            pixel_values, grid = out["pixel_values_videos"], out["video_grid_thw"]
+        else:
+            out = self.processor.tokenizer([text], add_special_tokens=False, return_tensors="pt")
+            pixel_values, grid = None, None
+        input_ids = out["input_ids"][0]
+        labels = self._labels(input_ids)
+        positions, next_pos = mrope_positions(input_ids, grid, video_token_id=self.video_token_id,
+                                              spatial_merge_size=self.spatial_merge_size, start=start)
+        return Encoded(input_ids, labels, positions, pixel_values, grid, next_pos)
+
+    def _video_kwargs(self, min_pixels: int, max_pixels: int) -> dict:
+        kwargs = {"do_sample_frames": False, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
+            kwargs["cap_pixels_per_frame"] = False  # our budget already caps per frame and per sample
+        return kwargs
+
+    def _labels(self, input_ids: torch.Tensor) -> torch.Tensor:
+        ids = input_ids.tolist()
+        labels = [IGNORE_INDEX] * len(ids)
+        header, n = self.reply_header_ids, len(self.reply_header_ids)
+        i = 0
+        while i <= len(ids) - n:
+            if ids[i:i + n] == header:
+                j = i + n
+                while j < len(ids) and ids[j] != self.im_end_id:
+                    labels[j] = ids[j]
+                    j += 1
+                if j < len(ids):
+                    labels[j] = ids[j]  # <|im_end|> is learned: it is how the model ends a second
+                i = j + 1
+            else:
+                i += 1
+        return torch.tensor(labels, dtype=torch.long)
