@@ -1,0 +1,91 @@
+"""Loading a Qwen3-VL checkpoint (hub id or directory) the same way for training, eval and inference.
+
+Safe by default: safetensors only, `trust_remote_code=False` unless asked. Every user mistake (bad path, unknown
+attention implementation, flash-attn not installed, unknown dtype) becomes a `UserError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from streaming_vlm.errors import UserError
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def check_attn_implementation(name: str) -> str:
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise UserError(f"unknown attn_implementation {name!r}; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise UserError("attn_implementation flash_attention_2 needs flash-attn: pip install 'streaming-vlm[flash]' "
+                        "(or use --attn_implementation sdpa)")
+    return name
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: str | torch.device | None = None) -> torch.dtype:
+    """Explicit dtype, or bf16 on CUDA and fp32 on CPU when not given."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        return torch.bfloat16 if str(device or "").startswith("cuda") else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose one of {', '.join(sorted(set(DTYPES)))}")
+    return DTYPES[name]
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def _check_path(path: str | os.PathLike) -> str:
+    path = str(path)
+    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
+    if looks_local:
+        if not os.path.isdir(path):
+            raise UserError(f"model path not found: {path}")
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise UserError(f"not a model checkpoint (no config.json): {path}")
+    return path
+
+
+def load_processor(path: str | os.PathLike, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    path = _check_path(path)
+    try:
+        return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise UserError(f"cannot load processor from {path}: {str(err).splitlines()[0]}") from None
+
+
+def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype=None, device=None,
+               trust_remote_code: bool = False, **kwargs):
+    """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model in eval mode."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    path = _check_path(path)
+    check_attn_implementation(attn_implementation)
+    target = resolve_device(device) if device is not None else None
+    torch_dtype = resolve_dtype(dtype, target)
+    try:
+        model = Qwen3VLForConditionalGeneration.from_pretrained(
+            path, dtype=torch_dtype, attn_implementation=attn_implementation, use_safetensors=True,
+            trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        raise UserError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    if target is not None:
+        model = model.to(target)
+    return model.eval()
