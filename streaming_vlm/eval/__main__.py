@@ -1,0 +1,8 @@
+"""`python -m streaming_vlm.eval {judge,report,generate}`; see `cli.py`."""
+
+import sys
+
+from streaming_vlm.eval.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
