@@ -1,0 +1,196 @@
+"""`StreamingCache`: a transformers KV cache that knows which tokens are which, and can drop some of them.
+
+The model's attention layers hand the cache their keys already rotated (RoPE applied), exactly as with
+`DynamicCache`; we subclass it so mask sizes, query offsets and `update` stay transformers' own on every version.
+On top, the cache keeps a list of **segments** describing the physical token order:
+
+    SINK      system turn                         never evicted
+    PREVIOUS  earlier commentary                  head `text_sink` + tail `text_sliding_window` tokens kept
+    QUERY     the user's standing query, if any   never evicted
+    USER i    second i: Time=…, its vision, and the `<|im_start|>assistant\\n` generation prompt
+    REPLY i   what the model said in second i (words, " ...", <|im_end|>, "\\n")
+    QUESTION i / ANSWER i   an interactive question typed during second i, and the answer
+
+Each segment records its token ids and its position span [pos_start, pos_end): the positions its tokens occupy
+(text advances 1 per token on t/h/w alike; a vision run advances max(h, w) / merge). Segments are contiguous in
+position: one's `pos_end` is the next one's `pos_start`.
+
+Changing the cache is one operation, `apply(plan)`: for each segment, which sub-ranges of its tokens survive and
+what kind it becomes. The cache drops the other tokens from every layer and, in `contiguous` position mode, moves
+every surviving token down by the position span removed before it, re-rotating its cached keys once
+(`rotate_keys`, exact because the shift is uniform over t/h/w). Positions therefore stay bounded forever. In
+`native` mode tokens keep their positions (the ablation: positions keep growing).
+
+What to drop is not decided here: see `eviction.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from streaming_vlm.model.mrope import rotate_keys
+
+SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
+    "sink", "previous", "query", "user", "reply", "question", "answer")
+POS_MODES = ("contiguous", "native")
+
+
+@dataclass
+class Segment:
+    kind: str
+    ids: list[int]
+    pos_start: int
+    pos_end: int  # exclusive: the first position after this segment
+    second: int | None = None  # which stream second it belongs to (None for sink/previous-prefix/query)
+    has_vision: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def span(self) -> int:
+        return self.pos_end - self.pos_start
+
+
+@dataclass
+class Keep:
+    """What survives of one segment: token sub-ranges [(a, b), …] (sorted, disjoint) and its new kind."""
+
+    kind: str
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+
+class StreamingCache(DynamicCache):
+    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous"):
+        super().__init__()
+        if pos_mode not in POS_MODES:
+            raise ValueError(f"pos_mode must be one of {POS_MODES}, got {pos_mode!r}")
+        self.inv_freq = inv_freq.detach().float().cpu()
+        self.pos_mode = pos_mode
+        self.segments: list[Segment] = []
+        self.tokens_evicted = 0
+        self.rotations = 0  # how many times cached keys were re-rotated (once per eviction that moved tokens)
+
+    # ---- bookkeeping (call before the forward that writes these tokens) -------------------------------------
+    @property
+    def next_position(self) -> int:
+        return self.segments[-1].pos_end if self.segments else 0
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s) for s in self.segments)
+
+    def add_segment(self, kind: str, ids, pos_start: int, pos_end: int, second: int | None = None,
+                    has_vision: bool = False) -> Segment:
+        if pos_start != self.next_position and self.segments:
+            raise ValueError(f"segment starts at position {pos_start}, cache continues at {self.next_position}")
+        seg = Segment(kind, [int(i) for i in ids], int(pos_start), int(pos_end), second, has_vision)
+        self.segments.append(seg)
+        return seg
+
+    def extend_last(self, ids) -> None:
+        """Append text tokens to the newest segment (decoding), one position each."""
+        ids = [int(i) for i in ids]
+        seg = self.segments[-1]
+        seg.ids.extend(ids)
+        seg.pos_end += len(ids)
+
+    def ids(self) -> list[int]:
+        return [i for s in self.segments for i in s.ids]
+
+    def seconds(self) -> list[int]:
+        """Stream seconds that still have their vision in the cache, oldest first."""
+        return sorted({s.second for s in self.segments if s.kind == USER})
+
+    def check(self) -> None:
+        """The segment list describes exactly the tokens the layers hold."""
+        physical = self.get_seq_length()
+        if physical != self.num_tokens:
+            raise AssertionError(f"cache holds {physical} tokens, segments describe {self.num_tokens}")
+        for a, b in zip(self.segments, self.segments[1:]):
+            if self.pos_mode == "contiguous" and a.pos_end != b.pos_start:
+                raise AssertionError(f"positions not contiguous between {a.kind} and {b.kind}")
+
+    # ---- the one mutation ----------------------------------------------------------------------------------
+    def apply(self, plan: dict[int, Keep]) -> int:
+        """Keep, for each segment index in `plan`, only `Keep.ranges` (segments not in `plan` stay whole).
+
+        Returns the number of tokens removed. Vision segments are kept whole or dropped whole (their internal
+        positions are a grid, not a line). In contiguous mode, surviving tokens move down by the position span
+        removed before them, and their keys are re-rotated in one call.
+        """
+        new_segments: list[Segment] = []
+        keep_index: list[int] = []
+        shifts: list[int] = []
+        removed_span = 0
+        offset = 0
+        for idx, seg in enumerate(self.segments):
+            keep = plan.get(idx, Keep(seg.kind, [(0, len(seg))]))
+            ranges = [(a, b) for a, b in keep.ranges if b > a]
+            if seg.has_vision and ranges and ranges != [(0, len(seg))]:
+                raise ValueError(f"a vision segment ({seg.kind} {seg.second}) is kept whole or dropped whole")
+            cursor = 0
+            for a, b in ranges:
+                if not 0 <= cursor <= a < b <= len(seg):
+                    raise ValueError(f"bad keep range {(a, b)} for a segment of {len(seg)} tokens")
+                removed_span += self._span(seg, cursor, a)
+                shift = removed_span if self.pos_mode == "contiguous" else 0
+                if seg.has_vision:
+                    start, end = seg.pos_start, seg.pos_end
+                else:
+                    start, end = seg.pos_start + a, seg.pos_start + b
+                new_segments.append(Segment(keep.kind, seg.ids[a:b], start - shift, end - shift, seg.second,
+                                            seg.has_vision))
+                keep_index.extend(range(offset + a, offset + b))
+                shifts.extend([shift] * (b - a))
+                cursor = b
+            removed_span += self._span(seg, cursor, len(seg))
+            offset += len(seg)
+
+        removed = offset - len(keep_index)
+        self.segments = new_segments
+        if removed:
+            self._gather_and_rotate(keep_index, shifts)
+            self.tokens_evicted += removed
+        return removed
+
+    @staticmethod
+    def _span(seg: Segment, a: int, b: int) -> int:
+        """Position span of tokens [a, b) of a segment (a dropped vision segment frees its whole span)."""
+        if b <= a:
+            return 0
+        return seg.span if seg.has_vision else b - a
+
+    def _gather_and_rotate(self, keep_index: list[int], shifts: list[int]) -> None:
+        # Runs of surviving tokens that moved by the same amount: one rotation each. Usually one or two runs
+        # (after the dropped second; after a trimmed middle of the previous text).
+        runs: list[tuple[int, int, int]] = []
+        for i, s in enumerate(shifts):
+            if not s:
+                continue
+            if runs and runs[-1][1] == i and runs[-1][2] == s:
+                runs[-1] = (runs[-1][0], i + 1, s)
+            else:
+                runs.append((i, i + 1, s))
+        for layer in self.layers:
+            if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
+                continue
+            index = torch.tensor(keep_index, dtype=torch.long, device=layer.keys.device)
+            keys = layer.keys.index_select(-2, index)
+            values = layer.values.index_select(-2, index)
+            for a, b, s in runs:
+                keys[..., a:b, :] = rotate_keys(keys[..., a:b, :], -s, self.inv_freq)
+            layer.keys, layer.values = keys, values
+        self.rotations += len(runs)
+
+    # ---- reporting -----------------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        kinds: dict[str, int] = {}
+        for s in self.segments:
+            kinds[s.kind] = kinds.get(s.kind, 0) + len(s)
+        return {"tokens": self.num_tokens, "next_position": self.next_position, "by_kind": kinds,
+                "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
+                "rotations": self.rotations}

@@ -1,0 +1,321 @@
+"""`StreamingEngine`: one second in, one line of commentary out, in bounded memory.
+
+Every token the model sees comes from the stream template (`streaming_vlm.data.stream_template`), the same one
+training uses, placed at the cache's next position:
+
+    start(previous_text, query)   system turn [+ previous text] [+ query]           -> SINK / PREVIOUS / QUERY
+    step(second)                  evict; user turn with the second's frames + "<|im_start|>assistant\\n"  -> USER i
+                                  decode up to max_new_tokens, stop at <|im_end|> (appended if missing), "\\n" -> REPLY i
+    ask(question)                 a user turn at the current second + the answer     -> QUESTION i / ANSWER i
+
+The forward is transformers' own `Qwen3VLForConditionalGeneration.forward`, unpatched: we pass explicit 3-row
+mRoPE positions `(3, 1, L)` (3 rows = plain t/h/w positions, used as given; 4 rows would be read as packed
+sequences), `pixel_values_videos` / `video_grid_thw` for the new second only, and the `StreamingCache`. With a
+cache, Qwen3VLModel still runs the vision tower on the new pixels, scatters them at the `<|video_pad|>` tokens of
+the new chunk and adds the DeepStack features at those same positions after decoder layers 0..2 (its visual mask
+is built from the chunk's own input_ids), so DeepStack works on every second without a patch
+(tests/test_inference_parity.py checks it against one full forward).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper
+
+from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
+                                                VisionBudget, truncate_tokens)
+from streaming_vlm.errors import UserError
+from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
+                                           StreamingCache)
+from streaming_vlm.inference.config import StreamingConfig
+from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
+from streaming_vlm.inference.timing import Timings
+
+
+# ---- configuration -> template, policy, budget ----------------------------------------------------------------
+def vision_budget(config: StreamingConfig) -> VisionBudget:
+    """Per-frame pixel budget: the one a training window of `window_size` seconds at `fps` would give each frame.
+
+    Training caps a window's vision at `total_pixels` (about 24K tokens); inference keeps the same number of frames
+    in its window, so it gets the same per-frame resolution, and the window's vision stays under the same cap.
+    """
+    base = VisionBudget()
+    min_px = config.min_pixels or base.min_pixels
+    max_px = config.max_pixels or base.max_pixels
+    total = config.total_pixels or base.total_pixels
+    frames_in_window = max(1, math.ceil(config.window_size * config.fps))
+    cap = max(min(max_px, total // frames_in_window), base.factor * base.factor)
+    return VisionBudget(min_pixels=min(min_px, cap), max_pixels=cap, total_pixels=total, factor=base.factor)
+
+
+def build_template(processor, config: StreamingConfig) -> StreamTemplate:
+    return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config))
+
+
+def build_policy(template: StreamTemplate, config: StreamingConfig) -> StreamingPolicy:
+    silence_ids = tuple(template.tokenizer(SILENCE, add_special_tokens=False)["input_ids"])
+    return StreamingPolicy(window_size=config.window_size, text_sink=config.text_sink,
+                           text_sliding_window=config.text_sliding_window, max_cache_tokens=config.max_cache_tokens,
+                           fold_strip=(tuple(template.turn_end_ids), (template.im_end_id,), silence_ids))
+
+
+def per_second_max_tokens(template: StreamTemplate, config: StreamingConfig) -> int:
+    """Upper bound on one second's tokens in the cache: its user turn at full vision budget + the longest reply."""
+    n = max(1, math.ceil(config.fps))  # frames in one second
+    t = template.temporal_patch_size
+    patches = math.ceil(n / t)
+    _, hi = template.budget.per_frame(n)
+    # the processor sizes all of a second's frames together (padded to a multiple of t): per frame <= hi·(t·patches)/n
+    per_patch = math.floor(hi * patches * t / n / template.budget.factor ** 2) + 1
+    big_t = 10_000_000.0  # timestamps grow with the stream; measure the text at a 4-month-old stream
+    dummy = Second(big_t, big_t + 1, np.zeros((n, 64, 64, 3), np.uint8), [big_t + k / n for k in range(n)])
+    enc = template.encode_second(dummy, 0)
+    pads = int((enc.input_ids == template.video_token_id).sum())
+    reply = config.max_new_tokens + 1 + len(template.turn_end_ids)
+    return len(enc) - pads + patches * (per_patch + 4) + reply
+
+
+def check_cache_budget(template: StreamTemplate, config: StreamingConfig, query: str | None = None) -> dict:
+    """Reject a window the cache budget cannot hold (UserError); returns the numbers."""
+    fixed = len(template.encode_prefix("", query)) + 8  # system + query turns, + the previous-text header
+    per_second = per_second_max_tokens(template, config)
+    policy = build_policy(template, config)
+    bound = cache_bound(policy, fixed, per_second)
+    if bound > config.max_cache_tokens:
+        raise UserError(
+            f"window_size {config.window_size} s at {config.fps:g} fps can need {bound} cached tokens "
+            f"({per_second} per second + {config.text_sink}+{config.text_sliding_window} text + {fixed} fixed), "
+            f"more than max_cache_tokens {config.max_cache_tokens}: lower --window_size/--fps/--text_sliding_window "
+            f"or raise --max_cache_tokens")
+    return {"bound": bound, "per_second": per_second, "fixed": fixed, "max_cache_tokens": config.max_cache_tokens}
+
+
+# ---- the engine -----------------------------------------------------------------------------------------------
+class StreamingEngine:
+    def __init__(self, model, processor, config: StreamingConfig | dict | None = None):
+        self.config = StreamingConfig.from_any(config)
+        self.model = model
+        self.processor = processor
+        self.template = build_template(processor, self.config)
+        self.tokenizer = self.template.tokenizer
+        self.policy = build_policy(self.template, self.config)
+        self.im_end_id = self.template.im_end_id
+        self.device = next(model.parameters()).device
+        self.timings = Timings(self.device)
+        self.inv_freq = model.model.language_model.rotary_emb.inv_freq
+        self.generator = torch.Generator(device=self.device)
+        if self.config.seed is not None:
+            self.generator.manual_seed(int(self.config.seed))
+        else:
+            self.generator.seed()
+        self.repetition = (RepetitionPenaltyLogitsProcessor(self.config.repetition_penalty)
+                           if self.config.repetition_penalty != 1.0 else None)
+        self.temperature = (TemperatureLogitsWarper(self.config.temperature)
+                            if self.config.temperature > 0 else None)
+        self.cache: StreamingCache | None = None
+        self.budget: dict | None = None
+        self.second_index = -1
+        self.current_time = 0.0  # end of the last second processed (where a question is inserted)
+        self.tokens_generated = 0
+
+    # ---- stream lifecycle -------------------------------------------------------------------------------------
+    def start(self, previous_text: str | None = None, query: str | None = None) -> None:
+        cfg = self.config
+        previous_text = previous_text if previous_text is not None else (cfg.previous_text or "")
+        query = query if query is not None else cfg.query
+        self.budget = check_cache_budget(self.template, cfg, query)
+        previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
+        self.cache = StreamingCache(self.inv_freq, cfg.pos_mode)
+        self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
+        with self.timings.section("preprocess"):
+            full = self.template.encode_prefix(previous, query, start=0)
+            # split the prefix into its turns: system (sink) | previous text | query (kept with the sink)
+            n_sys = len(self.template.encode_prefix("", None))
+            n_prev = len(self.template.encode_prefix(previous, None))
+            ids = full.input_ids.tolist()
+        for kind, a, b in ((SINK, 0, n_sys), (PREVIOUS, n_sys, n_prev), (QUERY, n_prev, len(ids))):
+            if b > a:
+                self.cache.add_segment(kind, ids[a:b], a, b)
+        with self.timings.section("prefill"):
+            self._forward(full)
+
+    def step(self, second: Second, reply: str | None = None) -> dict:
+        """Process one second: evict, feed its frames, generate (or teacher-force `reply`) its commentary."""
+        if self.cache is None:
+            self.start()
+        t0 = time.perf_counter()
+        before = self.timings.snapshot()
+        self.second_index += 1
+        self.evict(incoming=self.budget["per_second"])
+        with self.timings.section("preprocess"):
+            enc = self.template.encode_second(second, start=self.cache.next_position)
+        self.feed(enc, USER, self.second_index)
+        if reply is None:
+            ids = self.generate(REPLY, self.config.max_new_tokens, self.config.min_new_tokens)
+        else:
+            with self.timings.section("preprocess"):
+                forced = self.template.encode_reply(reply, start=self.cache.next_position)
+            self.feed(forced, REPLY, self.second_index)
+            ids = forced.input_ids.tolist()
+        self.current_time = float(second.end)
+        words = self.words(ids)
+        return {"type": "segment", "start": float(second.start), "end": float(second.end), "text": words,
+                "silent": not words, "tokens": len(ids), "latency": time.perf_counter() - t0,
+                "timings": Timings.diff(self.timings.snapshot(), before), "cache_tokens": self.cache.num_tokens,
+                "next_position": self.cache.next_position}
+
+    def ask(self, question: str) -> dict:
+        """An interactive question, inserted as a user turn at the current second; returns the answer."""
+        if self.cache is None:
+            self.start()
+        question = " ".join(question.split())
+        with self.timings.section("preprocess"):
+            probe = self.template.encode_user_text(question, start=0)
+        need = len(probe) + self.config.max_answer_tokens + 1 + len(self.template.turn_end_ids)
+        self.evict(incoming=need, new_second=False)
+        if self.cache.num_tokens + need > self.config.max_cache_tokens:
+            raise UserError(f"question too long for the cache budget ({len(probe)} tokens)")
+        with self.timings.section("preprocess"):
+            enc = self.template.encode_user_text(question, start=self.cache.next_position)
+        second = max(self.second_index, 0)
+        self.feed(enc, QUESTION, second)
+        ids = self.generate(ANSWER, self.config.max_answer_tokens, 0, second=second)
+        return {"type": "answer", "time": self.current_time, "question": question, "text": self.words(ids)}
+
+    # ---- pieces ---------------------------------------------------------------------------------------------------
+    def evict(self, incoming: int = 0, new_second: bool = True) -> int:
+        with self.timings.section("eviction"):
+            return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
+
+    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False) -> torch.Tensor:
+        """Append an encoded piece (positions must start at the cache's next position); returns its logits."""
+        start = int(enc.position_ids.min())
+        if start != self.cache.next_position:
+            raise ValueError(f"piece encoded at position {start}, cache continues at {self.cache.next_position}")
+        self.cache.add_segment(kind, enc.input_ids.tolist(), start, enc.next_position, second,
+                               has_vision=enc.pixel_values_videos is not None)
+        with self._timed_forward("prefill"):
+            return self._forward(enc, all_logits)
+
+    def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None) -> list[int]:
+        """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment."""
+        second = self.second_index if second is None else second
+        pos = self.cache.next_position
+        self.cache.add_segment(kind, [], pos, pos, second)
+        with self.timings.section("decode"):
+            context = torch.tensor(self.cache.ids(), dtype=torch.long, device=self.device)
+            logits = self._last_logits
+            generated: list[int] = []
+            pending: list[int] = []
+            for step in range(max_new):
+                token = self._sample(logits, context, len(generated), min_new)
+                if token == self.im_end_id:
+                    break
+                generated.append(token)
+                context = torch.cat([context, context.new_tensor([token])])
+                if step == max_new - 1:
+                    pending = [token]  # fed together with the closing tokens below
+                else:
+                    logits = self._feed_text([token])
+            closing = pending + [self.im_end_id] + list(self.template.turn_end_ids)
+            self._feed_text(closing)
+        self.tokens_generated += len(generated)
+        return generated + [self.im_end_id] + list(self.template.turn_end_ids)
+
+    def words(self, ids: list[int]) -> str:
+        """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n")
+        if text.endswith(SILENCE):
+            text = text[: -len(SILENCE)]
+        text = text.strip()
+        return "" if text == SILENCE.strip() else text
+
+    # ---- model calls ------------------------------------------------------------------------------------------
+    def _feed_text(self, ids: list[int]) -> torch.Tensor:
+        pos = self.cache.next_position
+        self.cache.extend_last(ids)
+        positions = torch.arange(pos, pos + len(ids)).expand(3, -1)
+        self._run(torch.tensor(ids), positions, None, None, all_logits=False)
+        return self._last_logits
+
+    def _forward(self, enc: Encoded, all_logits: bool = False) -> torch.Tensor:
+        return self._run(enc.input_ids, enc.position_ids, enc.pixel_values_videos, enc.video_grid_thw, all_logits)
+
+    @torch.inference_mode()
+    def _run(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool) -> torch.Tensor:
+        kwargs = {}
+        if pixel_values_videos is not None:
+            kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
+                      "video_grid_thw": video_grid_thw.to(self.device)}
+        out = self.model(input_ids=input_ids[None].to(self.device),
+                         position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
+                         **kwargs)
+        logits = out.logits[0]
+        self._last_logits = logits[-1]
+        return logits
+
+    @torch.inference_mode()
+    def _sample(self, logits: torch.Tensor, context: torch.Tensor, n_generated: int, min_new: int) -> int:
+        scores = logits[None].float().clone()
+        if self.repetition is not None:
+            scores = self.repetition(context[None], scores)
+        if n_generated < min_new:
+            scores[:, self.im_end_id] = float("-inf")
+        if self.temperature is None:
+            return int(scores.argmax(-1))
+        scores = self.temperature(context[None], scores)
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    @contextmanager
+    def _timed_forward(self, stage: str):
+        """Time a forward as `stage`, minus the vision tower's share (hooked and booked as `vision`)."""
+        visual = self.model.model.visual
+        spent = {"vision": 0.0}
+        marks = {}
+
+        def pre(*_):
+            marks["t0"] = self.timings.now()
+
+        def post(*_):
+            spent["vision"] += self.timings.now() - marks.pop("t0")
+
+        handles = [visual.register_forward_pre_hook(pre), visual.register_forward_hook(post)]
+        t0 = self.timings.now()
+        try:
+            yield
+        finally:
+            total = self.timings.now() - t0
+            for h in handles:
+                h.remove()
+            self.timings.add("vision", spent["vision"])
+            self.timings.add(stage, total - spent["vision"])
+
+    # ---- reporting ----------------------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        return {"timings": self.timings.snapshot(), "tokens_generated": self.tokens_generated,
+                "cache": self.cache.summary() if self.cache is not None else None, "budget": self.budget}
+
+
+# ---- one call for the eval callback and scripts ------------------------------------------------------------------
+def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
+               end: float | None = None, on_segment=None) -> list[dict]:
+    """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`)."""
+    from streaming_vlm.inference.frames import VideoFrameSource
+
+    engine = StreamingEngine(model, processor, config)
+    source = VideoFrameSource(video_path, engine.config.fps, start=start, end=end)
+    engine.start()
+    segments = []
+    for second in source:
+        segment = engine.step(second)
+        segments.append(segment)
+        if on_segment is not None:
+            on_segment(segment)
+    return segments

@@ -1,0 +1,241 @@
+"""Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference`.
+
+    python -m streaming_vlm.inference.inference --model_path Qwen/Qwen3-VL-2B-Instruct \\
+        --video_path match.mp4 --output_path commentary.vtt --fps 4 \\
+        --attn_implementation flash_attention_2 --window_size 24 --text_sliding_window 768
+
+Python:
+
+    from streaming_vlm.cuda_config import get_cuda_config
+    from streaming_vlm.inference.inference import streaming_inference
+    results = streaming_inference(get_cuda_config(model_size="2b", video_path="match.mp4"))
+    results["segments"]  # [{"start", "end", "text", "silent", "timings", ...}, ...]
+
+`--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
+at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import queue
+import sys
+import threading
+import time
+
+from streaming_vlm.errors import UserError, cli_entry
+from streaming_vlm.inference.config import POS_MODES, StreamingConfig
+from streaming_vlm.inference.timing import STAGES
+
+
+def stdin_questions(stream=None) -> "queue.Queue[str | None]":
+    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input."""
+    q: "queue.Queue[str | None]" = queue.Queue()
+    stream = stream or sys.stdin
+
+    def pump():
+        try:
+            for line in stream:
+                if line.strip():
+                    q.put(line.strip())
+        finally:
+            q.put(None)
+
+    threading.Thread(target=pump, name="stdin-questions", daemon=True).start()
+    return q
+
+
+def _drain(questions) -> list[str]:
+    out = []
+    if questions is None:
+        return out
+    while True:
+        try:
+            item = questions.get_nowait()
+        except queue.Empty:
+            return out
+        if item is not None:
+            out.append(item)
+
+
+def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,
+                        source=None, on_segment=None) -> dict:
+    """Stream `config.video_path` (or `source`, any FrameSource) and return segments, answers and timings.
+
+    Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
+    is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
+    """
+    import torch
+
+    from streaming_vlm.inference.engine import StreamingEngine, build_template, check_cache_budget
+    from streaming_vlm.inference.frames import VideoFrameSource
+    from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
+    from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
+
+    cfg = StreamingConfig.from_any(config)
+    # Cheap checks first, so bad input fails in a second, before any weights load.
+    check_attn_implementation(cfg.attn_implementation)
+    if source is None:
+        if not cfg.video_path:
+            raise UserError("video_path is required")
+        source = VideoFrameSource(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end)
+    if model is None and not cfg.model_path:
+        raise UserError("model_path is required")
+    device = resolve_device(cfg.device)
+    processor = processor if processor is not None else load_processor(cfg.model_path)
+    check_cache_budget(build_template(processor, cfg), cfg, cfg.query)
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+    if model is None:
+        model = load_model(cfg.model_path, attn_implementation=cfg.attn_implementation, dtype=cfg.dtype,
+                           device=device)
+    if cfg.interactive and questions is None:
+        questions = stdin_questions()
+
+    duration = source.duration
+    writers = []
+    if cfg.output_path:
+        writers.append(VttWriter(cfg.output_path, duration=duration))
+    if cfg.emit_json:
+        writers.append(JsonLinesWriter(cfg.emit_json))
+    stdout_taken = cfg.emit_json == "-"
+    console = None if stdout_taken else ConsoleWriter()
+    if console is not None and not cfg.output_path:
+        writers.append(console)
+
+    engine = StreamingEngine(model, processor, cfg)
+    engine.start()
+    segments, answers = [], []
+
+    def answer_all(pending):
+        for question in pending:
+            try:
+                answer = engine.ask(question)
+            except UserError as err:
+                print(f"error: {err}", file=sys.stderr)
+                continue
+            answers.append(answer)
+            for w in writers:
+                w.answer(answer)
+            if console is not None and console not in writers:
+                console.answer(answer)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=round(duration, 1) if duration else None, unit="s", desc="stream", file=sys.stderr,
+               disable=not cfg.progress, dynamic_ncols=True)
+    wall0 = time.perf_counter()
+    frames, processed = 0, 0.0
+    try:
+        iterator = iter(source)
+        while True:
+            t_read = time.perf_counter()
+            second = next(iterator, None)
+            engine.timings.add("read", time.perf_counter() - t_read)
+            if second is None:
+                break
+            answer_all(_drain(questions))
+            segment = engine.step(second)
+            frames += len(second.frames)
+            segments.append(segment)
+            for w in writers:
+                w.segment(segment)
+            if on_segment is not None:
+                on_segment(segment)
+            processed += second.end - second.start
+            bar.update(second.end - second.start)
+            bar.set_postfix(rtf=f"{(time.perf_counter() - wall0) / processed:.2f}", cache=engine.cache.num_tokens)
+        answer_all(_drain(questions))
+        if cfg.interactive and questions is not None:
+            # input may still be arriving (a pipe written after the video ended): wait briefly for its end
+            deadline = time.perf_counter() + 2.0
+            while time.perf_counter() < deadline:
+                try:
+                    item = questions.get(timeout=max(0.0, deadline - time.perf_counter()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    break
+                answer_all([item])
+    finally:
+        bar.close()
+        for w in writers:
+            w.close()
+
+    wall = time.perf_counter() - wall0
+    stream_seconds = sum(s["end"] - s["start"] for s in segments)
+    stats = engine.stats()
+    results = {
+        "segments": segments,
+        "answers": answers,
+        "timings": stats["timings"],
+        "stream_seconds": stream_seconds,
+        "wall_seconds": wall,
+        "rtf": wall / stream_seconds if stream_seconds else None,  # < 1: faster than real time
+        "fps_processed": frames / wall if wall else None,
+        "tokens_generated": stats["tokens_generated"],
+        "decode_ms_per_token": 1000 * stats["timings"]["decode"] / max(stats["tokens_generated"], 1),
+        "cache": stats["cache"],
+        "budget": stats["budget"],
+    }
+    if cfg.progress:
+        print(format_timings(results), file=sys.stderr)
+    return results
+
+
+def format_timings(results: dict) -> str:
+    t = results["timings"]
+    n = max(len(results["segments"]), 1)
+    stages = ", ".join(f"{s} {t.get(s, 0.0):.2f}s ({1000 * t.get(s, 0.0) / n:.1f} ms/s)" for s in STAGES)
+    rtf = results["rtf"]
+    return (f"timing: {results['stream_seconds']:.0f} stream s in {results['wall_seconds']:.1f} s wall"
+            f" (rtf {rtf:.3f}, {results['fps_processed'] or 0:.1f} frames/s, "
+            f"decode {results['decode_ms_per_token']:.1f} ms/token); {stages}" if rtf is not None
+            else f"timing: no stream seconds; {stages}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = StreamingConfig()
+    p = argparse.ArgumentParser(prog="python -m streaming_vlm.inference.inference",
+                                description="Live commentary on a video with a StreamingVLM-trained Qwen3-VL.")
+    p.add_argument("--model_path", required=True, help="checkpoint directory or hub id")
+    p.add_argument("--video_path", required=True, help="input video file")
+    p.add_argument("--output_path", default=None, help="WebVTT file to write (default: cues on stdout)")
+    p.add_argument("--fps", type=float, default=d.fps, help=f"frames read per second (default {d.fps:g})")
+    p.add_argument("--attn_implementation", default=d.attn_implementation,
+                   help="sdpa | flash_attention_2 | eager (default sdpa)")
+    p.add_argument("--window_size", type=int, default=d.window_size, help="vision window in seconds")
+    p.add_argument("--text_sliding_window", type=int, default=d.text_sliding_window,
+                   help="tail tokens of earlier commentary kept")
+    p.add_argument("--text_sink", type=int, default=d.text_sink, help="head tokens of earlier commentary kept")
+    p.add_argument("--max_cache_tokens", type=int, default=d.max_cache_tokens, help="hard cap on cached tokens")
+    p.add_argument("--max_new_tokens", type=int, default=d.max_new_tokens, help="tokens per second, at most")
+    p.add_argument("--min_new_tokens", type=int, default=d.min_new_tokens, help="force at least this many")
+    p.add_argument("--max_answer_tokens", type=int, default=d.max_answer_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature, help="0 = greedy")
+    p.add_argument("--repetition_penalty", type=float, default=d.repetition_penalty)
+    p.add_argument("--query", default=None, help="a standing instruction after the system prompt")
+    p.add_argument("--previous_text", default=None, help="commentary before the stream starts")
+    p.add_argument("--system_prompt", default=None)
+    p.add_argument("--emit_json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="JSON lines {type,start,end,text}: to stdout, or to PATH")
+    p.add_argument("--pos_mode", default=d.pos_mode, help=f"{' | '.join(POS_MODES)} (default contiguous)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--start", type=float, default=0.0, help="start at this video second")
+    p.add_argument("--end", type=float, default=None, help="stop at this video second")
+    p.add_argument("--interactive", action="store_true", help="answer questions typed on stdin mid-stream")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar or timing summary")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> None:
+    args = vars(build_parser().parse_args(argv))
+    args["progress"] = not args.pop("no_progress")
+    streaming_inference(args)
+
+
+if __name__ == "__main__":
+    main()

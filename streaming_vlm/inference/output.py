@@ -1,0 +1,112 @@
+"""Writing the commentary as it happens: WebVTT cues and JSON lines, flushed after every second.
+
+WebVTT: `WEBVTT`, a blank line, then one cue per stream second, in order. A silent second is written too, as
+`...` (the model's own silence marker), so the cues tile the stream with no gaps and a player shows that the
+commentator is listening; the JSON lines carry `""` for it. A cue never ends past the end of the video. An
+interactive answer is a two-line cue (`Q: …` / `A: …`) starting where the question was asked; it overlaps the next
+second's cue, which WebVTT allows (cue start times stay non-decreasing).
+
+JSON lines: `{"type": "segment", "start", "end", "text"}` per second, `{"type": "answer", "time", "question",
+"text"}` per answer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO
+
+SILENT_CUE = "..."
+
+
+def vtt_time(seconds: float) -> str:
+    ms = int(round(max(0.0, seconds) * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def cue_text(text: str) -> str:
+    """One line of cue payload: no line breaks (a blank line ends a cue), no `-->`, HTML-escaped."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("--&gt;", "-&gt;")
+
+
+class _Sink:
+    def __init__(self, target: str | IO | None):
+        if target is None or target == "-":
+            self.fh, self.owned = sys.stdout, False
+        elif hasattr(target, "write"):
+            self.fh, self.owned = target, False
+        else:
+            self.fh, self.owned = open(target, "w", encoding="utf-8"), True
+
+    def write(self, text: str) -> None:
+        self.fh.write(text)
+        self.fh.flush()
+
+    def close(self) -> None:
+        if self.owned:
+            self.fh.close()
+
+
+class VttWriter:
+    def __init__(self, target: str | IO | None, duration: float | None = None):
+        self.sink = _Sink(target)
+        self.duration = duration
+        self.last_start = 0.0
+        self.sink.write("WEBVTT\n\n")
+
+    def _cue(self, start: float, end: float, lines: list[str]) -> None:
+        start = max(start, self.last_start)
+        if self.duration is not None and self.duration > start:
+            end = min(end, self.duration)
+        end = max(end, start + 0.001)
+        self.last_start = start
+        self.sink.write(f"{vtt_time(start)} --> {vtt_time(end)}\n" + "\n".join(lines) + "\n\n")
+
+    def segment(self, segment: dict) -> None:
+        text = cue_text(segment["text"]) or SILENT_CUE
+        self._cue(segment["start"], segment["end"], [text])
+
+    def answer(self, answer: dict) -> None:
+        t = answer["time"]
+        self._cue(t, t + 1.0, [f"Q: {cue_text(answer['question'])}", f"A: {cue_text(answer['text']) or SILENT_CUE}"])
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class JsonLinesWriter:
+    def __init__(self, target: str | IO | None):
+        self.sink = _Sink(target)
+
+    def segment(self, segment: dict) -> None:
+        self.sink.write(json.dumps({"type": "segment", "start": segment["start"], "end": segment["end"],
+                                    "text": segment["text"]}, ensure_ascii=False) + "\n")
+
+    def answer(self, answer: dict) -> None:
+        self.sink.write(json.dumps({"type": "answer", "time": answer["time"], "question": answer["question"],
+                                    "text": answer["text"]}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+class ConsoleWriter:
+    """Human-readable lines on stdout (when no --output_path is given, and for interactive answers)."""
+
+    def __init__(self, target: IO | None = None):
+        self.sink = _Sink(target)
+
+    def segment(self, segment: dict) -> None:
+        text = segment["text"] or SILENT_CUE
+        self.sink.write(f"[{vtt_time(segment['start'])} --> {vtt_time(segment['end'])}] {text}\n")
+
+    def answer(self, answer: dict) -> None:
+        self.sink.write(f"Q: {answer['question']}\nA: {answer['text'] or SILENT_CUE}\n")
+
+    def close(self) -> None:
+        self.sink.close()

@@ -1,0 +1,39 @@
+"""Wall-clock time per stage (read, preprocess, vision, prefill, decode, eviction), CUDA-synchronised."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+import torch
+
+STAGES = ("read", "preprocess", "vision", "prefill", "decode", "eviction")
+
+
+class Timings:
+    def __init__(self, device: torch.device | str | None = None, sync: bool = True):
+        self.sync = sync and torch.device(device or "cpu").type == "cuda"
+        self.total: dict[str, float] = {s: 0.0 for s in STAGES}
+
+    def now(self) -> float:
+        if self.sync:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.total[stage] = self.total.get(stage, 0.0) + seconds
+
+    @contextmanager
+    def section(self, stage: str):
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            self.add(stage, self.now() - t0)
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.total)
+
+    @staticmethod
+    def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+        return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
