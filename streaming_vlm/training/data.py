@@ -1,0 +1,102 @@
+"""The trainer's side of the data pipeline (`streaming_vlm.data`): sources -> one dataset, the collator, the
+bad-sample tracker, and first-use generation of the synthetic data set."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from streaming_vlm.errors import UserError
+
+# Keys of configs/data/*.yaml that are ours, not the data builder's.
+TRAINER_ONLY_KEYS = ("num_workers", "generate")
+
+
+def builder_config(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in TRAINER_ONLY_KEYS}
+
+
+def resolve_file(d: dict, key: str = "train_file") -> str | None:
+    """The data file path: as given, or relative to `root` when that is where it is."""
+    f = d.get(key)
+    if not f:
+        return None
+    if os.path.isabs(f) or os.path.exists(f) or f.startswith("hf:") or not d.get("root"):
+        return f
+    return str(Path(d["root"]) / f)
+
+
+def ensure_generated(d: dict, timeout_s: float = 1800.0) -> None:
+    """`data.generate`: build the synthetic data set into `root` when its train file is missing.
+
+    One process generates into a temp dir and renames it into place; any other waits for the result."""
+    gen = d.get("generate")
+    path = resolve_file(d)
+    if not gen or (path and os.path.exists(path)):
+        return
+    root = Path(d["root"])
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:
+        deadline = time.time() + timeout_s
+        while not (path and os.path.exists(path)):
+            if time.time() > deadline:
+                raise UserError(f"timed out waiting for the synthetic data set in {root}")
+            time.sleep(1.0)
+        return
+    from data.synthetic import generate_dataset
+
+    if root.exists() and any(root.iterdir()):
+        raise UserError(f"data.root {root} exists but has no {d['train_file']}; remove it or point data.root elsewhere")
+    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
+    print(f"generating the synthetic data set in {root} ({dict(gen)})", flush=True)
+    generate_dataset(tmp, **dict(gen))
+    root.parent.mkdir(parents=True, exist_ok=True)
+    if root.exists():
+        shutil.rmtree(root)
+    os.rename(tmp, root)
+
+
+def _prepared(d: dict) -> dict:
+    d = builder_config(d)
+    for key in ("train_file", "eval_file"):
+        if d.get(key):
+            d[key] = resolve_file(d, key)
+    return d
+
+
+def build_train(sources: dict[str, dict], processor):
+    """(dataset, collator, tracker) for all sources (ConcatDataset when extra_data is set)."""
+    from torch.utils.data import ConcatDataset
+
+    from streaming_vlm.data.bad_samples import BadSampleTracker
+    from streaming_vlm.data.collator import build_collator
+    from streaming_vlm.data.dataset import build_train_dataset
+
+    parts = [build_train_dataset(_prepared(d), processor) for d in sources.values()]
+    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    main = _prepared(sources["data"])
+    collator = build_collator(main, processor)
+    index_bad = sum((Counter(p.index_bad) for p in parts), Counter())
+    tracker = BadSampleTracker(float(main.get("max_bad_fraction", 0.05)), expected_total=None,
+                               index_bad=index_bad, index_total=sum(p.n_records for p in parts))
+    return dataset, collator, tracker
+
+
+def set_expected_total(tracker, dataset, epochs: float, max_steps: int, global_batch: int) -> None:
+    total = math.ceil(len(dataset) * epochs) if max_steps is None or max_steps <= 0 else max_steps * global_batch
+    tracker.expected_total = min(total, math.ceil(len(dataset) * max(epochs, 1)))
+
+
+def build_heldout(d: dict, processor):
+    """Held-out windows of `eval_file` with the training chunking (None when there is no eval_file)."""
+    from streaming_vlm.data.dataset import build_eval_dataset
+
+    if not d.get("eval_file"):
+        return None
+    prepared = _prepared(d)
+    if not os.path.exists(prepared["eval_file"]):
+        raise UserError(f"held-out data file not found: {prepared['eval_file']} (set data.eval_file=...)")
+    return build_eval_dataset(prepared, processor)

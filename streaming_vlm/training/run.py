@@ -1,0 +1,167 @@
+"""One training run from a composed Hydra config: checks -> TrainingArguments (DeepSpeed config first) -> model
+(partitioned at load under ZeRO-3) -> data -> HF Trainer with auto-resume -> final model + loss curve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from streaming_vlm.errors import UserError
+from streaming_vlm.training import checkpoints
+from streaming_vlm.training.config import plan as make_plan
+from streaming_vlm.training.config import training_arguments
+from streaming_vlm.training.launch import export_submitit_distributed_env
+
+log = logging.getLogger(__name__)
+
+
+def resume_checkpoint(resume, output_dir: str) -> str | None:
+    if resume in (None, False, "never"):
+        return None
+    if resume in (True, "auto"):
+        found = checkpoints.newest_checkpoint(output_dir)
+        return str(found) if found else None
+    return str(resume)  # an explicit checkpoint, checked complete by plan()
+
+
+def dry_run_report(cfg, p) -> str:
+    from omegaconf import OmegaConf
+
+    lines = ["dry run: nothing is trained",
+             f"command: {' '.join([os.path.basename(sys.argv[0])] + sys.argv[1:])}",
+             f"plan: {p.summary()}",
+             f"env: WORLD_SIZE={os.environ.get('WORLD_SIZE', '-')} RANK={os.environ.get('RANK', '-')} "
+             f"LOCAL_RANK={os.environ.get('LOCAL_RANK', '-')} MASTER_ADDR={os.environ.get('MASTER_ADDR', '-')} "
+             f"MASTER_PORT={os.environ.get('MASTER_PORT', '-')}",
+             f"resume: {resume_checkpoint(cfg.get('resume'), p.output_dir) or 'fresh start'}",
+             "config:", OmegaConf.to_yaml(cfg, resolve=True)]
+    return "\n".join(lines)
+
+
+def save_final(trainer, processor, output_dir: str, lora_cfg) -> None:
+    """The final model in `output_dir`, loadable by from_pretrained / AutoProcessor / peft. Collective under ZeRO-3."""
+    staged = Path(output_dir) / checkpoints.STAGING / "final"
+    if trainer.is_world_process_zero() and staged.exists():
+        shutil.rmtree(staged)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staged))  # ZeRO-3: gathers the 16-bit weights (stage3_gather_16bit_weights_on_model_save)
+    merged_src = None
+    if lora_cfg.enabled and lora_cfg.get("merge_on_save"):
+        if trainer.is_deepspeed_enabled:
+            log.warning("model.lora.merge_on_save is skipped under DeepSpeed (weights are partitioned); merge offline")
+        elif trainer.is_world_process_zero():
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged_src = staged / "merged"
+            merged.save_pretrained(merged_src, safe_serialization=True)
+            processor.save_pretrained(merged_src)
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(staged)
+        # transformers 5.17 (the GPU machine's) looks for the per-processor files, as on the hub
+        for part in ("image_processor", "video_processor"):
+            if hasattr(processor, part):
+                getattr(processor, part).save_pretrained(staged)
+        out = Path(output_dir)
+        names = sorted(p.name for p in staged.iterdir())
+        last = [n for n in ("config.json", "adapter_config.json") if n in names]
+        for name in [n for n in names if n not in last] + last:  # config last: a half-moved dir does not load
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staged / name, target)
+        checkpoints.write_json_atomic(out / checkpoints.TRAINING_COMPLETE, {"step": trainer.state.global_step})
+        shutil.rmtree(staged, ignore_errors=True)
+        try:
+            staged.parent.rmdir()  # .staging/, when nothing else is in it
+        except OSError:
+            pass
+    trainer.accelerator.wait_for_everyone()
+
+
+def run(cfg) -> dict | None:
+    export_submitit_distributed_env()
+    p = make_plan(cfg)
+    if cfg.get("dry_run"):
+        print(dry_run_report(cfg, p), flush=True)
+        return None
+
+    import torch
+    import transformers
+
+    from streaming_vlm.training import tracking
+    from streaming_vlm.training.callbacks import HeldoutLoss, StepRecorder, build_config_callbacks
+    from streaming_vlm.training.curve import write_curve
+    from streaming_vlm.training.data import build_heldout, build_train, ensure_generated, set_expected_total
+    from streaming_vlm.training.model import ensure_tiny_checkpoint, load_for_training, parameter_report
+    from streaming_vlm.training.trainer import StreamingTrainer
+
+    os.makedirs(p.output_dir, exist_ok=True)
+    rank = int(os.environ.get("RANK", "0"))
+    report_to, wandb_mode = tracking.setup(cfg.wandb, cfg.trainer.get("report_to"), p.output_dir, str(cfg.run_name),
+                                           is_main=rank == 0)
+    # TrainingArguments FIRST: it sets up torch.distributed and (ZeRO-3) the global DeepSpeed config that makes
+    # from_pretrained partition the weights as they load.
+    args = training_arguments(cfg, p, report_to)
+    transformers.set_seed(int(cfg.seed))
+    with args.main_process_first(local=False, desc="prepare"):
+        if args.process_index == 0:
+            checkpoints.clear_staging(p.output_dir)  # half-written checkpoints of a killed run
+        for d in p.data_sources.values():
+            ensure_generated(d)
+        if not p.init_from and cfg.model.get("build_if_missing"):
+            ensure_tiny_checkpoint(p.model_path, str(cfg.model.build_if_missing), int(cfg.model.get("build_seed", 0)))
+
+    model, processor = load_for_training(cfg.model, p, deepspeed_enabled=bool(p.deepspeed_config))
+    report = parameter_report(model)
+    if report["trainable_vision"]:
+        raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
+    dataset, collator, tracker = build_train(p.data_sources, processor)
+    set_expected_total(tracker, dataset, float(cfg.trainer.num_train_epochs), int(cfg.trainer.max_steps),
+                       p.global_batch)
+    if args.process_index == 0:
+        print(f"{p.summary()}\ntrainable params {report['trainable']:,} | frozen {report['frozen']:,} "
+              f"(vision tower) | {len(dataset)} training samples | wandb {wandb_mode}", flush=True)
+
+    resume = resume_checkpoint(cfg.get("resume"), p.output_dir)
+    attempt = f"{os.getpid()}-{int(__import__('time').time())}"
+    trainer = StreamingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                               processing_class=processor, bad_sample_tracker=tracker, attempt=attempt)
+    trainer.add_callback(StepRecorder(trainer))
+    if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
+        heldout = build_heldout(p.data_sources["data"], processor)
+        if heldout is not None:
+            trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
+                                             int(cfg.eval.heldout.get("every_steps", 0))))
+    for cb in build_config_callbacks(cfg.eval):
+        trainer.add_callback(cb)
+    if resume:
+        trainer.restore_extra_state(resume)
+        if args.process_index == 0:
+            print(f"resuming from {resume}", flush=True)
+    result = trainer.train(resume_from_checkpoint=resume)
+    save_final(trainer, processor, p.output_dir, cfg.model.lora)
+    summary = {"global_step": trainer.state.global_step, "train_loss": result.training_loss,
+               "bad_samples": trainer.bad_samples_total, "resumed_from": resume}
+    if trainer.is_world_process_zero():
+        curve, table = write_curve(p.output_dir)
+        summary["final_loss"] = curve[-1]["loss"] if curve else None
+        checkpoints.write_json_atomic(Path(p.output_dir) / "train_summary.json", summary)
+        print(f"\nloss curve ({p.output_dir}/loss_curve.json):\n{table}\nfinal model: {p.output_dir}", flush=True)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return summary
+
+
+def main_task(cfg) -> dict | None:
+    """Hydra task body: a UserError is one line on stderr and exit code 2 (no traceback), on every rank."""
+    try:
+        return run(cfg)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+__all__ = ["run", "main_task", "save_final", "resume_checkpoint", "json"]
