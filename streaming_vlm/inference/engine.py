@@ -28,7 +28,7 @@ import torch
 from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper
 
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
-                                                VisionBudget, truncate_tokens)
+                                                VisionBudget, reply_text, truncate_tokens)
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
                                            StreamingCache)
@@ -145,7 +145,11 @@ class StreamingEngine:
             self._forward(full)
 
     def step(self, second: Second, reply: str | None = None) -> dict:
-        """Process one second: evict, feed its frames, generate (or teacher-force `reply`) its commentary."""
+        """Process one second: evict, feed its frames, generate its commentary.
+
+        `reply` (words, "" = silence) teacher-forces the reply instead of generating it, exactly as training lays
+        it out (`reply_text`: words + " ..."): for evaluation and for the parity tests.
+        """
         if self.cache is None:
             self.start()
         t0 = time.perf_counter()
@@ -159,7 +163,7 @@ class StreamingEngine:
             ids = self.generate(REPLY, self.config.max_new_tokens, self.config.min_new_tokens)
         else:
             with self.timings.section("preprocess"):
-                forced = self.template.encode_reply(reply, start=self.cache.next_position)
+                forced = self.template.encode_reply(reply_text(reply), start=self.cache.next_position)
             self.feed(forced, REPLY, self.second_index)
             ids = forced.input_ids.tolist()
         self.current_time = float(second.end)
