@@ -77,11 +77,12 @@ def batch_arithmetic(global_batch: int | None, per_device: int, grad_accum: int 
 
 
 def resolve_deepspeed(name: str | None) -> tuple[str | None, int | None]:
+    """`deepspeed.config`: a json in configs/deepspeed/ (by file name or stem) or a path -> (abs path, ZeRO stage)."""
     if not name:
         return None, None
     path = Path(str(name))
-    if not path.suffix:
-        path = CONFIG_DIR / "deepspeed" / f"{name}.json"
+    if not path.is_file() and not path.is_absolute():
+        path = CONFIG_DIR / "deepspeed" / (path.name if path.suffix else f"{path.name}.json")
     if not path.is_file():
         options = sorted(p.stem for p in (CONFIG_DIR / "deepspeed").glob("*.json"))
         raise UserError(f"DeepSpeed config not found: {name} (choose one of {', '.join(options)} or a .json path)")
@@ -135,7 +136,7 @@ def check_model_path(model_cfg) -> str:
 def plan(cfg, world_size: int | None = None) -> Plan:
     """Validate `cfg` (composed Hydra config) and derive the run plan. Raises UserError on bad input."""
     world = world_size or launch_world_size()
-    ds_path, stage = resolve_deepspeed(cfg.get("deepspeed"))
+    ds_path, stage = resolve_deepspeed((cfg.get("deepspeed") or {}).get("config"))
     t = cfg.trainer
     grad_accum, global_batch = batch_arithmetic(t.get("global_batch_size"), t.per_device_train_batch_size,
                                                 t.get("gradient_accumulation_steps"), world, stage)
@@ -203,6 +204,10 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         eval_strategy="no",
         label_names=["labels"],
     )
+    if p.deepspeed_config and kwargs.get("use_cpu"):
+        # accelerate's cpu=True path never enables DeepSpeed; on a CPU-only host the run is on CPU regardless
+        # (see cpu_deepspeed.py for the multi-rank gloo launch).
+        kwargs["use_cpu"] = False
     if kwargs.get("gradient_checkpointing"):
         kwargs.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
     import torch

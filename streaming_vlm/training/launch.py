@@ -20,7 +20,7 @@ from streaming_vlm.errors import UserError
 
 _LOCAL_RANK_RE = re.compile(r"^--local[_-]rank(?:=(\d+))?$")
 # Groups whose options are files under configs/<group>/ (hydra/* groups may come from plugins, so they are skipped).
-_CHECKED_GROUPS = ("model", "data", "trainer", "eval", "experiment")
+_CHECKED_GROUPS = ("model", "data", "trainer", "eval", "experiment", "deepspeed")
 
 
 def strip_local_rank(argv: list[str]) -> list[str]:

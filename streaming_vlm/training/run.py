@@ -104,6 +104,10 @@ def run(cfg) -> dict | None:
                                            is_main=rank == 0)
     # TrainingArguments FIRST: it sets up torch.distributed and (ZeRO-3) the global DeepSpeed config that makes
     # from_pretrained partition the weights as they load.
+    if p.deepspeed_config:
+        from streaming_vlm.training import cpu_deepspeed
+
+        cpu_deepspeed.enable()  # no-op with CUDA: lets CI run real multi-rank ZeRO-3 over gloo on CPU
     args = training_arguments(cfg, p, report_to)
     transformers.set_seed(int(cfg.seed))
     with args.main_process_first(local=False, desc="prepare"):
