@@ -34,6 +34,7 @@ from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, RE
                                            StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
+from streaming_vlm.inference.frames import pad_to_temporal_patch
 from streaming_vlm.inference.timing import Timings
 
 
@@ -157,6 +158,7 @@ class StreamingEngine:
         self.second_index += 1
         self.evict(incoming=self.budget["per_second"])
         with self.timings.section("preprocess"):
+            second = pad_to_temporal_patch(second, self.template.temporal_patch_size)
             enc = self.template.encode_second(second, start=self.cache.next_position)
         self.feed(enc, USER, self.second_index)
         if reply is None:

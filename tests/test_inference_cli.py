@@ -1,0 +1,191 @@
+"""The CLI and Python API end to end, with the tiny checkpoint and real mp4s decoded by decord.
+
+- WebVTT parses with webvtt-py, one cue per second, monotonic, tiling the stream; JSON lines parse and agree.
+- A video shorter than one second still gives a valid VTT.
+- `--interactive` through a pipe: the answer is printed and written.
+- `--fps 4`: two temporal patches per second with absolute timestamps; the card's Python API with a preset.
+- Every bad input: non-zero exit, one line on stderr, no traceback (subprocess for two, in-process for the rest:
+  same `main`, same `cli_entry`, minus ~10 s of imports per case on a shared CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import webvtt
+
+from streaming_vlm.inference.inference import main, streaming_inference
+from streaming_vlm.inference.testvideo import write_video
+
+FAST = ["--max_new_tokens", "3", "--max_answer_tokens", "4", "--seed", "0", "--device", "cpu"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    empty = root / "empty.mp4"
+    empty.write_bytes(b"")
+    return {"game": write_video(root / "game.mp4", seconds=3, fps=24),
+            "short": write_video(root / "short.mp4", seconds=0.5, fps=24),
+            "corrupt": corrupt, "empty": empty}
+
+
+def _cli(args, stdin=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "streaming_vlm.inference.inference", *map(str, args)],
+                          input=stdin, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def _stderr_lines(text):
+    # deepspeed, when some import pulls it in, announces "[WARNING] ... Setting accelerator to CPU"
+    return [ln for ln in text.splitlines() if ln.strip() and "Setting accelerator" not in ln]
+
+
+def test_vtt_and_json_lines(tiny_ckpt, videos, tmp_path):
+    vtt = tmp_path / "out.vtt"
+    proc = _cli(["--model_path", tiny_ckpt, "--video_path", videos["game"], "--output_path", vtt, "--emit_json",
+                 *FAST])
+    assert proc.returncode == 0, proc.stderr
+    assert "timing:" in proc.stderr and "decode" in proc.stderr and "eviction" in proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]  # stdout is pure JSON lines
+    assert [(r["type"], r["start"], r["end"]) for r in records] == [("segment", float(i), float(i + 1))
+                                                                    for i in range(3)]
+    assert vtt.read_text().startswith("WEBVTT\n\n")
+    cues = webvtt.read(str(vtt))
+    assert [(c.start_in_seconds, c.end_in_seconds) for c in cues] == [(0, 1), (1, 2), (2, 3)]
+    for cue, record in zip(cues, records):
+        assert cue.text.strip()
+        if record["text"]:
+            assert cue.text.split()[0][:3] == record["text"].replace("&", "&amp;").split()[0][:3]
+
+
+def test_video_shorter_than_one_second(tiny_ckpt, videos, tmp_path):
+    vtt = tmp_path / "short.vtt"
+    code = _run_main(["--model_path", tiny_ckpt, "--video_path", videos["short"], "--output_path", vtt,
+                      "--no_progress", *FAST])
+    assert code == 0
+    cues = webvtt.read(str(vtt))
+    assert len(cues) == 1 and (cues[0].start, cues[0].end) == ("00:00:00.000", "00:00:00.500")  # clipped to the video
+
+
+def test_interactive_through_a_pipe(tiny_ckpt, videos, tmp_path):
+    vtt = tmp_path / "qa.vtt"
+    proc = _cli(["--model_path", tiny_ckpt, "--video_path", videos["game"], "--output_path", vtt,
+                 "--interactive", "--no_progress", *FAST], stdin="Who is winning?\n")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "Q: Who is winning?" in lines
+    assert lines[lines.index("Q: Who is winning?") + 1].startswith("A: ")
+    cues = webvtt.read(str(vtt))
+    qa = [c for c in cues if c.text.startswith("Q: Who is winning?")]
+    assert len(qa) == 1 and "\nA: " in qa[0].text
+    starts = [c.start_in_seconds for c in cues]
+    assert starts == sorted(starts) and len(cues) == 4  # 3 seconds + the answer
+
+
+def test_fps4_two_patches_per_second_and_preset_api(tiny_ckpt, videos):
+    from streaming_vlm.cuda_config import get_cuda_config
+
+    config = get_cuda_config(model_size="2b", video_path=str(videos["game"]), model_path=str(tiny_ckpt),
+                             attn_implementation="sdpa", device="cpu", max_new_tokens=2, progress=False, seed=0)
+    assert config["fps"] == 4 and config["window_size"] == 24
+    seen = []
+    results = streaming_inference(config, on_segment=seen.append)
+    assert [(s["start"], s["end"]) for s in results["segments"]] == [(0, 1), (1, 2), (2, 3)]
+    assert seen == results["segments"]
+    assert results["fps_processed"] > 0 and results["rtf"] > 0 and results["stream_seconds"] == 3
+    assert set(results["timings"]) >= {"vision", "prefill", "decode", "eviction", "read", "preprocess"}
+    assert results["timings"]["vision"] > 0 and results["timings"]["decode"] > 0
+
+
+def test_fps4_user_turn_carries_two_absolute_stamps(tiny_ckpt, tiny_processor, videos):
+    from streaming_vlm.inference.engine import StreamingEngine
+    from streaming_vlm.inference.frames import VideoFrameSource
+    from streaming_vlm.model.loading import load_model
+
+    engine = StreamingEngine(load_model(tiny_ckpt), tiny_processor, {"fps": 4, "max_new_tokens": 1, "seed": 0})
+    engine.start()
+    for second in VideoFrameSource(videos["game"], fps=4, start=1, end=2):
+        assert len(second.frames) == 4 and second.frame_times[0] == 1.0
+        engine.step(second)
+    user = [s for s in engine.cache.segments if s.kind == "user"]
+    assert len(user) == 1
+    text = tiny_processor.tokenizer.decode(user[0].ids)
+    assert "Time=1.0-2.0s" in text and "<1.1 seconds>" in text and "<1.6 seconds>" in text
+    assert text.count("<|video_pad|>") > 0 and text.count("seconds>") == 2
+
+
+def _run_main(argv):
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing", "video not found"),
+    ("corrupt", "cannot decode video"),
+    ("empty", "video is empty"),
+    ("attn", "unknown attn_implementation"),
+    ("flash", "flash-attn"),
+    ("model", "model path not found"),
+    ("not_a_model", "not a model checkpoint"),
+    ("fps0", "fps must be > 0"),
+    ("fps_negative", "fps must be > 0"),
+    ("window", "more than max_cache_tokens"),
+    ("budget", "more than max_cache_tokens"),
+    ("pos_mode", "pos_mode must be one of"),
+])
+def test_bad_input_is_one_line(case, needle, tiny_ckpt, videos, tmp_path, capsys):
+    if case == "flash":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            pytest.skip("flash-attn is installed here")
+    args = {"--model_path": tiny_ckpt, "--video_path": videos["game"], "--output_path": tmp_path / "x.vtt"}
+    extra = []
+    if case in ("missing", "corrupt", "empty"):
+        args["--video_path"] = videos.get(case, tmp_path / "nope.mp4")
+    elif case == "attn":
+        extra = ["--attn_implementation", "flash_attention_3"]
+    elif case == "flash":
+        extra = ["--attn_implementation", "flash_attention_2"]
+    elif case == "model":
+        args["--model_path"] = tmp_path / "no_such_model"
+    elif case == "not_a_model":
+        args["--model_path"] = tmp_path
+    elif case == "fps0":
+        extra = ["--fps", "0"]
+    elif case == "fps_negative":
+        extra = ["--fps=-2"]
+    elif case == "window":
+        extra = ["--window_size", "100000"]
+    elif case == "budget":
+        extra = ["--window_size", "16", "--max_cache_tokens", "1500"]
+    elif case == "pos_mode":
+        extra = ["--pos_mode", "rope"]
+    argv = [x for kv in args.items() for x in kv] + extra + ["--no_progress"]
+    code = _run_main(argv)
+    err = capsys.readouterr().err
+    lines = _stderr_lines(err)
+    assert code not in (0, None)
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.vtt").exists()  # nothing written for bad input
+
+
+@pytest.mark.parametrize("case", ["missing", "model"])
+def test_bad_input_subprocess(case, tiny_ckpt, videos, tmp_path):
+    video = tmp_path / "nope.mp4" if case == "missing" else videos["game"]
+    model = tiny_ckpt if case == "missing" else tmp_path / "nope"
+    proc = _cli(["--model_path", model, "--video_path", video, "--output_path", tmp_path / "x.vtt"])
+    lines = _stderr_lines(proc.stderr)
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
