@@ -7,7 +7,7 @@
   typo is one clear line instead of Hydra's multi-line report.
 - SLURM tasks started by submitit (`hydra/launcher=slurm`, one task per GPU) get the torch.distributed env vars
   (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) from the job environment.
-- Ranks other than 0 write no Hydra output files (they would all write the same ones).
+- Ranks other than 0 write no Hydra output files (they would all write the same ones); a dry run writes none.
 """
 
 from __future__ import annotations
@@ -103,6 +103,10 @@ def prepare_argv(argv: list[str], config_dir: str | os.PathLike) -> list[str]:
     check_group_choices(argv, config_dir)
     if "--multirun" not in argv and "-m" not in argv:
         export_submitit_distributed_env()
-    if global_rank() > 0 and not any(a.startswith("hydra.output_subdir=") for a in argv):
+    quiet = global_rank() > 0 or any(a in ("dry_run=true", "dry_run=True", "dry_run=1") for a in argv)
+    if quiet and not any(a.startswith(("hydra.output_subdir=", "hydra/job_logging=")) for a in argv):
+        # other ranks would rewrite rank 0's files; a dry run writes nothing at all (no run dir either)
         argv = argv + ["hydra.output_subdir=null", "hydra/job_logging=stdout"]
+        if global_rank() == 0:
+            argv.append("hydra.run.dir=.")
     return argv

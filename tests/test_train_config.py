@@ -1,0 +1,224 @@
+"""train.py's command line and config tree: both experiment syntaxes, overrides, launchers' arguments, the recipe
+values, batch arithmetic, and bad input as one line + exit 2 (no traceback). Fast: dry runs import no torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streaming_vlm.errors import UserError
+from streaming_vlm.training import checkpoints
+from streaming_vlm.training.config import batch_arithmetic, resolve_deepspeed
+from streaming_vlm.training.launch import normalize_group_adds, prepare_argv, strip_local_rank
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+EXPERIMENTS = ("stage1_2b", "stage1_4b", "stage2_2b", "stage2_4b", "smoke_stage1", "smoke_stage2")
+
+
+def run_train(args, env=None, cwd=ROOT, timeout=120):
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        full_env.pop(k, None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    """Empty files where the real experiments expect their data (dry runs only check that they exist)."""
+    root = tmp_path_factory.mktemp("fake_data")
+    for sub, name in (("inf", "train_with_seeks.jsonl"), ("inf", "annealing_clips_with_seeks.jsonl"),
+                      ("lwx", "live_whisperx_526k_with_seeks.jsonl")):
+        (root / sub).mkdir(exist_ok=True)
+        (root / sub / name).write_text("")
+    stage1 = root / "stage1_out"  # a finished stage-1 run: config + weights
+    stage1.mkdir()
+    (stage1 / "config.json").write_text("{}")
+    (stage1 / "model.safetensors").write_text("")
+    return root
+
+
+def data_args(fake_data, stage: int) -> list[str]:
+    args = [f"data.root={fake_data / 'inf'}"]
+    if stage == 1:
+        args.append(f"extra_data.live_whisperx.root={fake_data / 'lwx'}")
+    else:
+        args.append(f"init_from={fake_data / 'stage1_out'}")
+    return args
+
+
+def dry_config(out: str) -> str:
+    return out.split("\nconfig:\n", 1)[1]
+
+
+# ---- both experiment syntaxes, overrides, recipe ------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["experiment=stage1_2b", "+experiment=stage1_2b"])
+def test_both_experiment_syntaxes(form, fake_data, tmp_path):
+    r = run_train([form, "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)],
+                  env={"WORLD_SIZE": "8"})
+    assert r.returncode == 0, r.stderr
+    assert "run_name: stage1_2b" in r.stdout
+    assert "global batch 512 = 1/device x grad-accum 64 x 8" in r.stdout
+    assert not (tmp_path / "o").exists(), "a dry run writes nothing"
+
+
+def test_stage1_recipe_values(fake_data, tmp_path):
+    import yaml
+
+    r = run_train(["experiment=stage1_2b", "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)],
+                  env={"WORLD_SIZE": "8"})
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(dry_config(r.stdout))
+    t = cfg["trainer"]
+    assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_ratio"]) == (1e-5, "cosine", 0.03)
+    assert t["optim"].startswith("adamw") and t["num_train_epochs"] == 1
+    assert (t["global_batch_size"], t["per_device_train_batch_size"]) == (512, 1)
+    assert t["bf16"] is True and t["gradient_checkpointing"] is True
+    assert cfg["deepspeed"]["config"] == "zero3.json"
+    assert cfg["model"]["freeze_vision"] is True and cfg["model"]["lora"]["enabled"] is False
+    assert cfg["model"]["name_or_path"] == "Qwen/Qwen3-VL-2B-Instruct"
+    assert (cfg["data"]["window"], cfg["data"]["stride"], cfg["data"]["fps"]) == (24, 12, 2)
+    assert (cfg["data"]["text_sink"], cfg["data"]["text_sliding_window"]) == (512, 512)
+    assert cfg["data"]["stage"] == "stream" and "live_whisperx" in cfg["extra_data"]
+    ds = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())["zero_optimization"]
+    assert ds["stage"] == 3 and ds["overlap_comm"] and ds["contiguous_gradients"]
+    assert ds["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.parametrize("size", ["2b", "4b"])
+def test_stage2_initialises_from_stage1_dir(size, fake_data, tmp_path):
+    r = run_train([f"experiment=stage2_{size}", "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 2)],
+                  env={"WORLD_SIZE": "8"})
+    assert r.returncode == 0, r.stderr
+    assert f"model {fake_data / 'stage1_out'}" in r.stdout  # weights come from init_from, not the hub id
+    assert "stage: clip" in r.stdout and f"Qwen3-VL-{size.upper()}-Instruct" in r.stdout
+
+
+def test_any_key_overridable_and_local_rank_accepted(fake_data, tmp_path):
+    """The deepspeed launcher's --local_rank=N is taken out before Hydra and exported as LOCAL_RANK."""
+    r = run_train(["--local_rank=3", "experiment=stage1_4b", "dry_run=true", f"output_dir={tmp_path}/o",
+                   "trainer.learning_rate=3e-5", "data.window=16", "model.lora.enabled=true", "seed=7",
+                   "deepspeed=zero2", *data_args(fake_data, 1)], env={"WORLD_SIZE": "16"})
+    assert r.returncode == 0, r.stderr
+    assert "LOCAL_RANK=3" in r.stdout
+    assert "learning_rate: 3.0e-05" in r.stdout and "window: 16" in r.stdout and "seed: 7" in r.stdout
+    assert "ZeRO-2" in r.stdout and "grad-accum 32 x 16" in r.stdout
+
+
+def test_argv_helpers(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert strip_local_rank(["--local_rank=2", "a=1"]) == ["a=1"] and os.environ["LOCAL_RANK"] == "2"
+    assert strip_local_rank(["--local-rank", "5", "b=2"]) == ["b=2"] and os.environ["LOCAL_RANK"] == "5"
+    assert normalize_group_adds(["+experiment=x", "++experiment=y", "+foo=1"]) == ["experiment=x", "experiment=y",
+                                                                                 "+foo=1"]
+    with pytest.raises(UserError, match="unknown model 'qwen9'"):
+        prepare_argv(["model=qwen9"], CONFIGS)
+
+
+def test_every_experiment_composes():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        for name in EXPERIMENTS:
+            cfg = compose(config_name="config", overrides=[f"experiment={name}"])
+            assert cfg.run_name == name
+            assert cfg.trainer.per_device_train_batch_size >= 1
+        tiny = compose(config_name="config", overrides=["experiment=smoke_stage1"])
+        assert tiny.model.build_if_missing == "tiny" and tiny.trainer.use_cpu is True
+
+
+# ---- batch arithmetic ---------------------------------------------------------------------------------------------
+def test_batch_arithmetic():
+    assert batch_arithmetic(512, 1, None, 8, 3) == (64, 512)
+    assert batch_arithmetic(512, 2, None, 16, 3) == (16, 512)
+    assert batch_arithmetic(None, 1, 4, 2, None) == (4, 8)
+    with pytest.raises(UserError, match="not a multiple"):
+        batch_arithmetic(512, 1, None, 3, 3)
+    with pytest.raises(UserError, match="gradient_accumulation_steps 8"):
+        batch_arithmetic(512, 1, 8, 8, 3)
+    assert resolve_deepspeed("zero3")[1] == 3 and resolve_deepspeed("zero2.json")[1] == 2
+    assert resolve_deepspeed(None) == (None, None)
+
+
+# ---- bad input: one line, exit 2, no traceback --------------------------------------------------------------------
+def assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bad_unknown_experiment(tmp_path):
+    assert_one_line_error(run_train(["experiment=stage3_7b", f"output_dir={tmp_path}"]), "unknown experiment",
+                          "stage3_7b", "stage1_2b")
+    assert_one_line_error(run_train(["+experiment=nope", f"output_dir={tmp_path}"]), "unknown experiment 'nope'")
+
+
+def test_bad_missing_data_file(tmp_path):
+    r = run_train(["experiment=smoke_stage1", f"data.root={tmp_path}/nowhere", "data.generate=null",
+                   f"output_dir={tmp_path}/o"])
+    assert_one_line_error(r, "data file not found", "nowhere")
+    r = run_train(["experiment=stage1_2b", f"data.root={tmp_path}", f"output_dir={tmp_path}/o"])
+    assert_one_line_error(r, "data file not found", "train_with_seeks.jsonl")
+
+
+def test_bad_stage2_init_without_checkpoint(fake_data, tmp_path):
+    empty = tmp_path / "stage1_killed_early"
+    (empty / "checkpoint-20").mkdir(parents=True)  # a checkpoint dir without COMPLETE: not a checkpoint
+    r = run_train(["experiment=stage2_2b", f"init_from={empty}", f"data.root={fake_data / 'inf'}",
+                   f"output_dir={tmp_path}/o"])
+    assert_one_line_error(r, "init_from", "holds no model")
+    r = run_train(["experiment=smoke_stage2", f"init_from={tmp_path}/missing", f"output_dir={tmp_path}/o"])
+    assert_one_line_error(r, "init_from", "does not exist")
+
+
+def test_bad_zero3_batch_arithmetic(fake_data, tmp_path):
+    r = run_train(["experiment=stage1_2b", *data_args(fake_data, 1), f"output_dir={tmp_path}/o"],
+                  env={"WORLD_SIZE": "3"})
+    assert_one_line_error(r, "DeepSpeed ZeRO-3", "global_batch_size=512", "world size (3)")
+    r = run_train(["experiment=stage1_2b", *data_args(fake_data, 1), "trainer.global_batch_size=500",
+                   f"output_dir={tmp_path}/o"], env={"WORLD_SIZE": "8"})
+    assert_one_line_error(r, "impossible batch arithmetic", "500")
+
+
+# ---- checkpoint discovery -----------------------------------------------------------------------------------------
+def _fake_ckpt(root: Path, step: int, complete: bool = True) -> Path:
+    d = root / f"checkpoint-{step}"
+    d.mkdir(parents=True)
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    if complete:
+        (d / checkpoints.COMPLETE).write_text(json.dumps({"step": step}))
+    return d
+
+
+def test_newest_complete_checkpoint_is_picked(tmp_path):
+    _fake_ckpt(tmp_path, 20)
+    _fake_ckpt(tmp_path, 40)
+    _fake_ckpt(tmp_path, 60, complete=False)  # no marker: copied by hand / foreign: never trusted
+    (tmp_path / checkpoints.STAGING / "checkpoint-80").mkdir(parents=True)  # half-written by a killed run
+    bad = _fake_ckpt(tmp_path, 100)
+    (bad / "trainer_state.json").write_text("{\"global_st")  # truncated state
+    assert checkpoints.newest_checkpoint(tmp_path).name == "checkpoint-40"
+    checkpoints.clear_staging(tmp_path)
+    assert not (tmp_path / checkpoints.STAGING).exists()
+    checkpoints.rotate(tmp_path, keep=1)
+    assert [p.name for p in checkpoints.complete_checkpoints(tmp_path)] == ["checkpoint-40"]
+
+
+def test_publish_is_one_rename(tmp_path):
+    staged = tmp_path / checkpoints.STAGING / "checkpoint-5"
+    staged.mkdir(parents=True)
+    (staged / "trainer_state.json").write_text(json.dumps({"global_step": 5}))
+    assert checkpoints.newest_checkpoint(tmp_path) is None
+    checkpoints.publish(staged, tmp_path, 5, extra_state={"bad_samples_total": {"corrupt_video": 2}})
+    assert checkpoints.newest_checkpoint(tmp_path).name == "checkpoint-5" and not staged.exists()
+    assert checkpoints.read_extra_state(tmp_path / "checkpoint-5")["bad_samples_total"] == {"corrupt_video": 2}
