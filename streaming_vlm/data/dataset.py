@@ -58,6 +58,7 @@ DATA_DEFAULTS: dict[str, Any] = dict(
     max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32, max_bad_fraction=0.05, system_prompt=None,
     check_files=True, packing=False, max_packed_tokens=None, video_cache=4,
 )
+_INHERITED_READERS: list = []  # reader caches a forked worker inherited; kept alive, never used
 END_TOLERANCE = 0.5  # a window may reach this far past the last frame (rounding of spans vs. file duration)
 
 
@@ -82,6 +83,7 @@ class StreamDataset(Dataset):
         self.fps = float(fps)
         self.video_cache = max(1, int(video_cache))
         self._readers: OrderedDict[str, VideoReader] = OrderedDict()
+        self._cache_pid = os.getpid()
         self._records: OrderedDict[int, StreamRecord] = OrderedDict()
         self.index_bad: Counter = Counter()
         self.chunks: list[Chunk] = []
@@ -170,6 +172,11 @@ class StreamDataset(Dataset):
         return rec
 
     def reader(self, path: str) -> VideoReader:
+        if self._cache_pid != os.getpid():
+            # Forked worker: the parent's readers may hold decord handles; destroying one here (LRU eviction) would
+            # run its destructor in the wrong process, which aborts or hangs. Keep them alive, start afresh.
+            _INHERITED_READERS.append(self._readers)
+            self._readers, self._cache_pid = OrderedDict(), os.getpid()
         rd = self._readers.get(path)
         if rd is None:
             rd = VideoReader(path, fps=self.fps)  # decord opens lazily, inside whichever process reads
@@ -182,7 +189,7 @@ class StreamDataset(Dataset):
 
     def __getstate__(self):  # workers start with empty caches (decord handles never cross processes)
         state = dict(self.__dict__)
-        state["_readers"], state["_records"] = OrderedDict(), OrderedDict()
+        state["_readers"], state["_records"], state["_cache_pid"] = OrderedDict(), OrderedDict(), None
         return state
 
     def describe(self, i: int) -> dict[str, Any]:

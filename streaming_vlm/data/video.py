@@ -19,6 +19,9 @@ import numpy as np
 from streaming_vlm.data.stream_template import Second
 
 
+_INHERITED_HANDLES: list = []  # decord handles a forked process got from its parent; kept alive, never used
+
+
 class VideoError(Exception):
     """The file is missing, unreadable, or has no frames."""
 
@@ -43,7 +46,12 @@ class VideoReader:
     # ---- lazy, per-process handle ----------------------------------------------------------------------------
     @property
     def reader(self):
-        if self._reader is None or self._pid != os.getpid():
+        if self._reader is not None and self._pid != os.getpid():
+            # A handle inherited through fork (a DataLoader worker): never destroy it here -- its destructor joins
+            # threads that only exist in the parent and aborts ("std::system_error") or hangs the worker.
+            _INHERITED_HANDLES.append(self._reader)
+            self._reader = None
+        if self._reader is None:
             if not os.path.isfile(self.path):
                 raise VideoError(f"video not found: {self.path}")
             if os.path.getsize(self.path) == 0:
