@@ -175,10 +175,12 @@ class StreamingCache(DynamicCache):
                 runs[-1] = (runs[-1][0], i + 1, s)
             else:
                 runs.append((i, i + 1, s))
+        index = None
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
-            index = torch.tensor(keep_index, dtype=torch.long, device=layer.keys.device)
+            if index is None or index.device != layer.keys.device:
+                index = torch.tensor(keep_index, dtype=torch.long, device=layer.keys.device)
             keys = layer.keys.index_select(-2, index)
             values = layer.values.index_select(-2, index)
             for a, b, s in runs:

@@ -75,7 +75,7 @@ def per_second_max_tokens(template: StreamTemplate, config: StreamingConfig) -> 
     per_patch = math.floor(hi * patches * t / n / template.budget.factor ** 2) + 1
     big_t = 10_000_000.0  # timestamps grow with the stream; measure the text at a 4-month-old stream
     dummy = Second(big_t, big_t + 1, np.zeros((n, 64, 64, 3), np.uint8), [big_t + k / n for k in range(n)])
-    enc = template.encode_second(dummy, 0)
+    enc = template.encode_second(pad_to_temporal_patch(dummy, t), 0)
     pads = int((enc.input_ids == template.video_token_id).sum())
     reply = config.max_new_tokens + 1 + len(template.turn_end_ids)
     return len(enc) - pads + patches * (per_patch + 4) + reply
@@ -98,8 +98,10 @@ def check_cache_budget(template: StreamTemplate, config: StreamingConfig, query:
 
 # ---- the engine -----------------------------------------------------------------------------------------------
 class StreamingEngine:
-    def __init__(self, model, processor, config: StreamingConfig | dict | None = None):
+    def __init__(self, model, processor, config: StreamingConfig | dict | None = None,
+                 cache_class: type[StreamingCache] = StreamingCache):
         self.config = StreamingConfig.from_any(config)
+        self.cache_class = cache_class  # a StreamingCache subclass (the benchmark swaps in the anchor's rotation)
         self.model = model
         self.processor = processor
         self.template = build_template(processor, self.config)
@@ -131,7 +133,7 @@ class StreamingEngine:
         query = query if query is not None else cfg.query
         self.budget = check_cache_budget(self.template, cfg, query)
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
-        self.cache = StreamingCache(self.inv_freq, cfg.pos_mode)
+        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode)
         self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
         with self.timings.section("preprocess"):
             full = self.template.encode_prefix(previous, query, start=0)

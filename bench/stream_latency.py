@@ -1,0 +1,330 @@
+"""Streaming latency benchmark: random-init real-size Qwen3-VL 2B/4B, N minutes of stream, 20 tokens per second.
+
+    # on a GPU (one command must fit the device tool's 10 minutes: cap the comparison runs)
+    python bench/stream_latency.py --sizes 2b --minutes 10 --full_minutes 4 --anchor_minutes 2
+    python bench/stream_latency.py --sizes 2b,4b --minutes 60          # the issue's full run, ~1 h+ per size
+    # on CPU, the tiny model, to check the script itself
+    python bench/stream_latency.py --smoke
+
+The model is built from `streaming_vlm.model.tiny.build_config(size)` directly on the device (no weights on disk),
+the processor from `build_processor()` (real Qwen tokenizer). Frames are random uint8 at `--height`×`--width`
+(default 720p), read at `--fps` (default 2) and resized by the stream template to the per-frame pixel budget a
+`--window_size`-second training window gets (768·32² pixels/frame at 2 fps × 16 s: the 2B/4B budget, ~768 vision
+tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
+runs compare.
+
+Three modes, side by side in the same process and on the same frames:
+- `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction;
+- `full`       the same forward with a full, growing cache (no eviction): plain transformers attention over
+               everything seen, until out-of-memory or `--full_minutes`;
+- `anchor`     our engine, but every forward also re-rotates the whole key cache of every layer, as the anchor
+               implementation does (it caches un-rotated keys and re-applies mRoPE to all of them at every decoded
+               token). Cost emulation: the rotation is by the recomputed angles × 0, so the numbers are ours and the
+               extra work is the anchor's (cos/sin over all cached positions + 4 elementwise ops over the keys).
+
+Reported per mode: stream seconds, FPS processed (frames / wall), real-time factor (wall / stream s; < 1 is faster
+than real time), per-second latency p50/p99, decode ms/token (whole run and last minute), the per-second split
+vision / prefill / decode / eviction / preprocess, memory at start / end / peak and its slope after warm-up
+(MB per stream minute), and a PNG of memory (and decode ms/token) over stream time. Results are printed as a
+table and appended, with device and date, to BENCHMARKS.md (`--record`, off in --smoke unless given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streaming_vlm.inference.cache import StreamingCache  # noqa: E402
+from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
+from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
+
+MODES = ("streaming", "full", "anchor")
+
+
+class AnchorRotationCache(StreamingCache):
+    """StreamingCache + the anchor's per-forward work: recompute angles for every cached position and rotate
+    every cached key of the layer (by angle·0, so attention sees the same keys and the outputs stay ours)."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        n = keys.shape[-2]
+        if layer_idx == 0 or getattr(self, "_emb_len", -1) != n:
+            # once per forward, shared by the layers (the anchor recomputes the 3-D ids over the whole sequence)
+            inv = self.inv_freq.to(keys.device)
+            angle = torch.arange(n, device=keys.device, dtype=torch.float32)[:, None] * inv * 0.0
+            emb = torch.cat([angle, angle], dim=-1)
+            self._cos, self._sin, self._emb_len = emb.cos(), emb.sin(), n
+        k = keys.float()
+        half = k.shape[-1] // 2
+        rotated = k * self._cos + torch.cat([-k[..., half:], k[..., :half]], dim=-1) * self._sin
+        return rotated.to(keys.dtype), values
+
+
+# ---- model -------------------------------------------------------------------------------------------------
+def build_model(size: str, device: torch.device, dtype: torch.dtype, attn: str):
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from streaming_vlm.model.tiny import build_config, build_processor
+
+    config = build_config(size)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen3VLForConditionalGeneration._from_config(config, attn_implementation=attn, dtype=dtype)
+    return model.eval(), build_processor()
+
+
+def memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# ---- one run -------------------------------------------------------------------------------------------------
+def run_mode(mode, size, model, processor, args, device) -> dict:
+    cfg = {"fps": args.fps, "window_size": args.window_size, "text_sink": args.text_sink,
+           "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
+           "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
+           "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+    minutes = args.minutes
+    if mode == "full":
+        # same pixel budget per frame as the streaming run, nothing ever evicted
+        window = 10**7
+        cfg.update(window_size=window, text_sink=10**9, text_sliding_window=10**9, max_cache_tokens=10**13,
+                   max_pixels=_streaming_cap(args), total_pixels=_streaming_cap(args) * math.ceil(window * args.fps))
+        minutes = min(minutes, args.full_minutes)
+    if mode == "anchor":
+        minutes = min(minutes, args.anchor_minutes)
+    engine = StreamingEngine(model, processor, cfg,
+                             cache_class=AnchorRotationCache if mode == "anchor" else StreamingCache)
+    if args.video:
+        source = VideoFrameSource(args.video, args.fps, end=minutes * 60)
+    else:
+        source = SyntheticFrameSource(minutes * 60, fps=args.fps, height=args.height, width=args.width, seed=0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    engine.start()
+    rows, oom, frames = [], False, 0
+    wall0 = time.perf_counter()
+    for second in source:
+        try:
+            seg = engine.step(second)
+        except torch.OutOfMemoryError:
+            oom = True
+            break
+        frames += len(second.frames)
+        wall = time.perf_counter() - wall0
+        rows.append({"t": second.end, "wall": wall, "latency": seg["latency"], "tokens": seg["tokens"],
+                     "decode": seg["timings"]["decode"], "generated": args.tokens,
+                     "mem": memory_mb(device), "cache": seg["cache_tokens"], "position": seg["next_position"]})
+        if args.wall_cap_s and wall > args.wall_cap_s:
+            break
+    wall = time.perf_counter() - wall0
+    stats = summarize(mode, size, rows, engine, wall, frames, oom, device)
+    del engine
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return stats
+
+
+def _streaming_cap(args) -> int:
+    from streaming_vlm.inference.config import StreamingConfig
+    from streaming_vlm.inference.engine import vision_budget
+
+    return vision_budget(StreamingConfig(fps=args.fps, window_size=args.window_size, min_pixels=args.min_pixels,
+                                         max_pixels=args.max_pixels)).max_pixels
+
+
+def summarize(mode, size, rows, engine, wall, frames, oom, device) -> dict:
+    n = len(rows)
+    t = engine.timings.snapshot()
+    lat = np.array([r["latency"] for r in rows]) if rows else np.zeros(1)
+    steady = lat[min(10, n // 2):] if n > 2 else lat
+    decode_ms = [1000 * r["decode"] / r["generated"] for r in rows]
+    last_min = decode_ms[-60:] if decode_ms else [float("nan")]
+    first_min = decode_ms[5:65] if len(decode_ms) > 70 else decode_ms
+    mem = [r["mem"] for r in rows]
+    warm = max(60, n // 10)
+    slope = float("nan")
+    if n - warm >= 30:
+        x = np.array([r["t"] for r in rows[warm:]]) / 60
+        slope = float(np.polyfit(x, np.array(mem[warm:]), 1)[0])
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else max(mem or [float("nan")])
+    per_s = {k: 1000 * v / max(n, 1) for k, v in t.items()}
+    return {
+        "mode": mode, "size": size, "stream_s": float(rows[-1]["t"] - rows[0]["t"] + 1) if rows else 0.0,
+        "wall_s": wall, "oom": oom, "fps_processed": frames / wall if wall else 0.0,
+        "rtf": wall / n if n else float("nan"),
+        "latency_p50_ms": float(np.percentile(steady, 50) * 1000), "latency_p99_ms": float(np.percentile(steady, 99) * 1000),
+        "decode_ms_per_token": 1000 * t["decode"] / max(engine.tokens_generated, 1),
+        "decode_ms_per_token_first_min": float(np.mean(first_min)) if first_min else float("nan"),
+        "decode_ms_per_token_last_min": float(np.mean(last_min)),
+        "split_ms_per_s": {k: per_s.get(k, 0.0) for k in ("vision", "prefill", "decode", "eviction", "preprocess")},
+        "mem_start_mb": mem[0] if mem else float("nan"), "mem_end_mb": mem[-1] if mem else float("nan"),
+        "mem_peak_mb": peak, "mem_slope_mb_per_min": slope,
+        "cache_tokens_end": rows[-1]["cache"] if rows else 0, "position_end": rows[-1]["position"] if rows else 0,
+        "series": {"t": [r["t"] for r in rows], "mem": mem, "decode_ms": decode_ms},
+    }
+
+
+# ---- reporting ---------------------------------------------------------------------------------------------
+def table(results: list[dict]) -> str:
+    head = ("| size | mode | stream | wall s | FPS | RTF | p50 ms | p99 ms | decode ms/tok (all / last min) | "
+            "vision / prefill / decode / evict ms per s | mem start → end (peak) MB | slope MB/min | cache tok | "
+            "OOM |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        s = r["split_ms_per_s"]
+        lines.append(
+            f"| {r['size']} | {r['mode']} | {r['stream_s'] / 60:.1f} min | {r['wall_s']:.0f} | "
+            f"{r['fps_processed']:.1f} | {r['rtf']:.3f} | {r['latency_p50_ms']:.0f} | {r['latency_p99_ms']:.0f} | "
+            f"{r['decode_ms_per_token']:.1f} / {r['decode_ms_per_token_last_min']:.1f} | "
+            f"{s['vision']:.0f} / {s['prefill']:.0f} / {s['decode']:.0f} / {s['eviction']:.1f} | "
+            f"{r['mem_start_mb']:.0f} → {r['mem_end_mb']:.0f} ({r['mem_peak_mb']:.0f}) | "
+            f"{r['mem_slope_mb_per_min']:.2f} | {r['cache_tokens_end']} | {'yes' if r['oom'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path, device: torch.device) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_mem, ax_dec) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for r in results:
+        t = np.array(r["series"]["t"]) / 60
+        label = f"{r['size']} {r['mode']}"
+        ax_mem.plot(t, r["series"]["mem"], label=label)
+        ax_dec.plot(t, r["series"]["decode_ms"], label=label, linewidth=0.8)
+    ax_mem.set_xlabel("stream time (min)")
+    ax_mem.set_ylabel("GPU memory allocated (MB)" if device.type == "cuda" else "process RSS (MB)")
+    ax_dec.set_xlabel("stream time (min)")
+    ax_dec.set_ylabel("decode ms / token")
+    for ax in (ax_mem, ax_dec):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def record(path: Path, results: list[dict], args, device: torch.device, png: Path) -> None:
+    import transformers
+
+    stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = [f"\n## stream_latency — {device_name(device)} — {stamp}\n",
+            f"`python bench/stream_latency.py {' '.join(sys.argv[1:])}`  ",
+            f"torch {torch.__version__}, transformers {transformers.__version__}, attn {args.attn}, "
+            f"dtype {args.dtype}, {args.fps:g} fps, window {args.window_size} s, text {args.text_sink}+"
+            f"{args.text_sliding_window}, {args.tokens} tokens/s forced, frames {args.height}×{args.width}"
+            f"{' (' + args.video + ')' if args.video else ' random'}.  ",
+            f"Plot: `{png}`\n", table(results), ""]
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("\n".join(text) + "\n")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="2b,4b", help="comma list of 2b, 4b (tiny in --smoke)")
+    p.add_argument("--minutes", type=float, default=60.0, help="stream minutes for the streaming mode")
+    p.add_argument("--full_minutes", type=float, default=10.0, help="cap for the full-cache run (or OOM first)")
+    p.add_argument("--anchor_minutes", type=float, default=5.0, help="cap for the anchor-rotation run")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
+    p.add_argument("--wall_cap_s", type=float, default=0.0, help="stop any run after this many wall seconds")
+    p.add_argument("--fps", type=float, default=2.0)
+    p.add_argument("--window_size", type=int, default=16)
+    p.add_argument("--text_sink", type=int, default=512)
+    p.add_argument("--text_sliding_window", type=int, default=512)
+    p.add_argument("--max_cache_tokens", type=int, default=65536)
+    p.add_argument("--tokens", type=int, default=20, help="new tokens forced per second")
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--min_pixels", type=int, default=None)
+    p.add_argument("--max_pixels", type=int, default=None)
+    p.add_argument("--video", default=None, help="stream this file instead of random frames")
+    p.add_argument("--attn", default=None, help="sdpa | flash_attention_2 | eager (default: flash-attn if installed)")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out_dir", default="outputs/bench")
+    p.add_argument("--record", default=None, help="append results to this markdown file (default BENCHMARKS.md; "
+                                                 "not in --smoke)")
+    p.add_argument("--smoke", action="store_true", help="tiny model on CPU, 40 s of small frames")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.device, args.dtype = "tiny", args.device or "cpu", "float32"
+        args.minutes = min(args.minutes, 40 / 60)
+        args.full_minutes, args.anchor_minutes = min(args.full_minutes, 0.5), min(args.anchor_minutes, 0.5)
+        args.height, args.width, args.window_size = 96, 160, min(args.window_size, 8)
+        args.text_sink, args.text_sliding_window, args.tokens = 32, 64, min(args.tokens, 5)
+    elif args.record is None:
+        args.record = "BENCHMARKS.md"
+    if args.attn is None:
+        import importlib.util
+
+        args.attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    return args
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    modes = [m for m in args.modes.split(",") if m]
+    results = []
+    for size in [s for s in args.sizes.split(",") if s]:
+        t0 = time.perf_counter()
+        model, processor = build_model(size, device, dtype, args.attn)
+        print(f"[{size}] built on {device} in {time.perf_counter() - t0:.1f} s "
+              f"({sum(p.numel() for p in model.parameters()) / 1e9:.3f} B params)", flush=True)
+        for mode in modes:
+            r = run_mode(mode, size, model, processor, args, device)
+            results.append(r)
+            print(f"[{size}] {mode}: {r['stream_s']:.0f} stream s in {r['wall_s']:.1f} s, RTF {r['rtf']:.3f}, "
+                  f"decode {r['decode_ms_per_token']:.1f} ms/token, mem {r['mem_start_mb']:.0f} → "
+                  f"{r['mem_end_mb']:.0f} MB{' (OOM)' if r['oom'] else ''}", flush=True)
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    png = out_dir / f"stream_latency-{stamp}.png"
+    plot(results, png, device)
+    (out_dir / f"stream_latency-{stamp}.json").write_text(json.dumps(
+        {"device": device_name(device), "args": vars(args), "results": results}, indent=1))
+    print(table(results))
+    print(f"plot: {png}")
+    if args.record:
+        record(Path(args.record), results, args, device, png)
+        print(f"appended to {args.record}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
