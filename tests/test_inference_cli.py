@@ -189,3 +189,20 @@ def test_bad_input_subprocess(case, tiny_ckpt, videos, tmp_path):
     lines = _stderr_lines(proc.stderr)
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_stream_is_the_eval_entry_point(tiny_ckpt, tiny_processor, videos):
+    from streaming_vlm.inference import run_stream
+    from streaming_vlm.model.loading import load_model
+
+    model = load_model(tiny_ckpt)
+    config = {"max_new_tokens": 3, "seed": 7}
+    first = run_stream(model, tiny_processor, videos["game"], config)
+    again = run_stream(model, tiny_processor, videos["game"], config)
+    other = run_stream(model, tiny_processor, videos["game"], {**config, "seed": 8})
+    part = run_stream(model, tiny_processor, videos["game"], {"max_new_tokens": 3, "temperature": 0}, start=1, end=3)
+    assert [(s["start"], s["end"]) for s in first] == [(0, 1), (1, 2), (2, 3)]
+    assert [s["text"] for s in first] == [s["text"] for s in again]  # seeded sampling is reproducible
+    assert [s["text"] for s in first] != [s["text"] for s in other]
+    assert [(s["start"], s["end"]) for s in part] == [(1, 2), (2, 3)]
+    assert all(s["tokens"] <= 3 + 2 for s in first)  # max_new_tokens words + <|im_end|> + "\n"
