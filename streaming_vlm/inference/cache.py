@@ -22,6 +22,11 @@ every surviving token down by the position span removed before it, re-rotating i
 `native` mode tokens keep their positions (the ablation: positions keep growing).
 
 What to drop is not decided here: see `eviction.py`.
+
+Precision: each rotation rounds the keys once in the cache dtype. A token is rotated about once per second while it
+is in the vision window and while it sits in the tail of the previous-text block (when the middle is trimmed), so
+in bf16 its key carries the rounding of tens to a few hundred rotations (relative error ~√n·2⁻⁹). Rotations are
+done in fp32; evicting in batches of k seconds would cut the count k-fold if that ever matters.
 """
 
 from __future__ import annotations
