@@ -28,6 +28,7 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     packing              collator: pack a micro-batch into one row, no cross-sample attention (false)
     max_packed_tokens    collator: tokens per packed row (null -> everything in one row)
     video_cache          open VideoReaders kept per worker (4)
+    num_workers          DataLoader workers; read by the trainer, not here (4)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ DATA_DEFAULTS: dict[str, Any] = dict(
     root=None, train_file=None, eval_file=None, split="train", stage="stream", window=24, stride=12,
     min_words=None, text_sink=512, text_sliding_window=512, fps=2.0, min_pixels=100 * 32 * 32,
     max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32, max_bad_fraction=0.05, system_prompt=None,
-    check_files=True, packing=False, max_packed_tokens=None, video_cache=4,
+    check_files=True, packing=False, max_packed_tokens=None, video_cache=4, num_workers=4,
 )
 _INHERITED_READERS: list = []  # reader caches a forked worker inherited; kept alive, never used
 END_TOLERANCE = 0.5  # a window may reach this far past the last frame (rounding of spans vs. file duration)
@@ -71,9 +72,10 @@ class StreamDataset(Dataset):
                  text_sliding_window: int = 512, fps: float = 2.0, check_files: bool = True, video_cache: int = 4):
         if stage not in STAGES:
             raise UserError(f"data.stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        for name, v in (("window", window), ("stride", stride)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise UserError(f"data.{name} must be a whole number of seconds >= 1, got {v!r}")
+        window, stride = _whole_seconds("window", window), _whole_seconds("stride", stride)
+        if min_words is not None and (not float(min_words).is_integer() or min_words < 0):
+            raise UserError(f"data.min_words must be a whole number >= 0 or null, got {min_words!r}")
+        min_words = None if min_words is None else int(min_words)
         if fps <= 0:
             raise UserError(f"data.fps must be > 0, got {fps!r}")
         self.source = source
@@ -200,6 +202,16 @@ class StreamDataset(Dataset):
                 "where": rec.meta.get("where", "")}
 
 
+def _whole_seconds(name: str, v) -> int:
+    try:
+        ok = not isinstance(v, bool) and float(v).is_integer() and v >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise UserError(f"data.{name} must be a whole number of seconds >= 1, got {v!r}")
+    return int(v)
+
+
 def _n_windows(rec: StreamRecord, window: int, stride: int) -> int:
     lo, hi = span_seconds(rec)
     return len(range(lo, hi - window + 1, stride)) if hi - lo >= window else 1
@@ -227,6 +239,13 @@ def video_error_reason(path: str) -> str:
 def data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """DATA_DEFAULTS overridden by data_cfg (a dict or an OmegaConf node); unknown keys are a UserError."""
     cfg = dict(DATA_DEFAULTS)
+    if data_cfg is not None and not isinstance(data_cfg, dict):
+        try:  # an OmegaConf node (Hydra): resolve interpolations to plain values
+            from omegaconf import OmegaConf
+
+            data_cfg = OmegaConf.to_container(data_cfg, resolve=True)
+        except (ImportError, ValueError):
+            pass
     given = dict(data_cfg or {})
     unknown = sorted(set(given) - set(cfg))
     if unknown:
