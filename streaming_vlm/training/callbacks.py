@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -24,16 +25,26 @@ class StepRecorder(TrainerCallback):
 
     def __init__(self, trainer):
         self.trainer = trainer
+        self._last = {"__tokens__": 0, "__vision__": 0, "__labels__": 0}
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
         loss = t.pop_step_loss()
-        totals = gather_counts({**t.bad_samples_local, "__seen__": t.seen_local})
+        counters = {"__tokens__": t.tokens_local, "__vision__": t.vision_tokens_local,
+                    "__labels__": t.label_tokens_local}
+        delta = {k: v - self._last[k] for k, v in counters.items()}
+        self._last = counters
+        totals = gather_counts({**t.bad_samples_local, "__seen__": t.seen_local, **delta})
         t.seen_total = totals.pop("__seen__", 0)
+        step_tokens = {k: totals.pop(k, 0) for k in delta}
         t.bad_samples_total = totals
         samples = t.pop_step_samples()
+        extra = {"time": time.time(), "tokens": step_tokens["__tokens__"],
+                 "vision_tokens": step_tokens["__vision__"], "label_tokens": step_tokens["__labels__"]}
+        if torch.cuda.is_available():
+            extra["max_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         lr = t.pop_step_lr()
-        t.append_loss_record(state.global_step, loss, lr, samples)
+        t.append_loss_record(state.global_step, loss, lr, samples, **extra)
         return control
 
 

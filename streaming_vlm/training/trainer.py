@@ -17,6 +17,9 @@ from streaming_vlm.training import checkpoints
 from streaming_vlm.training.loss import count_label_tokens, selective_lm_loss
 
 LOSS_LOG = "train_losses.jsonl"
+# selective: logits only where labels exist (ours). hf: the model's own loss over full logits (the anchor recipe,
+# kept for the throughput benchmark and ablations).
+LOSS_IMPLS = ("selective", "hf")
 
 
 def _dist():
@@ -37,9 +40,13 @@ def gather_counts(counts: dict[str, int]) -> dict[str, int]:
 
 
 class StreamingTrainer(Trainer):
-    def __init__(self, *args, attempt: str | None = None, bad_sample_tracker=None, **kwargs):
+    def __init__(self, *args, attempt: str | None = None, bad_sample_tracker=None, loss_impl: str = "selective",
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.tracker = bad_sample_tracker  # streaming_vlm.data.bad_samples.BadSampleTracker (max bad fraction)
+        if loss_impl not in LOSS_IMPLS:
+            raise ValueError(f"trainer.loss_impl must be one of {', '.join(LOSS_IMPLS)}, got {loss_impl!r}")
+        self.loss_impl = loss_impl
         # Our compute_loss normalises by the label tokens of the whole optimizer step, so the Trainer must neither
         # divide by the accumulation steps again nor count tokens itself (we count in get_batch_samples).
         self.model_accepts_loss_kwargs = True
@@ -51,8 +58,9 @@ class StreamingTrainer(Trainer):
         self._step_lr: float | None = None
         self._step_samples: list[int] = []  # dataset indices of this rank's samples in the current step
         self.seen_local = 0  # samples asked for (good + bad) on this rank
-        self.tokens_local = 0
+        self.tokens_local = 0  # non-padding tokens (throughput records)
         self.vision_tokens_local = 0
+        self.label_tokens_local = 0
         self._staging = False
         self.attempt = attempt or f"{os.getpid()}"
 
@@ -79,7 +87,9 @@ class StreamingTrainer(Trainer):
             self._step_samples += list(meta.get("sample_index", []))
             if self.tracker is not None:
                 self.tracker.add(counts, int(meta.get("n_samples", 0)))  # raises the one UserError if too bad
-            n += count_label_tokens(inputs["labels"]).cpu()
+            labelled = count_label_tokens(inputs["labels"]).cpu()
+            self.label_tokens_local += int(labelled)
+            n += labelled
             inputs_list.append(inputs)
         batch_samples = inputs_list
         n = n.to(device)
@@ -93,6 +103,9 @@ class StreamingTrainer(Trainer):
             from streaming_vlm.data.collator import split_batch
 
             inputs, _ = split_batch(inputs)
+        if self.loss_impl == "hf":
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
         loss_sum, n, outputs = selective_lm_loss(model, inputs, return_outputs=True)
         if num_items_in_batch is None:  # evaluation / prediction_step: mean over this micro-batch
             loss = loss_sum / n.clamp(min=1)
@@ -144,11 +157,12 @@ class StreamingTrainer(Trainer):
         samples, self._step_samples = self._step_samples, []
         return samples
 
-    def append_loss_record(self, step: int, loss: float, lr: float | None, samples: list[int] | None = None) -> None:
+    def append_loss_record(self, step: int, loss: float, lr: float | None, samples: list[int] | None = None,
+                           **extra) -> None:
         if not self.is_world_process_zero():
             return
         os.makedirs(self.args.output_dir, exist_ok=True)
-        rec = {"step": step, "loss": loss, "lr": lr, "attempt": self.attempt, "samples": samples}
+        rec = {"step": step, "loss": loss, "lr": lr, "attempt": self.attempt, "samples": samples, **extra}
         with open(Path(self.args.output_dir) / LOSS_LOG, "a") as f:
             f.write(json.dumps(rec) + "\n")
             f.flush()
