@@ -29,6 +29,8 @@ Packing (`packing=True`): samples are concatenated into rows (all in one row, or
 (5.17-5.23: `find_packed_sequence_indices` for eager/sdpa, cu_seqlens for flash-attention) keeps attention inside
 each sample. That detection only runs when there is NO attention_mask and NO KV cache: the batch has no
 attention_mask, and `split_batch` adds `use_cache=False` for packed batches -- pass the model inputs as given.
+flash-attention only detects packing in a batch of ONE row: with it, leave `max_packed_tokens` unset (eager and sdpa
+handle several packed rows). Label shifting never crosses samples: every sample starts with an unlabelled token.
 """
 
 from __future__ import annotations
