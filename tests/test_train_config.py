@@ -222,3 +222,46 @@ def test_publish_is_one_rename(tmp_path):
     checkpoints.publish(staged, tmp_path, 5, extra_state={"bad_samples_total": {"corrupt_video": 2}})
     assert checkpoints.newest_checkpoint(tmp_path).name == "checkpoint-5" and not staged.exists()
     assert checkpoints.read_extra_state(tmp_path / "checkpoint-5")["bad_samples_total"] == {"corrupt_video": 2}
+
+
+# ---- wandb mode, eval callback hook -------------------------------------------------------------------------------
+def test_wandb_offline_without_key_or_network(monkeypatch, tmp_path):
+    from omegaconf import OmegaConf
+
+    from streaming_vlm.training import tracking
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    assert tracking.resolve_mode("auto") == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: False)
+    assert tracking.resolve_mode("auto") == "offline"
+    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: True)
+    assert tracking.resolve_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins (tests, CI)
+    assert tracking.resolve_mode("online") == "disabled"
+    cfg = OmegaConf.create({"mode": "auto", "project": "p", "entity": None, "group": None, "tags": []})
+    assert tracking.setup(cfg, "auto", str(tmp_path), "run")[0] == []
+    with pytest.raises(UserError, match="wandb.mode"):
+        monkeypatch.delenv("WANDB_MODE")
+        tracking.resolve_mode("sometimes")
+
+
+class _Probe:
+    def __init__(self, every: int = 1):
+        self.every, self.bound = every, None
+
+    def bind(self, trainer, processor):
+        self.bound = (trainer, processor)
+
+
+def test_eval_callbacks_are_built_from_config():
+    from omegaconf import OmegaConf
+
+    from streaming_vlm.training.callbacks import build_config_callbacks
+
+    cfg = OmegaConf.create({"enabled": True, "callbacks": [{"_target_": f"{__name__}._Probe", "every": 5}]})
+    (cb,) = build_config_callbacks(cfg, trainer="T", processor="P")
+    assert isinstance(cb, _Probe) and cb.every == 5 and cb.bound == ("T", "P")
+    assert build_config_callbacks(OmegaConf.create({"enabled": False, "callbacks": cfg.callbacks})) == []

@@ -244,3 +244,21 @@ def test_lora_adapter_saved_in_peft_format_and_reloads(synth_data, tiny_ckpt, tm
         match = [lk for lk in loaded if lk.replace(".default", "").endswith(k.split("base_model.model.", 1)[-1])]
         assert match and torch.equal(loaded[match[0]], v), k
     assert "trainable params" in r.stdout
+
+
+# ---- bad samples reach the logged metrics -------------------------------------------------------------------------
+def test_bad_samples_counted_per_reason_in_logged_metrics(synth_data, tiny_ckpt, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synth_data, data)
+    video = sorted((data / "videos" / "train").glob("*.mp4"))[1]
+    video.write_bytes(video.read_bytes()[:4096])  # truncated: exists, not empty, undecodable
+    out = tmp_path / "run"
+    r = train(common_args(data, tiny_ckpt, out, steps=3) + ["data.max_bad_fraction=0.5", "trainer.save_steps=100"])
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["bad_samples"].get("corrupt_video", 0) > 0, summary
+    # every step's logged metrics carry the per-reason totals (the final checkpoint holds the log history)
+    history = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    step_logs = [h for h in history if "loss" in h]
+    assert len(step_logs) == 3 and step_logs[-1]["data/bad/corrupt_video"] == summary["bad_samples"]["corrupt_video"]
+    assert 0 < step_logs[-1]["data/bad_fraction"] <= 0.5
+    assert "data/bad/corrupt_video" in r.stdout

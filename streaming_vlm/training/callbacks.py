@@ -123,10 +123,19 @@ class HeldoutLoss(TrainerCallback):
         self._measure(state, model)
 
 
-def build_config_callbacks(eval_cfg) -> list:
-    """`eval.callbacks`: [{_target_: pkg.Callback, ...kwargs}] -> instances (only when eval.enabled)."""
+def build_config_callbacks(eval_cfg, trainer=None, processor=None) -> list:
+    """`eval.callbacks`: [{_target_: pkg.Callback, ...kwargs}] -> TrainerCallback instances (when eval.enabled).
+
+    A callback that needs the run's context defines `bind(trainer, processor)`; it is called once, before training
+    (the trainer gives output_dir, args, the model and `trainer.log`; the processor feeds the stream template)."""
     if not eval_cfg or not eval_cfg.get("enabled") or not eval_cfg.get("callbacks"):
         return []
     from hydra.utils import instantiate
 
-    return [instantiate(c) for c in eval_cfg.callbacks]
+    built = []
+    for c in eval_cfg.callbacks:
+        cb = instantiate(c)
+        if hasattr(cb, "bind"):
+            cb.bind(trainer, processor)
+        built.append(cb)
+    return built

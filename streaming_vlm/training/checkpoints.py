@@ -150,6 +150,8 @@ def resolve_init_checkpoint(path: str | os.PathLike) -> Path | None:
         return None
     if has_model_weights(path):
         return path
+    if has_model_weights(path / "merged"):  # a LoRA run saved with model.lora.merge_on_save
+        return path / "merged"
     ckpt = newest_checkpoint(path)
     if ckpt is not None and has_model_weights(ckpt):
         return ckpt

@@ -140,7 +140,7 @@ def run(cfg) -> dict | None:
         if heldout is not None:
             trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
                                              int(cfg.eval.heldout.get("every_steps", 0))))
-    for cb in build_config_callbacks(cfg.eval):
+    for cb in build_config_callbacks(cfg.eval, trainer, processor):
         trainer.add_callback(cb)
     if resume:
         trainer.restore_extra_state(resume)
