@@ -85,9 +85,12 @@ def build_train(sources: dict[str, dict], processor):
     return dataset, collator, tracker
 
 
-def set_expected_total(tracker, dataset, epochs: float, max_steps: int, global_batch: int) -> None:
-    total = math.ceil(len(dataset) * epochs) if max_steps is None or max_steps <= 0 else max_steps * global_batch
-    tracker.expected_total = min(total, math.ceil(len(dataset) * max(epochs, 1)))
+def set_expected_total(tracker, dataset, epochs: float, max_steps: int, per_rank_per_step: int, world: int) -> None:
+    """Samples THIS rank will ask for (each rank's tracker sees its own shard)."""
+    if max_steps and max_steps > 0:
+        tracker.expected_total = int(max_steps) * int(per_rank_per_step)
+    else:
+        tracker.expected_total = math.ceil(len(dataset) * float(epochs) / max(world, 1))
 
 
 def build_heldout(d: dict, processor):

@@ -124,10 +124,12 @@ def run(cfg) -> dict | None:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
     dataset, collator, tracker = build_train(p.data_sources, processor)
     set_expected_total(tracker, dataset, float(cfg.trainer.num_train_epochs), int(cfg.trainer.max_steps),
-                       p.global_batch)
+                       p.per_device_batch * p.grad_accum, p.world_size)
     if args.process_index == 0:
+        partitioned = any(hasattr(prm, "ds_id") for prm in model.parameters())
         print(f"{p.summary()}\ntrainable params {report['trainable']:,} | frozen {report['frozen']:,} "
-              f"(vision tower) | {len(dataset)} training samples | wandb {wandb_mode}", flush=True)
+              f"(vision tower) | {len(dataset)} training samples | wandb {wandb_mode}"
+              + (" | weights partitioned at load (ZeRO-3)" if partitioned else ""), flush=True)
 
     resume = resume_checkpoint(cfg.get("resume"), p.output_dir)
     attempt = f"{os.getpid()}-{int(__import__('time').time())}"
