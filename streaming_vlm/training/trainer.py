@@ -121,18 +121,18 @@ class StreamingTrainer(Trainer):
             self._step_lr = float(self.optimizer.param_groups[0]["lr"])
         loss = super().training_step(model, inputs, num_items_in_batch)
         # The scaled micro-batch losses of one optimizer step sum to (this rank's label-token CE) x world / tokens.
-        self._step_loss += float(loss.detach().float())
+        # Kept on the device (no host sync per micro-batch); read once per step in pop_step_loss.
+        self._step_loss = self._step_loss + loss.detach().to(torch.float64)
         return loss
 
     def pop_step_loss(self) -> float:
         """Token-averaged loss of the optimizer step that just ended, identical on every rank (collective)."""
-        value = torch.tensor([self._step_loss], dtype=torch.float64)
+        value = torch.as_tensor(self._step_loss, dtype=torch.float64).reshape(1).to(self.args.device)
         self._step_loss = 0.0
         dist = _dist()
         if dist is not None and dist.get_world_size() > 1:
-            value = value.to(self.args.device)
             dist.all_reduce(value)
-            value = value.cpu() / dist.get_world_size()
+            value = value / dist.get_world_size()
         return float(value.item())
 
     # ---- logs --------------------------------------------------------------------------------------------------
