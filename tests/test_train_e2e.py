@@ -4,8 +4,8 @@
   4 windows (measured: 11.9 -> 7.6, -36%); stage 2 initialises from the stage-1 output dir;
 - kill -9: a run SIGKILLed mid-checkpoint and again at a random step, then resumed, follows the uninterrupted
   run bitwise (every step's loss, the samples of every step, the final weights); no checkpoint is ever half-written;
-- real ZeRO-3 on 2 CPU ranks (deepspeed launcher, gloo): same per-step losses as one process, a final model
-  gathered for from_pretrained, and an exact resume from a ZeRO-3 checkpoint;
+- real ZeRO-3 on 2 CPU ranks (gloo; the deepspeed launcher, then torchrun): same per-step losses as one process,
+  a final model gathered for from_pretrained, and an exact resume from a ZeRO-3 checkpoint;
 - LoRA: the adapter is saved in peft's format and reloads with PeftModel.from_pretrained.
 """
 
@@ -213,9 +213,12 @@ def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(referenc
         if name in one:
             torch.testing.assert_close(p, one[name], rtol=1e-3, atol=2e-4, msg=name)
 
-    # exact resume from a ZeRO-3 checkpoint: redo steps 5-6 from checkpoint-4
+    # exact resume from a ZeRO-3 checkpoint: redo steps 5-6 from checkpoint-4, this time under torchrun
     first = {s: got[s]["loss"] for s in (5, 6)}
-    train(args + [f"resume={ckpt}"], launcher=deepspeed)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                str(30500 + os.getpid() % 1000)]
+    r = train(args + [f"resume={ckpt}"], launcher=torchrun)
+    assert "world size 2" in r.stdout and f"resuming from {ckpt}" in r.stdout
     redo = [rec for rec in records(out) if rec["step"] in (5, 6)]
     assert len(redo) == 4
     for rec in redo:
