@@ -313,11 +313,14 @@ class StreamingEngine:
 
 # ---- one call for the eval callback and scripts ------------------------------------------------------------------
 def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
-               end: float | None = None, on_segment=None) -> list[dict]:
-    """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`)."""
+               end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None
+               ) -> list[dict]:
+    """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`).
+
+    `engine_class`: a StreamingEngine subclass (the training eval callback's lock-step engine under ZeRO-3)."""
     from streaming_vlm.inference.frames import VideoFrameSource
 
-    engine = StreamingEngine(model, processor, config)
+    engine = (engine_class or StreamingEngine)(model, processor, config)
     source = VideoFrameSource(video_path, engine.config.fps, start=start, end=end)
     engine.start()
     segments = []
