@@ -90,6 +90,21 @@ def reply_text(words: str | None) -> str:
     return f"{words}{SILENCE}" if words else SILENCE
 
 
+def pad_to_temporal_patch(second: Second, temporal_patch_size: int = 2) -> Second:
+    """A second with fewer frames than one temporal patch (a file's tail, or fps < 2) repeats its last frame.
+
+    Qwen3-VL's video processor pads 3 frames to 4 itself but rejects a lone frame; a repeated frame is what its
+    padding does anyway, and the timestamp stays the frame's own.
+    """
+    n = len(second.frames)
+    if n == 0 or n >= temporal_patch_size:
+        return second
+    extra = temporal_patch_size - n
+    frames = np.concatenate([second.frames, np.repeat(second.frames[-1:], extra, axis=0)])
+    times = list(second.frame_times) + [second.frame_times[-1]] * extra
+    return Second(second.start, second.end, frames, times, second.text)
+
+
 def time_text(start: float, end: float) -> str:
     return f"Time={start:.1f}-{end:.1f}s"
 
@@ -190,7 +205,7 @@ class StreamTemplate:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def _encode(self, text: str, seconds: Sequence[Second], start: int) -> Encoded:
-        seconds = [s for s in seconds if len(s.frames)]
+        seconds = [pad_to_temporal_patch(s, self.temporal_patch_size) for s in seconds if len(s.frames)]
         if seconds:
             n_frames = sum(len(s.frames) for s in seconds)
             lo, hi = self.budget.per_frame(n_frames)

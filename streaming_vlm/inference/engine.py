@@ -34,7 +34,6 @@ from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, RE
                                            StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
-from streaming_vlm.inference.frames import pad_to_temporal_patch
 from streaming_vlm.inference.timing import Timings
 
 
@@ -75,7 +74,7 @@ def per_second_max_tokens(template: StreamTemplate, config: StreamingConfig) -> 
     per_patch = math.floor(hi * patches * t / n / template.budget.factor ** 2) + 1
     big_t = 10_000_000.0  # timestamps grow with the stream; measure the text at a 4-month-old stream
     dummy = Second(big_t, big_t + 1, np.zeros((n, 64, 64, 3), np.uint8), [big_t + k / n for k in range(n)])
-    enc = template.encode_second(pad_to_temporal_patch(dummy, t), 0)
+    enc = template.encode_second(dummy, 0)
     pads = int((enc.input_ids == template.video_token_id).sum())
     reply = config.max_new_tokens + 1 + len(template.turn_end_ids)
     return len(enc) - pads + patches * (per_patch + 4) + reply
@@ -160,7 +159,6 @@ class StreamingEngine:
         self.second_index += 1
         self.evict(incoming=self.budget["per_second"])
         with self.timings.section("preprocess"):
-            second = pad_to_temporal_patch(second, self.template.temporal_patch_size)
             enc = self.template.encode_second(second, start=self.cache.next_position)
         self.feed(enc, USER, self.second_index)
         if reply is None:

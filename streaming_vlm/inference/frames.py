@@ -31,21 +31,6 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[Second]: ...
 
 
-def pad_to_temporal_patch(second: Second, temporal_patch_size: int = 2) -> Second:
-    """A second with fewer frames than one temporal patch (the tail of a file, or fps < 2) repeats its last frame.
-
-    Qwen3-VL's video processor pads 3 frames to 4 itself but rejects a lone frame; a repeated frame is what
-    padding does anyway, and its timestamp stays the frame's own.
-    """
-    n = len(second.frames)
-    if n == 0 or n >= temporal_patch_size:
-        return second
-    extra = temporal_patch_size - n
-    frames = np.concatenate([second.frames, np.repeat(second.frames[-1:], extra, axis=0)])
-    times = list(second.frame_times) + [second.frame_times[-1]] * extra
-    return Second(second.start, second.end, frames, times, second.text)
-
-
 class VideoFrameSource:
     """A video file read with decord at `fps`, from `start` to `end` (default: the end of the file)."""
 

@@ -1,0 +1,51 @@
+"""The stream template's two granularities agree: training windows == inference pieces, token for token."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streaming_vlm.data.stream_template import IGNORE_INDEX, Second, StreamTemplate, VisionBudget, reply_text
+
+BUDGET = VisionBudget(min_pixels=32 * 32, max_pixels=160 * 96, total_pixels=10**9)
+
+
+def _seconds(start=500.0, texts=("Red pass", "", "GOAL! Red lead two one"), n_frames=2):
+    rng = np.random.default_rng(3)
+    return [Second(start + i, start + i + 1, rng.integers(0, 255, (n_frames, 96, 160, 3), dtype=np.uint8),
+                   [start + i + k / n_frames for k in range(n_frames)], t) for i, t in enumerate(texts)]
+
+
+def test_window_equals_prefix_plus_seconds_plus_replies(tiny_processor):
+    tpl = StreamTemplate(tiny_processor, budget=BUDGET)
+    secs = _seconds()
+    window = tpl.encode_window("Blue scored early.", secs)
+    pieces = [tpl.encode_prefix("Blue scored early.")]
+    for s in secs:
+        pieces.append(tpl.encode_second(s, pieces[-1].next_position))
+        pieces.append(tpl.encode_reply(reply_text(s.text), pieces[-1].next_position))
+    assert torch.equal(torch.cat([p.input_ids for p in pieces]), window.input_ids)
+    assert torch.equal(torch.cat([p.position_ids for p in pieces], dim=1), window.position_ids)
+    assert torch.equal(torch.cat([p.labels for p in pieces]), window.labels)
+    assert torch.equal(torch.cat([p.pixel_values_videos for p in pieces if p.pixel_values_videos is not None]),
+                       window.pixel_values_videos)
+    learned = tpl.tokenizer.decode([t for t in window.labels.tolist() if t != IGNORE_INDEX])
+    assert learned == "Red pass ...<|im_end|> ...<|im_end|>GOAL! Red lead two one ...<|im_end|>"
+
+
+def test_lone_frame_is_padded_to_a_temporal_patch(tiny_processor):
+    """The end of a file (or fps 1) gives one frame in a second; the processor alone rejects that."""
+    tpl = StreamTemplate(tiny_processor, budget=BUDGET)
+    secs = _seconds(texts=("kick off",), n_frames=1)
+    enc = tpl.encode_window("", secs)
+    assert enc.video_grid_thw.tolist() == [[1, 6, 10]]
+    assert "<500.0 seconds>" in tpl.tokenizer.decode(enc.input_ids)
+
+
+def test_four_fps_gives_two_stamped_patches_per_second(tiny_processor):
+    tpl = StreamTemplate(tiny_processor, budget=BUDGET)
+    enc = tpl.encode_second(_seconds(texts=(None,), n_frames=4)[0], start=7)
+    text = tpl.tokenizer.decode(enc.input_ids)
+    assert "<500.1 seconds>" in text and "<500.6 seconds>" in text
+    assert int(enc.position_ids[0, 0]) == 7 and text.endswith("<|im_start|>assistant\n")
+    assert (enc.labels == IGNORE_INDEX).all()
