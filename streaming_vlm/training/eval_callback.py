@@ -26,15 +26,21 @@ Judge: `judge: {kind: offline, margin: 0.02}` (default; deterministic word-level
 read from the environment variable NAMED by `api_key_env`; a missing key fails at bind time, on every rank). Verdicts
 are cached in `<output_dir>/win_rate/judge_cache.jsonl`; an unreachable judge costs a warning, not the run.
 
-Distributed:
-- Under ZeRO-3 the parameters are partitioned and every forward gathers each layer's weights collectively, so all
-  ranks must call forward the same number of times. Every rank streams ALL the configured streams in lock-step:
-  `LockstepEngine` broadcasts rank 0's sampled token at every decode step (what HF generate's `synced_gpus` does),
-  so the token sequences, hence the number and shapes of forwards, are identical on every rank whatever the
-  numerics. The forwards run under `no_grad` (not `inference_mode`): the parameter buffers ZeRO-3 gathers here
-  are reused by training afterwards.
-- Without partitioned weights (one process, DDP, ZeRO-1/2) only rank 0 generates; the others wait.
-- Rank 0 judges; the metrics are broadcast so every rank logs the same numbers. No other collective is needed.
+Distributed (every rank calls the hooks; nothing below can leave one rank waiting for a collective the others skip):
+- ZeRO-3, `zero3_generation: gather` (default): the parameters are partitioned and each forward would all-gather
+  every layer collectively. Instead, all ranks gather the full weights ONCE for the evaluation and take DeepSpeed's
+  forward hooks off (`deepspeed.runtime.zero.stage3.unwrap_model_for_generation`, DeepSpeed's own helper for
+  generation under ZeRO-3; hooks and partitions are restored when it exits). Inside it a forward is local, so the
+  streams are SPLIT over the ranks (rank r streams r, r+W, ...), each with the plain engine, and the outputs are
+  gathered to rank 0 (`all_gather_object`). Cost: one full copy of the weights per rank during the evaluation.
+- ZeRO-3, `zero3_generation: lockstep` (no extra memory, much slower: one collective per layer per forward): every
+  rank streams ALL the streams through the partitioned model; `LockstepEngine` broadcasts rank 0's sampled token at
+  each decode step (what HF generate's `synced_gpus` does), so the token sequences, hence the number and shapes of
+  forwards, are identical on every rank whatever the numerics. Its forwards run under `no_grad`, not
+  `inference_mode`: parameter buffers gathered there are reused by training afterwards. Also the fallback when the
+  DeepSpeed engine is not reachable from the trainer.
+- Without partitioned weights (one process, DDP, ZeRO-1/2) only rank 0 generates; the others wait for the metrics.
+- Rank 0 judges; the metrics are broadcast so every rank logs the same numbers.
 
 The model is switched to eval mode for the evaluation (dropout off; HF gradient checkpointing only acts in training
 mode) and back to its previous mode after, and `config.use_cache` is restored; gradients are never built.
@@ -61,6 +67,7 @@ from streaming_vlm.errors import UserError
 from streaming_vlm.inference.engine import StreamingEngine
 
 INITIAL_MODEL = "initial_model"
+ZERO3_MODES = ("gather", "lockstep")
 SUBDIR = "win_rate"
 SUMMARY_FILE = "win_rate.json"
 BASELINE_FILE = "baseline_initial_model.jsonl"
@@ -173,7 +180,8 @@ class WinRateCallback(TrainerCallback):
     def __init__(self, reference: str, video_root: str | None = None, baseline: str = INITIAL_MODEL,
                  every_n_steps: int = 0, minutes: float | None = 2.0, max_streams: int | None = 2,
                  judge: Any = "offline", segment_seconds: float = 30.0, min_words: int = 20, missing: str = "loss",
-                 inference: Mapping[str, Any] | None = None, at_train_end: bool = True, concurrency: int = 4):
+                 inference: Mapping[str, Any] | None = None, at_train_end: bool = True, concurrency: int = 4,
+                 zero3_generation: str = "gather"):
         if not reference:
             raise UserError("eval win rate: 'reference' (an eval_inf.jsonl file) is required")
         if int(every_n_steps) < 0:
@@ -182,6 +190,9 @@ class WinRateCallback(TrainerCallback):
             raise UserError(f"eval minutes must be > 0 (or null for whole streams), got {minutes}")
         if max_streams is not None and int(max_streams) < 1:
             raise UserError(f"eval max_streams must be >= 1 (or null for all), got {max_streams}")
+        if zero3_generation not in ZERO3_MODES:
+            raise UserError(f"eval zero3_generation must be one of {', '.join(ZERO3_MODES)}, got {zero3_generation!r}")
+        self.zero3_generation = zero3_generation
         self.reference_path = str(reference)
         self.video_root = str(video_root) if video_root else os.path.dirname(os.path.abspath(self.reference_path))
         self.baseline = str(baseline or INITIAL_MODEL)
@@ -253,35 +264,70 @@ class WinRateCallback(TrainerCallback):
         return out
 
     # ---- the three pieces: generate, score, log -------------------------------------------------------------
-    def generate(self, model) -> tuple[dict[str, list[dict]], dict]:
-        """{video: [{start, end, text}]} over the configured streams, and generation stats. Collective under ZeRO-3
-        (every rank runs every stream in lock-step)."""
+    def _zero3_mode(self, model) -> str | None:
+        """None (weights not partitioned), "gather" or "lockstep"."""
+        if not is_partitioned(model):
+            return None
+        engine = getattr(self.trainer, "model_wrapped", None)
+        offload = getattr(getattr(engine, "optimizer", None), "parameter_offload", None)
+        if self.zero3_generation == "gather" and offload is not None and hasattr(offload, "forward_hooks"):
+            return "gather"
+        return "lockstep"
+
+    def _run_streams(self, model, streams, engine_class=None) -> tuple[dict[str, list[dict]], int, float]:
         from streaming_vlm.inference import run_stream
 
+        outputs, tokens, seconds = {}, 0, 0.0
+        for video in streams:
+            segments = run_stream(model, self.processor, self.video_path(video), self.config, start=0.0,
+                                  end=self.end_seconds, engine_class=engine_class)
+            outputs[video] = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segments]
+            tokens += sum(int(s.get("tokens", 0)) for s in segments)
+            seconds += sum(s["end"] - s["start"] for s in segments)
+        return outputs, tokens, seconds
+
+    def generate(self, model) -> tuple[dict[str, list[dict]] | None, dict]:
+        """{video: [{start, end, text}]} over the configured streams (on rank 0; None elsewhere) and this rank's
+        generation stats. Collective under ZeRO-3 (see the module docstring); rank 0 only otherwise."""
         model = base_model(model)
-        engine_class = LockstepEngine if is_partitioned(model) else None
+        mode = self._zero3_mode(model)
+        d = _dist()
+        rank, world = (d.get_rank(), d.get_world_size()) if d else (0, 1)
         was_training = model.training
         use_cache = getattr(model.config, "use_cache", None)
         text_cfg = getattr(model.config, "text_config", None)
         text_use_cache = getattr(text_cfg, "use_cache", None)
-        outputs, tokens, seconds, t0 = {}, 0, 0.0, time.perf_counter()
+        t0 = time.perf_counter()
         model.eval()
         try:
             with torch.no_grad():
-                for video in self.streams:
-                    segments = run_stream(model, self.processor, self.video_path(video), self.config,
-                                          start=0.0, end=self.end_seconds, engine_class=engine_class)
-                    outputs[video] = [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segments]
-                    tokens += sum(int(s.get("tokens", 0)) for s in segments)
-                    seconds += sum(s["end"] - s["start"] for s in segments)
+                if mode == "gather":
+                    from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
+
+                    mine = self.streams[rank::world]
+                    with unwrap_model_for_generation(self.trainer.model_wrapped):
+                        outputs, tokens, seconds = self._run_streams(model, mine)
+                elif mode == "lockstep":
+                    mine = list(self.streams)
+                    outputs, tokens, seconds = self._run_streams(model, mine, LockstepEngine)
+                else:
+                    mine = list(self.streams)
+                    outputs, tokens, seconds = self._run_streams(model, mine)
         finally:
             model.train(was_training)
             if use_cache is not None:
                 model.config.use_cache = use_cache
             if text_use_cache is not None:
                 text_cfg.use_cache = text_use_cache
-        stats = {"streams": len(outputs), "stream_seconds": seconds, "tokens": tokens,
-                 "wall_seconds": time.perf_counter() - t0, "lockstep": engine_class is LockstepEngine}
+        stats = {"streams": len(mine), "stream_seconds": seconds, "tokens": tokens, "mode": mode or "local",
+                 "wall_seconds": time.perf_counter() - t0}
+        if mode == "gather" and d is not None:
+            parts = [None] * world
+            d.all_gather_object(parts, outputs)
+            merged = {k: v for part in parts for k, v in (part or {}).items()}
+            outputs = {video: merged[video] for video in self.streams} if rank == 0 else None
+        elif rank != 0:
+            outputs = None
         return outputs, stats
 
     def score(self, outputs) -> dict:
@@ -308,10 +354,9 @@ class WinRateCallback(TrainerCallback):
         outputs, stats = self.generate(model)
         d = _dist()
         where = f"rank {d.get_rank()}/{d.get_world_size()}" if d else "rank 0/1"
-        print(f"win-rate eval ({what}, step {step}, {where}): {stats['streams']} stream(s), "
-              f"{stats['stream_seconds']:.0f} s of video, {stats['tokens']} tokens"
-              + (" in lock-step" if stats["lockstep"] else "")
-              + f", {stats['wall_seconds']:.1f} s", flush=True)
+        print(f"win-rate eval ({what}, step {step}, {where}, {stats['mode']}): {stats['streams']} stream(s), "
+              f"{stats['stream_seconds']:.0f} s of video, {stats['tokens']} tokens, {stats['wall_seconds']:.1f} s",
+              flush=True)
         return outputs
 
     # ---- baseline from the initial model ----------------------------------------------------------------------
@@ -376,7 +421,11 @@ class WinRateCallback(TrainerCallback):
                       flush=True)
         metrics = _broadcast_object(metrics, self._device(model))
         if metrics is not None and self.trainer is not None:
+            control = getattr(self.trainer, "control", None)
+            keep = getattr(control, "should_log", None)
             self.trainer.log(dict(metrics))
+            if keep is not None:  # Trainer.log clears should_log: the step's own loss log must still happen
+                self.trainer.control.should_log = keep
         return metrics
 
     @property
