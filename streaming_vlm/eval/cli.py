@@ -1,7 +1,8 @@
 """`python -m streaming_vlm.eval {judge,report,generate}`: the evaluation from the command line.
 
-    # 1. (hook) run the streaming model over the reference videos -> per-second predictions
-    python -m streaming_vlm.eval generate --reference games.jsonl --video-root videos/ --out model.jsonl
+    # 1. run the streaming model over the reference videos -> per-second predictions (engine settings: --set K=V)
+    python -m streaming_vlm.eval generate --reference games.jsonl --video-root videos/ --out model.jsonl \
+        --model_path checkpoints/tiny-qwen3vl --set temperature=0
 
     # 2. judge model vs baseline on every segment, both orders -> verdicts JSONL (+ the table)
     python -m streaming_vlm.eval judge --predictions model.jsonl --baseline gpt4o_mini.jsonl \
@@ -83,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", help="write the report JSON to this file ('-' for stdout)")
     r.add_argument("--missing", choices=MISSING_POLICIES, default="loss", help="how missing segments count")
 
-    g = sub.add_parser("generate", help="run the streaming model over the reference videos (needs the engine)")
+    g = sub.add_parser("generate", help="run the streaming model over the reference videos -> per-second rows")
     g.add_argument("--reference", required=True, help="reference rows: Inf-Streams games or LiveSports events")
     g.add_argument("--out", required=True, help="predictions JSONL to write")
+    g.add_argument("--model_path", "--model-path", dest="model_path", help="checkpoint directory or hub id")
     g.add_argument("--video-root", help="folder the reference 'video' paths are relative to")
     g.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="engine config override")
@@ -177,11 +179,14 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run_generate(args) -> int:
-    inference = load_streaming_inference()  # fails with one line until the engine exists
+    inference = load_streaming_inference()
     reference = read_rows_strict(args.reference, "reference")
     protocol = detect_protocol(reference) if args.protocol == "auto" else args.protocol
     jobs = generation_jobs(reference, protocol)
-    n = generate_predictions(jobs, args.out, _overrides(args.set), args.video_root, inference)
+    overrides = _overrides(args.set)
+    if args.model_path:
+        overrides["model_path"] = args.model_path
+    n = generate_predictions(jobs, args.out, overrides, args.video_root, inference)
     units = "events" if protocol == "livesports" else "videos"
     print(f"wrote {n} prediction rows for {len(jobs)} {units} to {args.out}")
     return 0

@@ -1,8 +1,11 @@
-"""Hook: run the streaming model over the reference videos and write a predictions file the judge can read.
+"""Run the streaming model over the reference videos and write a predictions file the judge can read.
 
-The engine is `streaming_vlm.inference.inference.streaming_inference(config) -> [{"start", "end", "text"}, ...]`,
-written elsewhere in the project. It is imported lazily, on the first call, so the evaluation works (and this
-module imports) without it; until it exists `load_streaming_inference` raises a one-line `UserError`.
+The engine is `streaming_vlm.inference.inference.streaming_inference` (the CLI's Python API: same engine, stream
+template and cache as `python -m streaming_vlm.inference.inference`), imported lazily on the first call.
+`load_streaming_inference()` wraps it as `config -> [{"start", "end", "text", ...}, ...]`: the model and processor
+are loaded once (per `model_path`) and reused for every video, nothing is printed per second, and the job keys
+below are mapped onto `StreamingConfig` (`video_start`/`video_end` -> `start`/`end`; `title` is not a StreamingConfig
+key and is not used by the engine).
 
 One job per reference unit:
 - Inf-Streams: one job per game video, over the whole video (infinite mode).
@@ -16,6 +19,8 @@ The config passed to the engine is `{**overrides, "video_path", "video_start", "
 from __future__ import annotations
 
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -26,15 +31,44 @@ from streaming_vlm.eval.livesports import event_row_from_hf
 InferenceFn = Callable[[dict[str, Any]], Sequence[Mapping[str, Any]]]
 
 
+JOB_KEYS = ("video_start", "video_end", "title")  # job fields that are not StreamingConfig keys
+
+
 def load_streaming_inference() -> InferenceFn:
+    """`config -> segments` over `streaming_inference`, loading each `model_path` once."""
     try:
         from streaming_vlm.inference.inference import streaming_inference
     except ImportError as err:
         raise UserError(
             "'generate' needs streaming_vlm.inference.inference.streaming_inference, which cannot be imported "
-            f"yet ({err})"
+            f"({err})"
         ) from None
-    return streaming_inference
+    loaded: dict[tuple, tuple] = {}
+
+    def infer(job_config: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
+        from streaming_vlm.inference.config import StreamingConfig
+        from streaming_vlm.model.loading import load_model, load_processor, resolve_device
+
+        config = {k: v for k, v in job_config.items() if k not in JOB_KEYS}
+        config["start"] = float(job_config.get("video_start") or 0.0)
+        config["end"] = job_config.get("video_end")
+        config.setdefault("progress", False)
+        # the rows are the output: no cues on stdout, no VTT/JSON files per video
+        config.update(output_path=os.devnull, emit_json=None, interactive=False)
+        cfg = StreamingConfig.from_any(config)  # unknown keys / bad values: one line, before any weights load
+        if not cfg.model_path:
+            raise UserError("generate needs a model: --model_path DIR (or --set model_path=DIR)")
+        key = (cfg.model_path, cfg.attn_implementation, cfg.dtype, cfg.device)
+        if key not in loaded:
+            device = resolve_device(cfg.device)
+            processor = load_processor(cfg.model_path)
+            model = load_model(cfg.model_path, attn_implementation=cfg.attn_implementation, dtype=cfg.dtype,
+                               device=device)
+            loaded[key] = (model, processor)
+        model, processor = loaded[key]
+        return streaming_inference(cfg, model=model, processor=processor)["segments"]
+
+    return infer
 
 
 def resolve_video(video: str, video_root: str | os.PathLike | None) -> str:
@@ -95,10 +129,16 @@ def generate_predictions(
             "previous_text": job["previous_text"],
             "title": job["title"],
         }
-        for seg in inference(config):
+        t0 = time.perf_counter()
+        segments = inference(config)
+        for seg in segments:
             row = {"video": job["video"], "start": seg["start"], "end": seg["end"], "text": seg.get("text", "")}
             if job["event_id"] is not None:
                 row["event_id"] = job["event_id"]
             rows.append(row)
+        spoken = sum(1 for seg in segments if str(seg.get("text", "")).strip())
+        label = job["video"] if job["event_id"] is None else f"{job['video']} event {job['event_id']}"
+        print(f"generated {label}: {len(segments)} rows ({spoken} with commentary) in "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     write_rows(out_path, rows)
     return len(rows)
