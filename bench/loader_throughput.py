@@ -88,6 +88,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--data-dir", default=None, help="reuse generated games here (default: a temp dir)")
     ap.add_argument("--processor", default=None, help="processor/checkpoint dir (default: build the tiny one)")
+    ap.add_argument("--packing", choices=("both", "off", "on"), default="both", help="collator packing to measure")
+    ap.add_argument("--skip-padding", action="store_true",
+                    help="skip the serial in-process pass over every window that measures padding (slow)")
+    ap.add_argument("--cpu-note", default="shared with other jobs", help="what the device line says about the CPUs")
     ap.add_argument("--no-append", action="store_true", help="do not append to BENCHMARKS.md")
     args = ap.parse_args(argv)
 
@@ -136,11 +140,11 @@ def main(argv=None) -> int:
     print(f"per sample (in-process, {k} samples): decode {decode_s / k * 1e3:.0f} ms, resize+template "
           f"{encode_s / k * 1e3:.0f} ms; {lens[0]} tokens, {vis[0]} vision tokens, frames resized to "
           f"{frame_hw[1]}x{frame_hw[0]}", flush=True)
-    all_lens = [len(ds[i]["input_ids"]) for i in range(len(ds))]
-    pad_frac = padding_fraction(all_lens, args.batch_size)
+    pad_frac = None if args.skip_padding else padding_fraction([len(ds[i]["input_ids"]) for i in range(len(ds))],
+                                                               args.batch_size)
 
     rows = []
-    for packing in (False, True):
+    for packing in {"both": (False, True), "off": (False,), "on": (True,)}[args.packing]:
         collate = StreamCollator(processor, packing=packing)
         for w in args.workers:
             r = run_loader(ds, collate, w, args.batch_size, args.epochs)
@@ -150,7 +154,7 @@ def main(argv=None) -> int:
                   flush=True)
 
     when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    device = f"{cpu_name()}, {os.cpu_count()} logical CPUs (shared with other jobs)"
+    device = f"{cpu_name()}, {os.cpu_count()} logical CPUs ({args.cpu_note})"
     lines = [
         f"\n## Data loader throughput (`bench/loader_throughput.py`), {when}\n",
         f"Device: {device}; torch {__import__('torch').__version__}, transformers "
@@ -160,8 +164,10 @@ def main(argv=None) -> int:
         f"{frame_hw[1]}x{frame_hw[0]}, {vis[0]} vision tokens and {lens[0]} tokens per sample; micro-batch "
         f"{args.batch_size}.\n",
         f"In-process split per sample: decode {decode_s / k * 1e3:.0f} ms, resize + template "
-        f"{encode_s / k * 1e3:.0f} ms. Padding in unpacked micro-batches: {100 * pad_frac:.1f}% of tokens "
-        f"(what packing saves on the GPU; the loader cost of packing is a concatenation).\n",
+        f"{encode_s / k * 1e3:.0f} ms. "
+        + ("Padding not measured (--skip-padding).\n" if pad_frac is None else
+           f"Padding in unpacked micro-batches: {100 * pad_frac:.1f}% of tokens "
+           f"(what packing saves on the GPU; the loader cost of packing is a concatenation).\n"),
         "| workers | packing | samples/s | vision tokens/s |",
         "|---:|:---:|---:|---:|",
     ]
