@@ -149,22 +149,34 @@ def _train(launcher, args, timeout=300):
     return r
 
 
-@pytest.mark.slow
-def test_win_rate_logged_during_a_two_rank_zero3_run(tiny_ckpt, tmp_path):
+@pytest.fixture(scope="module")
+def zero3_data(tmp_path_factory):
     from data.synthetic import generate_dataset
 
+    data = tmp_path_factory.mktemp("z3") / "data"
+    generate_dataset(data, train_games=2, eval_games=2, duration=40, eval_duration=12, clips=0, seed=5)
+    return data
+
+
+def _torchrun(port_base):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+            str(port_base + os.getpid() % 1000)]
+
+
+def _common(data, ckpt, steps):
+    return ["experiment=smoke_stage1", f"data.root={data}", "data.generate=null", f"model.name_or_path={ckpt}",
+            f"trainer.max_steps={steps}", "trainer.save_steps=2", "deepspeed=zero3"]
+
+
+@pytest.mark.slow
+def test_win_rate_logged_during_a_two_rank_zero3_run(zero3_data, tiny_ckpt, tmp_path):
     from streaming_vlm.training.curve import read_records
 
-    data = tmp_path / "data"
-    generate_dataset(data, train_games=2, eval_games=2, duration=40, eval_duration=12, clips=0, seed=5)
-    common = ["experiment=smoke_stage1", f"data.root={data}", "data.generate=null", f"model.name_or_path={tiny_ckpt}",
-              "trainer.max_steps=3", "trainer.save_steps=2"]
+    common = _common(zero3_data, tiny_ckpt, 3)
     out = tmp_path / "z3"
     evaluation = ["eval=win_rate", "eval.every_n_steps=2", "eval.minutes=0.2", "eval.segment_seconds=6",
                   "eval.min_words=3", "eval.inference.max_new_tokens=6"]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(31500 + os.getpid() % 1000)]
-    r = _train(torchrun, common + evaluation + [f"output_dir={out}", "deepspeed=zero3"])
+    r = _train(_torchrun(31500), common + evaluation + [f"output_dir={out}"])
     assert "world size 2" in r.stdout and "weights partitioned at load (ZeRO-3)" in r.stdout
 
     # every evaluation ran on both ranks, one of the two streams each (weights gathered once, streams split)
@@ -192,9 +204,27 @@ def test_win_rate_logged_during_a_two_rank_zero3_run(tiny_ckpt, tmp_path):
 
     # training itself is untouched: same per-step losses as one process without evaluation
     one = tmp_path / "one"
-    _train([sys.executable], common + ["eval=none", f"output_dir={one}"])
+    _train([sys.executable], [a for a in common if a != "deepspeed=zero3"] + ["eval=none", f"output_dir={one}"])
     ref = {rec["step"]: rec["loss"] for rec in read_records(one)}
     got = {rec["step"]: rec["loss"] for rec in read_records(out)}
     assert sorted(got) == sorted(ref) == [1, 2, 3]
     for step in ref:
         assert abs(got[step] - ref[step]) <= 1e-4 * ref[step], (step, got[step], ref[step])
+
+
+@pytest.mark.slow
+def test_lockstep_generation_under_zero3(zero3_data, tiny_ckpt, tmp_path):
+    """`zero3_generation: lockstep`: no gathered copy; both ranks stream the same stream through the partitioned
+    model, rank 0's tokens broadcast, so the ranks do identical work and nobody waits forever."""
+    out = tmp_path / "ls"
+    r = _train(_torchrun(32500), _common(zero3_data, tiny_ckpt, 2) + [
+        f"output_dir={out}", "trainer.save_steps=100", "eval=win_rate", "eval.minutes=0.05", "eval.max_streams=1",
+        "eval.segment_seconds=3", "eval.min_words=1", "eval.inference.max_new_tokens=3",
+        "eval.zero3_generation=lockstep"])
+    for what, step in (("baseline", 0), ("model", 2)):
+        lines = [line.split("): ", 1)[1].rsplit(", ", 1)[0] for line in r.stdout.splitlines()
+                 if line.startswith(f"win-rate eval ({what}, step {step}, rank ") and "lockstep" in line]
+        assert len(lines) == 2 and lines[0] == lines[1], lines  # both ranks, the same streams and token counts
+    assert r.stdout.count("win rate at step 2: ") == 1
+    summary = json.loads((out / "win_rate.json").read_text())
+    assert list(summary) == ["2"] and summary["2"]["eval/votes"] == 2
