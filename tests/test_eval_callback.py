@@ -131,6 +131,12 @@ def test_bad_callback_configs_fail_at_bind(one_game, tiny_ckpt, tmp_path, monkey
         bind(video_root=str(tmp_path))
     with pytest.raises(UserError, match="unknown config key"):
         bind(inference={"window": 3})
+    video = json.loads(Path(ref).read_text().splitlines()[0])["video"]
+    corrupt = tmp_path / "corrupt" / video
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_bytes(os.urandom(4096))
+    with pytest.raises(UserError, match=corrupt.name):
+        bind(video_root=str(tmp_path / "corrupt"))
 
 
 # ---- 2 CPU ranks, ZeRO-3 ------------------------------------------------------------------------------------------

@@ -236,10 +236,13 @@ class WinRateCallback(TrainerCallback):
             if row.get("video") not in videos:
                 videos.append(row.get("video"))
         self.streams = videos[: self.max_streams] if self.max_streams else videos
+        from streaming_vlm.inference.frames import VideoFrameSource
+
         for video in self.streams:
             path = self.video_path(video)
             if not os.path.isfile(path):
                 raise UserError(f"eval video not found: {path} (from {self.reference_path}; set eval.video_root)")
+            VideoFrameSource(path)  # opens it: an undecodable file fails here, on every rank, not mid-training
         self.reference_rows = self.trim_reference(rows)
         segments_for(self.reference_rows, "inf-streams", self.segment_seconds, self.min_words)  # none: UserError
         self.config = StreamingConfig.from_any({**INFERENCE_DEFAULTS, **self.inference})
@@ -306,7 +309,10 @@ class WinRateCallback(TrainerCallback):
 
                     mine = self.streams[rank::world]
                     with unwrap_model_for_generation(self.trainer.model_wrapped):
-                        outputs, tokens, seconds = self._run_streams(model, mine)
+                        try:  # inside: DeepSpeed's helper restores its hooks only on a normal exit
+                            outputs, tokens, seconds = self._run_streams(model, mine)
+                        except Exception as err:  # noqa: BLE001 - reported on every rank below, after the gather
+                            outputs, tokens, seconds = {"__error__": f"rank {rank}: {err}"}, 0, 0.0
                 elif mode == "lockstep":
                     mine = list(self.streams)
                     outputs, tokens, seconds = self._run_streams(model, mine, LockstepEngine)
@@ -321,9 +327,14 @@ class WinRateCallback(TrainerCallback):
                 text_cfg.use_cache = text_use_cache
         stats = {"streams": len(mine), "stream_seconds": seconds, "tokens": tokens, "mode": mode or "local",
                  "wall_seconds": time.perf_counter() - t0}
-        if mode == "gather" and d is not None:
-            parts = [None] * world
-            d.all_gather_object(parts, outputs)
+        if mode == "gather":
+            parts = [outputs]
+            if d is not None:  # every rank reaches this gather, also the one whose generation failed
+                parts = [None] * world
+                d.all_gather_object(parts, outputs)
+            errors = [part["__error__"] for part in parts if part and "__error__" in part]
+            if errors:
+                raise UserError(f"win-rate eval failed: {errors[0]}")
             merged = {k: v for part in parts for k, v in (part or {}).items()}
             outputs = {video: merged[video] for video in self.streams} if rank == 0 else None
         elif rank != 0:
