@@ -177,10 +177,16 @@ def main(argv=None) -> None:
     ap.add_argument("--deadline", type=float, default=None,
                     help="seconds after which no new inference run starts (finished runs are kept; rerun to resume)")
     ap.add_argument("--score-only", action="store_true", help="score the saved runs and write RESULTS.md")
+    ap.add_argument("--runs", default=None, help="semicolon-separated run names to do now (default: all); for splitting "
+                    "the study over several machines or calls, then --score-only over the merged runs/ folder")
+    ap.add_argument("--workers", type=int, default=None, help="parallel inference processes (default: profile's)")
     args = ap.parse_args(argv)
     import torch
 
-    prof = PROFILES[args.profile]
+    prof = dict(PROFILES[args.profile])
+    if args.workers:
+        prof["workers"] = args.workers
+    selected = [r for r in arms_and_settings() if args.runs is None or r[0] in args.runs.split(";")]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     work = Path(args.out or ROOT / "outputs" / f"fidelity_{args.profile}").resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -199,14 +205,15 @@ def main(argv=None) -> None:
         t0 = time.time()
         models = {"untrained": work / "untrained"}
         trained_now = False
-        for arm in ("chunk", "stream", "anneal"):
+        needed = {arm for _, arm, _, _ in selected} | ({"stream"} if any(a == "anneal" for _, a, _, _ in selected) else set())
+        for arm in [a for a in ("chunk", "stream", "anneal") if a in needed]:
             trained_now |= not (work / "arms" / arm / "config.json").exists()
             models[arm] = train_arm(arm, work, prof, device)
         if trained_now:
             times["train"] = time.time() - t0
         games = sorted((work / "data" / "events" / "long").glob("game_*[0-9].json"))
         t0 = time.time()
-        run_inference(work, games, models, prof, device, args.deadline, t_start)
+        run_inference(work, games, models, prof, device, args.deadline, t_start, selected)
         times["inference"] = times.get("inference", 0.0) + time.time() - t0
         times["device"] = device
         times_path.write_text(json.dumps(times))
@@ -226,12 +233,12 @@ def _job_file(work: Path, name: str, video_key: str) -> Path:
     return work / "runs" / f"{slug}.json"
 
 
-def run_inference(work, games, models, prof, device, deadline, t_start) -> None:
+def run_inference(work, games, models, prof, device, deadline, t_start, selected) -> None:
     import multiprocessing as mp
 
     (work / "runs").mkdir(exist_ok=True)
     jobs = []
-    for name, arm, overrides, mode in arms_and_settings():
+    for name, arm, overrides, mode in selected:
         for g in games:
             ev = json.loads(g.read_text())
             if _job_file(work, name, ev["video"]).exists():
