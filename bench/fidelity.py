@@ -221,11 +221,15 @@ def main(argv=None) -> None:
     runs = work / "runs"
     outputs = [json.loads(f.read_text()) for f in sorted(runs.glob("*.json"))]
     expected = len(arms_and_settings()) * len(games)
-    if len(outputs) < expected:
+    if len(outputs) < expected and not args.score_only:
         print(f"[fidelity] {len(outputs)}/{expected} runs done; rerun the same command to finish", flush=True)
         return
+    done = {(o["name"], o["video"]) for o in outputs}
+    missing = sorted({name for name, *_ in arms_and_settings() for g in games
+                      if (name, json.loads(g.read_text())["video"]) not in done})
+    outputs = [o for o in outputs if o["name"] not in missing]  # a run counts only with all its games
     summary = score(outputs, games, work)
-    write_results(summary, args, prof, times.get("device", device), work, manifest, times)
+    write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing)
 
 
 def _job_file(work: Path, name: str, video_key: str) -> Path:
@@ -303,7 +307,7 @@ def score(outputs: list[dict], games: list[Path], work: Path) -> list[dict]:
     return summary
 
 
-def write_results(summary, args, prof, device, work, manifest, times) -> None:
+def write_results(summary, args, prof, device, work, manifest, times, missing=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,6 +355,8 @@ def write_results(summary, args, prof, device, work, manifest, times) -> None:
         lines.append(f"| {s['name']} | {s['win_rate']:.1f} | {s['model_votes']} / {s['baseline_votes']} / "
                      f"{s['ties']} | {100 * s['recall']:.1f}% ({s['events']} events) | {100 * s['precision']:.1f}% "
                      f"({s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
+    if missing:
+        lines += ["", f"Not run to completion (left out of the table): {', '.join(missing)}."]
     lines += ["", f"![fidelity chart]({png.name})", ""]
     Path(args.results).write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
