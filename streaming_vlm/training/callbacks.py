@@ -20,6 +20,16 @@ from streaming_vlm.training.trainer import gather_counts
 HELDOUT_FILE = "heldout_loss.json"
 
 
+
+def log_metrics(trainer, metrics: dict) -> None:
+    """`trainer.log` from inside a callback without swallowing the step's own loss log (Trainer.log clears
+    `control.should_log`, which the step's logging decision still needs)."""
+    control = getattr(trainer, "control", None)
+    keep = getattr(control, "should_log", None)
+    trainer.log(dict(metrics))
+    if keep is not None:
+        trainer.control.should_log = keep
+
 class StepRecorder(TrainerCallback):
     """After every optimizer step (all ranks): the step's exact loss, and bad-sample totals over ranks."""
 
@@ -117,7 +127,7 @@ class HeldoutLoss(TrainerCallback):
         if self.every_steps and state.global_step % self.every_steps == 0:
             loss = self._measure(state, model)
             if loss is not None:
-                self.trainer.log({"eval/heldout_loss": loss})
+                log_metrics(self.trainer, {"eval/heldout_loss": loss})
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self._measure(state, model)

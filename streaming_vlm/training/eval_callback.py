@@ -65,6 +65,7 @@ from transformers import TrainerCallback
 
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.engine import StreamingEngine
+from streaming_vlm.training.callbacks import log_metrics
 
 INITIAL_MODEL = "initial_model"
 ZERO3_MODES = ("gather", "lockstep")
@@ -432,11 +433,7 @@ class WinRateCallback(TrainerCallback):
                       flush=True)
         metrics = _broadcast_object(metrics, self._device(model))
         if metrics is not None and self.trainer is not None:
-            control = getattr(self.trainer, "control", None)
-            keep = getattr(control, "should_log", None)
-            self.trainer.log(dict(metrics))
-            if keep is not None:  # Trainer.log clears should_log: the step's own loss log must still happen
-                self.trainer.control.should_log = keep
+            log_metrics(self.trainer, metrics)
         return metrics
 
     @property
