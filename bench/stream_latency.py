@@ -13,9 +13,11 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Three modes, side by side in the same process and on the same frames:
-- `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction;
-- `full`       the same forward with a full, growing cache (no eviction): plain transformers attention over
+Four modes, side by side in the same process and on the same frames:
+- `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction, decode steps
+               replayed as one CUDA graph over fixed slot buffers (`decode_mode=auto`; eager off CUDA/with FA2);
+- `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
+- `full`       the same eager forward with a full, growing cache (no eviction): plain transformers attention over
                everything seen, until out-of-memory or `--full_minutes`;
 - `anchor`     our engine, but every forward also re-rotates the whole key cache of every layer, as the anchor
                implementation does (it caches un-rotated keys and re-applies mRoPE to all of them at every decoded
@@ -51,7 +53,7 @@ from streaming_vlm.inference.cache import StreamingCache  # noqa: E402
 from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
 
-MODES = ("streaming", "full", "anchor")
+MODES = ("streaming", "eager", "full", "anchor")
 
 
 class AnchorRotationCache(StreamingCache):
@@ -101,7 +103,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
     cfg = {"fps": args.fps, "window_size": args.window_size, "text_sink": args.text_sink,
            "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
            "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
-           "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels}
+           "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+           "decode_mode": "auto" if mode == "streaming" else "dynamic"}
     minutes = args.minutes
     if mode == "full":
         # same pixel budget per frame as the streaming run, nothing ever evicted
@@ -143,6 +146,39 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return stats
+
+
+def check_graph(size, model, processor, args, device, seconds: int) -> dict:
+    """Greedy decoding, graph vs eager, on the same frames: max |Δlogit| over the first decoded tokens and how many
+    seconds produce identical tokens (bf16 kernels differ between the two paths, so greedy paths may part later)."""
+
+    class Recording(StreamingEngine):
+        def _sample(self, logits, context, n_generated, min_new):
+            self.seen.append(logits.float().clone())
+            return super()._sample(logits, context, n_generated, min_new)
+
+    runs = {}
+    for mode in ("dynamic", "auto"):
+        cfg = {"fps": args.fps, "window_size": args.window_size, "text_sink": args.text_sink,
+               "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
+               "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.05,
+               "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
+               "max_pixels": args.max_pixels, "decode_mode": mode}
+        engine = Recording(model, processor, cfg)
+        engine.seen = []
+        engine.start()
+        source = SyntheticFrameSource(seconds, fps=args.fps, height=args.height, width=args.width, seed=1)
+        runs[mode] = (engine, [engine.step(s)["text"] for s in source])
+    (dyn, dyn_text), (graph, graph_text) = runs["dynamic"], runs["auto"]
+    same = next((i for i, (a, b) in enumerate(zip(dyn_text, graph_text)) if a != b), len(dyn_text))
+    first = dyn_text[0] == graph_text[0]
+    diff = max((a - b).abs().max().item() for a, b in zip(dyn.seen[:args.tokens], graph.seen[:args.tokens]))
+    scale = max(a.abs().max().item() for a in dyn.seen[:args.tokens])
+    out = {"size": size, "seconds": seconds, "identical_seconds": same, "first_second_same": first,
+           "max_logit_diff_first_second": diff, "logit_scale": scale,
+           "graph_used": graph.slots is not None and graph.slots.graph is not None}
+    print(f"[{size}] graph check: {out}", flush=True)
+    return out
 
 
 def _streaming_cap(args) -> int:
@@ -233,7 +269,7 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def record(path: Path, results: list[dict], args, device: torch.device, png: Path) -> None:
+def record(path: Path, results: list[dict], args, device: torch.device, png: Path, checks=()) -> None:
     import transformers
 
     stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -244,6 +280,10 @@ def record(path: Path, results: list[dict], args, device: torch.device, png: Pat
             f"{args.text_sliding_window}, {args.tokens} tokens/s forced, frames {args.height}×{args.width}"
             f"{' (' + args.video + ')' if args.video else ' random'}.  ",
             f"Plot: `{png}`\n", table(results), ""]
+    for c in checks:
+        text.append(f"Graph check ({c['size']}, greedy, {c['seconds']} s): CUDA graph used {c['graph_used']}, max "
+                    f"|Δlogit| over the first second's tokens {c['max_logit_diff_first_second']:.3g} (logits up to "
+                    f"{c['logit_scale']:.3g}), identical text for the first {c['identical_seconds']} seconds.\n")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
 
@@ -273,6 +313,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", default="outputs/bench")
     p.add_argument("--record", default=None, help="append results to this markdown file (default BENCHMARKS.md; "
                                                  "not in --smoke)")
+    p.add_argument("--check_seconds", type=int, default=6, help="graph-vs-eager greedy check first (0 = skip)")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, 40 s of small frames")
     args = p.parse_args(argv)
     if args.smoke:
@@ -297,12 +338,14 @@ def main(argv=None) -> list[dict]:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
-    results = []
+    results, checks = [], []
     for size in [s for s in args.sizes.split(",") if s]:
         t0 = time.perf_counter()
         model, processor = build_model(size, device, dtype, args.attn)
         print(f"[{size}] built on {device} in {time.perf_counter() - t0:.1f} s "
               f"({sum(p.numel() for p in model.parameters()) / 1e9:.3f} B params)", flush=True)
+        if args.check_seconds:
+            checks.append(check_graph(size, model, processor, args, device, args.check_seconds))
         for mode in modes:
             r = run_mode(mode, size, model, processor, args, device)
             results.append(r)
@@ -317,11 +360,11 @@ def main(argv=None) -> list[dict]:
     png = out_dir / f"stream_latency-{stamp}.png"
     plot(results, png, device)
     (out_dir / f"stream_latency-{stamp}.json").write_text(json.dumps(
-        {"device": device_name(device), "args": vars(args), "results": results}, indent=1))
+        {"device": device_name(device), "args": vars(args), "results": results, "graph_checks": checks}, indent=1))
     print(table(results))
     print(f"plot: {png}")
     if args.record:
-        record(Path(args.record), results, args, device, png)
+        record(Path(args.record), results, args, device, png, checks)
         print(f"appended to {args.record}")
     return results
 

@@ -10,6 +10,7 @@ from typing import Any
 from streaming_vlm.errors import UserError
 
 POS_MODES = ("contiguous", "native")
+DECODE_MODES = ("auto", "cuda_graph", "slots", "dynamic")
 
 
 @dataclass
@@ -32,6 +33,9 @@ class StreamingConfig:
     previous_text: str | None = None  # commentary before the stream starts
     system_prompt: str | None = None  # None = the stream template's default
     pos_mode: str = "contiguous"  # "native" = positions keep growing (ablation)
+    # how tokens are decoded (see graph_decode.py): "auto" = CUDA graph on CUDA with sdpa/eager, else dynamic;
+    # "slots" = the graph's fixed buffers run eagerly (any device); "dynamic" = one eager forward on the cache
+    decode_mode: str = "auto"
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
     device: str | None = None
@@ -77,6 +81,8 @@ class StreamingConfig:
         need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         need(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         need(self.pos_mode in POS_MODES, f"pos_mode must be one of {', '.join(POS_MODES)}, got {self.pos_mode!r}")
+        need(self.decode_mode in DECODE_MODES,
+             f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
         need(self.max_cache_tokens >= 1, "max_cache_tokens must be >= 1")
         need(self.start >= 0, f"start must be >= 0, got {self.start}")
         need(self.end is None or self.end > self.start, f"end ({self.end}) must be after start ({self.start})")

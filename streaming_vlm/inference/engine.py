@@ -34,6 +34,7 @@ from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, RE
                                            StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
+from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
 
 
@@ -121,6 +122,7 @@ class StreamingEngine:
                             if self.config.temperature > 0 else None)
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
+        self.slots: SlotDecoder | None = None  # fixed-buffer decoder (CUDA graph), built on first use
         self.second_index = -1
         self.current_time = 0.0  # end of the last second processed (where a question is inserted)
         self.tokens_generated = 0
@@ -209,15 +211,20 @@ class StreamingEngine:
             return self._forward(enc, all_logits)
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None) -> list[int]:
-        """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment."""
+        """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
+
+        Tokens are decoded on the slot buffers (graph_decode.py) when the decode mode allows, else one eager
+        forward each on the cache (where the last sampled token is fed together with the closing tokens)."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
+        slots = self._slot_decoder(max_new)
         with self.timings.section("decode"):
             context = torch.tensor(self.cache.ids(), dtype=torch.long, device=self.device)
             logits = self._last_logits
             generated: list[int] = []
             pending: list[int] = []
+            on_slots = 0  # tokens decoded on the slot buffers, not yet in the cache
             for step in range(max_new):
                 token = self._sample(logits, context, len(generated), min_new)
                 if token == self.im_end_id:
@@ -226,12 +233,39 @@ class StreamingEngine:
                 context = torch.cat([context, context.new_tensor([token])])
                 if step == max_new - 1:
                     pending = [token]  # fed together with the closing tokens below
+                elif slots is not None:
+                    if on_slots == 0:
+                        slots.load(self.cache)
+                    logits = slots.step(token, pos + on_slots)
+                    on_slots += 1
                 else:
                     logits = self._feed_text([token])
             closing = pending + [self.im_end_id] + list(self.template.turn_end_ids)
-            self._feed_text(closing)
+            if slots is not None:
+                if on_slots == 0:
+                    slots.load(self.cache)
+                for token in closing:
+                    slots.step(token, pos + on_slots)
+                    on_slots += 1
+                slots.store(self.cache)
+                self.cache.extend_last(generated[:len(generated) - len(pending)] + closing)
+            else:
+                self._feed_text(closing)
         self.tokens_generated += len(generated)
         return generated + [self.im_end_id] + list(self.template.turn_end_ids)
+
+    def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
+        """The fixed-buffer decoder for this reply, or None for the dynamic path (see StreamingConfig.decode_mode)."""
+        mode = self.config.decode_mode
+        if mode == "dynamic" or (mode == "auto" and self.device.type != "cuda"):
+            return None
+        if mode == "cuda_graph" and self.device.type != "cuda":
+            raise UserError("decode_mode cuda_graph needs a CUDA device")
+        capacity = self.budget["bound"] + max(self.config.max_new_tokens, self.config.max_answer_tokens) + 8
+        if self.slots is None or self.slots.capacity < capacity:
+            self.slots = SlotDecoder(self.model, capacity, use_graph=mode != "slots")
+        closing = 1 + len(self.template.turn_end_ids)
+        return self.slots if self.slots.fits(self.cache, max_new + closing) else None
 
     def words(self, ids: list[int]) -> str:
         """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""

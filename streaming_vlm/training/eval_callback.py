@@ -149,6 +149,9 @@ class LockstepEngine(StreamingEngine):
         with torch.no_grad():
             return _ENGINE_RUN(self, *args, **kwargs)
 
+    def _slot_decoder(self, max_new):
+        return None  # ZeRO-3 hooks fetch weights inside every forward: eager decoding only
+
 
 def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
     """The logged numbers: eval/win_rate (percent; NaN when no vote counts) and the vote counts."""
