@@ -56,6 +56,7 @@ PROFILES = {
 TEXT_DEFAULT = 128  # study default text sink and text window (tokens); the paper's 512 does not fit tiny CPU runs
 VISION = dict(min_pixels=4096, max_pixels=160 * 96, total_pixels=10**8)  # native 160x96: 15 vision tokens/second
 
+CONTROL_SHIFT = 60.0  # s: event log moved by this much gives the chance precision of the same mentions
 # Grounded metric: event type -> pattern its commentary uses (the generator's phrasings; checked on its lines).
 EVENT_PATTERNS = {
     "goal": r"\bgoal\b(?! kick)|\bit's in\b",
@@ -141,8 +142,8 @@ def _run_one(job: dict) -> dict:
 
     model = load_model(job["model"], dtype="float32", device=job["device"])
     processor = load_processor(job["model"])
-    cfg = dict(job["overrides"], temperature=0.0, repetition_penalty=1.05, max_new_tokens=20, progress=False,
-               seed=0, **VISION)
+    cfg = dict(job["overrides"], temperature=job["temperature"], repetition_penalty=1.05, max_new_tokens=20,
+               progress=False, seed=job["seed"], **VISION)
     t0 = time.time()
     if job["mode"] == "infinite":
         segs = run_stream(model, processor, job["video"], cfg)
@@ -153,15 +154,18 @@ def _run_one(job: dict) -> dict:
             start += 24
     rows = [{"video": job["video_key"], "start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
     return {"name": job["name"], "video": job["video_key"], "rows": rows, "wall_s": time.time() - t0,
+            "temperature": job["temperature"], "seed": job["seed"],
             "max_position": max((s.get("next_position", 0) for s in segs), default=0),
             "max_cache_tokens": max((s.get("cache_tokens", 0) for s in segs), default=0)}
 
 
-def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0) -> dict:
-    """Recall: events (of the mapped types) mentioned within ±tol s. Precision: mentions with such an event."""
+def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0, shift: float = 0.0) -> dict:
+    """Recall: events (of the mapped types) mentioned within ±tol s. Precision: mentions with such an event.
+
+    `shift` moves the event log by that many seconds: the chance level of the same mentions (a control)."""
     pats = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
     mentions = [(r["start"], r["end"], k) for r in rows for k, p in pats.items() if r["text"] and p.search(r["text"])]
-    evs = [(e["t"], e["type"]) for e in events if e["type"] in pats]
+    evs = [(e["t"] + shift, e["type"]) for e in events if e["type"] in pats]
     hit = sum(any(k == typ and s - tol <= t <= e + tol for s, e, k in mentions) for t, typ in evs)
     good = sum(any(typ == k and s - tol <= t <= e + tol for t, typ in evs) for s, e, k in mentions)
     return {"events": len(evs), "recalled": hit, "mentions": len(mentions), "grounded": good,
@@ -180,6 +184,8 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default=None, help="semicolon-separated run names to do now (default: all); for splitting "
                     "the study over several machines or calls, then --score-only over the merged runs/ folder")
     ap.add_argument("--workers", type=int, default=None, help="parallel inference processes (default: profile's)")
+    ap.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (0 = greedy; the CLI's 0.9)")
+    ap.add_argument("--seed", type=int, default=0, help="sampling seed of every inference run")
     args = ap.parse_args(argv)
     import torch
 
@@ -213,7 +219,7 @@ def main(argv=None) -> None:
             times["train"] = time.time() - t0
         games = sorted((work / "data" / "events" / "long").glob("game_*[0-9].json"))
         t0 = time.time()
-        run_inference(work, games, models, prof, device, args.deadline, t_start, selected)
+        run_inference(work, games, models, prof, device, args.deadline, t_start, selected, args.temperature, args.seed)
         times["inference"] = times.get("inference", 0.0) + time.time() - t0
         times["device"] = device
         times_path.write_text(json.dumps(times))
@@ -229,6 +235,11 @@ def main(argv=None) -> None:
                       if (name, json.loads(g.read_text())["video"]) not in done})
     outputs = [o for o in outputs if o["name"] not in missing]  # a run counts only with all its games
     summary = score(outputs, games, work)
+    # how the saved runs were decoded (runs from before --temperature existed were greedy)
+    decoded = sorted({(o.get("temperature", 0.0), o.get("seed", 0)) for o in outputs})
+    if len(decoded) > 1:
+        print(f"[fidelity] warning: runs decoded with different settings: {decoded}", flush=True)
+    args.temperature, args.seed = decoded[0] if decoded else (args.temperature, args.seed)
     write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing)
 
 
@@ -237,7 +248,7 @@ def _job_file(work: Path, name: str, video_key: str) -> Path:
     return work / "runs" / f"{slug}.json"
 
 
-def run_inference(work, games, models, prof, device, deadline, t_start, selected) -> None:
+def run_inference(work, games, models, prof, device, deadline, t_start, selected, temperature, seed) -> None:
     import multiprocessing as mp
 
     (work / "runs").mkdir(exist_ok=True)
@@ -249,7 +260,7 @@ def run_inference(work, games, models, prof, device, deadline, t_start, selected
                 continue
             jobs.append(dict(name=name, model=str(models[arm]), overrides=overrides, mode=mode,
                              video=str(work / "data" / ev["video"]), video_key=ev["video"], duration=ev["duration"],
-                             device=device, threads=1))
+                             device=device, threads=1, temperature=temperature, seed=seed))
     print(f"[fidelity] {len(jobs)} inference runs to do over {len(games)} held-out games", flush=True)
     workers = prof["workers"] if device != "cpu" else min(prof["workers"], os.cpu_count() or 1)
     done = 0
@@ -293,12 +304,14 @@ def score(outputs: list[dict], games: list[Path], work: Path) -> list[dict]:
         ov = report["overall"]
         ev = [event_scores(o["rows"], events[v]) for v, o in per_video.items()]
         tot = {k: sum(e[k] for e in ev) for k in ("events", "recalled", "mentions", "grounded")}
+        control = sum(event_scores(o["rows"], events[v], shift=CONTROL_SHIFT)["grounded"] for v, o in per_video.items())
         words = sum(len(r["text"].split()) for o in per_video.values() for r in o["rows"])
         seconds = sum(len(o["rows"]) for o in per_video.values())
         summary.append(dict(
             name=name, win_rate=ov["win_rate_pct"], model_votes=ov["model_votes"], baseline_votes=ov["baseline_votes"],
             ties=ov["ties"], invalid=ov["invalid"], votes=ov["votes"],
             recall=tot["recalled"] / max(tot["events"], 1), precision=tot["grounded"] / max(tot["mentions"], 1),
+            precision_control=control / max(tot["mentions"], 1),
             events=tot["events"], mentions=tot["mentions"], words_per_s=words / max(seconds, 1),
             max_position=max(o["max_position"] for o in per_video.values()),
             max_cache=max(o["max_cache_tokens"] for o in per_video.values()),
@@ -329,13 +342,17 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
     ax[1].legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
-    cmd = f"python bench/fidelity.py --profile {args.profile}" + (f" --device {args.device}" if args.device else "")
+    cmd = (f"python bench/fidelity.py --profile {args.profile} --temperature {args.temperature:g} --seed {args.seed}"
+           + (f" --device {args.device}" if args.device else "")
+           + (f" --results {Path(args.results).name}" if Path(args.results).name != "RESULTS.md" else ""))
+    decoding = ("greedy decoding" if args.temperature == 0 else
+                f"sampling at temperature {args.temperature:g}, seed {args.seed}")
     times = {k: (v if isinstance(v, (int, float)) else 0.0) for k, v in times.items()}
     lines = [
         "# Method fidelity: StreamingVLM's effects in miniature",
         "",
         f"Regenerate: `{cmd}` (data seed {DATA_SEED}, model init seed {MODEL_SEED}, training seed {TRAIN_SEED}; "
-        f"greedy decoding with repetition penalty 1.05). Scored {dt.datetime.now():%Y-%m-%d %H:%M}; data, training and "
+        f"{decoding}, repetition penalty 1.05). Scored {dt.datetime.now():%Y-%m-%d %H:%M}; data, training and "
         f"inference ran on {device}, profile `{args.profile}`: {prof['train_games']} train games × "
         f"{prof['train_duration']} s, {prof['eval_games']} held-out games × {prof['eval_duration']} s "
         f"(seeds {manifest['splits']['long']['seeds']}), stage 1 = {prof['steps']} steps × "
@@ -345,16 +362,17 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
         "Win rate: offline judge (word-level ROUGE-L against the reference commentary, margin 0.02), 100 s segments "
         "with ≥ 100 reference words, each judged twice with A/B swapped; ties count 0 and stay in the denominator. "
         "Baseline for every row: the chunk-only model in chunked mode (fresh engine every 24 s). Event P/R: "
-        "mentions of goal/corner/foul/save/throw/goal-kick/miss within ±2 s of the logged event.",
+        "mentions of goal/corner/foul/save/throw/goal-kick/miss within ±2 s of the logged event; the control is the "
+        f"precision of the same mentions against the event log shifted by {CONTROL_SHIFT:g} s (chance level).",
         "",
-        "| run | win rate % | model / baseline / tie votes | event recall | event precision | words/s | "
+        "| run | win rate % | model / baseline / tie votes | event recall | event precision (control) | words/s | "
         "max position | max cache tokens |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(f"| {s['name']} | {s['win_rate']:.1f} | {s['model_votes']} / {s['baseline_votes']} / "
                      f"{s['ties']} | {100 * s['recall']:.1f}% ({s['events']} events) | {100 * s['precision']:.1f}% "
-                     f"({s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
+                     f"({100 * s.get('precision_control', 0.0):.1f}%; {s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
     if missing:
         lines += ["", f"Not run to completion (left out of the table): {', '.join(missing)}."]
     lines += ["", f"![fidelity chart]({png.name})", ""]
