@@ -15,6 +15,10 @@ cache, Qwen3VLModel still runs the vision tower on the new pixels, scatters them
 the new chunk and adds the DeepStack features at those same positions after decoder layers 0..2 (its visual mask
 is built from the chunk's own input_ids), so DeepStack works on every second without a patch
 (tests/test_inference_parity.py checks it against one full forward).
+
+Decode steps (text only, one token each) can instead run on fixed-size copies of the cache replayed as a CUDA graph
+(`graph_decode.SlotDecoder`, `decode_mode`); the decoded tokens' K/V are appended to the cache afterwards, so the
+cache, its segments and eviction are the same either way.
 """
 
 from __future__ import annotations
