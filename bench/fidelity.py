@@ -45,13 +45,14 @@ MODEL_SEED = 0
 TRAIN_SEED = 1234
 
 PROFILES = {
-    #         train games x s, held-out games x s, stage-1 steps, stage-2 steps, windows/step, workers
-    "full": dict(train_games=16, train_duration=300, eval_games=2, eval_duration=1800, steps=250, anneal_steps=50,
-                 batch=8, workers=10, clips=100),
+    #         train games x s, held-out games x s, stage-1 steps, stage-2 steps, windows/step (micro-batch),
+    #         inference workers, stage-2 clips
+    "full": dict(train_games=48, train_duration=300, eval_games=2, eval_duration=1800, steps=1200, anneal_steps=200,
+                 batch=8, micro_batch=8, workers=10, clips=300),
     "cpu": dict(train_games=6, train_duration=240, eval_games=2, eval_duration=600, steps=60, anneal_steps=15,
-                batch=4, workers=2, clips=30),
+                batch=4, micro_batch=1, workers=2, clips=30),
     "smoke": dict(train_games=3, train_duration=120, eval_games=1, eval_duration=150, steps=4, anneal_steps=2,
-                  batch=2, workers=2, clips=6),
+                  batch=2, micro_batch=1, workers=2, clips=6),
 }
 TEXT_DEFAULT = 128  # study default text sink and text window (tokens); the paper's 512 does not fit tiny CPU runs
 VISION = dict(min_pixels=4096, max_pixels=160 * 96, total_pixels=10**8)  # native 160x96: 15 vision tokens/second
@@ -98,27 +99,30 @@ def make_data(out: Path, prof: dict) -> dict:
                             long_duration=prof["eval_duration"], workers=min(prof["workers"], 8))
 
 
-def loader_workers(prof: dict, device: str) -> int:
+def loader_workers(prof: dict, device: str, share: int = 1) -> int:
     """Training is data-bound on a GPU node (tiny model: ~1.5 steps/s of 8 windows with 4 workers on an H100), so
-    use the node's cores there; on CPU the loader shares the cores with the trainer."""
+    use the node's cores there, split over the `share` arms training at once; on CPU the loader shares the cores
+    with the trainer."""
     if device == "cpu":
         return min(prof["workers"], 4)
-    return max(1, min(12, (os.cpu_count() or 4) - 2))
+    return max(1, min(12, ((os.cpu_count() or 4) - 2) // share))
 
 
-def train_arm(arm: str, work: Path, prof: dict, device: str) -> Path:
+def train_arm(arm: str, work: Path, prof: dict, device: str, share: int = 1, wait: bool = True):
+    """Train one arm (skipped when its final model exists). wait=False returns the running process instead."""
     out = work / "arms" / arm
     if (out / "config.json").exists():
-        return out
+        return out if wait else None
     common = [f"model.name_or_path={work / 'untrained'}", f"data.root={work / 'data'}", "deepspeed=none", "eval=none",
               f"data.min_pixels={VISION['min_pixels']}", f"data.max_pixels={VISION['max_pixels']}",
               f"data.total_pixels={VISION['total_pixels']}", "data.max_bad_fraction=0.2", f"seed={TRAIN_SEED}",
-              f"trainer.global_batch_size={prof['batch']}", "trainer.per_device_train_batch_size=1",
+              f"trainer.global_batch_size={prof['batch']}",
+              f"trainer.per_device_train_batch_size={prof['micro_batch'] if device != 'cpu' else 1}",
               "trainer.bf16=false", "trainer.gradient_checkpointing=false", "trainer.warmup_ratio=0.03",
               "trainer.lr_scheduler_type=cosine", "trainer.save_steps=1000000", "trainer.logging_steps=5",
               f"trainer.use_cpu={'true' if device == 'cpu' else 'false'}", "trainer.dataloader_pin_memory=false",
               "trainer.num_train_epochs=100", "wandb.mode=disabled", f"output_dir={out}", "resume=never",
-              f"data.num_workers={loader_workers(prof, device)}"]
+              f"data.num_workers={loader_workers(prof, device, share)}"]
     if arm == "chunk":
         extra = ["data.window=24", "data.stride=24", "data.min_words=24", "data.text_sink=0",
                  "data.text_sliding_window=0", f"trainer.max_steps={prof['steps']}", "trainer.learning_rate=2e-3"]
@@ -135,9 +139,25 @@ def train_arm(arm: str, work: Path, prof: dict, device: str) -> Path:
     log = work / f"train_{arm}.log"
     print(f"[fidelity] training {arm} -> {out} (log {log})", flush=True)
     with open(log, "w") as fh:
-        subprocess.run([sys.executable, str(ROOT / "train.py"), *common, *extra], check=True, stdout=fh,
-                       stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *common, *extra], stdout=fh,
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+    if not wait:
+        return proc
+    if proc.wait():
+        raise RuntimeError(f"training {arm} failed (exit {proc.returncode}); see {log}")
     return out
+
+
+def train_arms(arms: list[str], work: Path, prof: dict, device: str) -> dict[str, Path]:
+    """Train the arms. On CUDA the tiny model leaves the GPU mostly idle (the loader is the limit), so chunk and
+    stream train side by side, each with half the loader cores; anneal starts from stream, so it comes after."""
+    first = [a for a in arms if a in ("chunk", "stream")]
+    if device != "cpu" and len(first) > 1:
+        procs = {a: train_arm(a, work, prof, device, share=len(first), wait=False) for a in first}
+        for a, proc in procs.items():
+            if proc is not None and proc.wait():
+                raise RuntimeError(f"training {a} failed (exit {proc.returncode}); see {work / f'train_{a}.log'}")
+    return {a: train_arm(a, work, prof, device) for a in arms}
 
 
 def _run_one(job: dict) -> dict:
@@ -221,11 +241,10 @@ def main(argv=None) -> None:
         times.setdefault("data", time.time() - t_start)
         t0 = time.time()
         models = {"untrained": work / "untrained"}
-        trained_now = False
         needed = {arm for _, arm, _, _ in selected} | ({"stream"} if any(a == "anneal" for _, a, _, _ in selected) else set())
-        for arm in [a for a in ("chunk", "stream", "anneal") if a in needed]:
-            trained_now |= not (work / "arms" / arm / "config.json").exists()
-            models[arm] = train_arm(arm, work, prof, device)
+        arms = [a for a in ("chunk", "stream", "anneal") if a in needed]
+        trained_now = any(not (work / "arms" / a / "config.json").exists() for a in arms)
+        models.update(train_arms(arms, work, prof, device))
         if trained_now:
             times["train"] = time.time() - t0
         games = sorted((work / "data" / "events" / "long").glob("game_*[0-9].json"))

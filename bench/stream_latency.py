@@ -152,11 +152,6 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
     """Greedy decoding, graph vs eager, on the same frames: max |Δlogit| over the first decoded tokens and how many
     seconds produce identical tokens (bf16 kernels differ between the two paths, so greedy paths may part later)."""
 
-    class Recording(StreamingEngine):
-        def _sample(self, logits, context, n_generated, min_new):
-            self.seen.append(logits.float().clone())
-            return super()._sample(logits, context, n_generated, min_new)
-
     runs = {}
     for mode in ("dynamic", "auto"):
         cfg = {"fps": args.fps, "window_size": args.window_size, "text_sink": args.text_sink,
@@ -164,16 +159,16 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
                "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.05,
                "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
                "max_pixels": args.max_pixels, "decode_mode": mode}
-        engine = Recording(model, processor, cfg)
-        engine.seen = []
+        engine = StreamingEngine(model, processor, cfg)
+        engine.score_trace = []
         engine.start()
         source = SyntheticFrameSource(seconds, fps=args.fps, height=args.height, width=args.width, seed=1)
         runs[mode] = (engine, [engine.step(s)["text"] for s in source])
     (dyn, dyn_text), (graph, graph_text) = runs["dynamic"], runs["auto"]
     same = next((i for i, (a, b) in enumerate(zip(dyn_text, graph_text)) if a != b), len(dyn_text))
     first = dyn_text[0] == graph_text[0]
-    diff = max((a - b).abs().max().item() for a, b in zip(dyn.seen[:args.tokens], graph.seen[:args.tokens]))
-    scale = max(a.abs().max().item() for a in dyn.seen[:args.tokens])
+    diff = max((a - b).abs().max().item() for a, b in zip(dyn.score_trace[:args.tokens], graph.score_trace[:args.tokens]))
+    scale = max(a.abs().max().item() for a in dyn.score_trace[:args.tokens])
     out = {"size": size, "seconds": seconds, "identical_seconds": same, "first_second_same": first,
            "max_logit_diff_first_second": diff, "logit_scale": scale,
            "graph_used": graph.slots is not None and graph.slots.graph is not None}

@@ -1,6 +1,7 @@
 """Decoding on the fixed slot buffers (the CUDA-graph path, run eagerly here) computes what eager decoding on the
 streaming cache computes: same logits at every decoded token, same tokens, same cache afterwards, across evictions
-(the cache shrinks, so stale keys sit in slots past its end and must stay masked)."""
+(the cache shrinks, so stale keys sit in slots past its end and must stay masked). Its on-device sampler
+(repetition penalty, min-new-tokens ban, Gumbel-max) picks what the host sampler picks from the same scores."""
 
 from __future__ import annotations
 
@@ -14,12 +15,6 @@ from streaming_vlm.inference.engine import StreamingEngine
 from streaming_vlm.inference.testvideo import write_video
 
 
-class RecordingEngine(StreamingEngine):
-    def _sample(self, logits, context, n_generated, min_new):
-        self.seen.append(logits.detach().float().clone())
-        return super()._sample(logits, context, n_generated, min_new)
-
-
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("vid") / "game.mp4", seconds=6, fps=24, width=160, height=96)
@@ -28,8 +23,8 @@ def video(tmp_path_factory):
 def _run(model, processor, video, mode):
     cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 6,
            "min_new_tokens": 4, "decode_mode": mode}
-    engine = RecordingEngine(model, processor, cfg)
-    engine.seen = []
+    engine = StreamingEngine(model, processor, cfg)
+    engine.score_trace = []  # the logits every token was sampled from (host sampler or slot decoder)
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
     outs = [engine.step(s) for s in VideoReader(video, fps=2.0).seconds(0, 6)]
     return engine, outs
@@ -44,8 +39,8 @@ def test_slot_decoding_equals_dynamic_decoding(tiny_ckpt, tiny_processor, video,
     assert slot.cache.tokens_evicted > 0, "the test must cover evictions"
     assert [o["tokens"] for o in slot_out] == [o["tokens"] for o in dyn_out]
     assert sum(o["tokens"] for o in slot_out) >= 6 * 4
-    assert len(slot.seen) == len(dyn.seen)
-    diff = max((a - b).abs().max().item() for a, b in zip(slot.seen, dyn.seen))
+    assert len(slot.score_trace) == len(dyn.score_trace)
+    diff = max((a - b).abs().max().item() for a, b in zip(slot.score_trace, dyn.score_trace))
     assert diff < 1e-4, f"slot vs dynamic decoding: max |Δlogit| = {diff:.2e}"
     assert [o["text"] for o in slot_out] == [o["text"] for o in dyn_out]
     assert slot.cache.ids() == dyn.cache.ids()
@@ -82,3 +77,69 @@ def test_cuda_graph_mode_needs_cuda(tiny_ckpt, tiny_processor, video):
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
     with pytest.raises(UserError, match="CUDA"):
         _run(model, tiny_processor, video, "cuda_graph")
+
+
+def _sampler(model, temperature, penalty=1.0, seed=0):
+    from streaming_vlm.inference.graph_decode import SlotDecoder
+
+    gen = torch.Generator().manual_seed(seed)
+    return SlotDecoder(model, 8, use_graph=False, im_end_id=151645, max_steps=4, temperature=temperature,
+                       repetition_penalty=penalty, generator=gen)
+
+
+def test_on_device_sampling_follows_softmax_at_temperature(tiny_ckpt):
+    """Gumbel-max over the decoder's noise draws tokens with the frequencies of softmax(scores / T)."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    dec = _sampler(model, temperature=0.7)
+    logits = torch.tensor([0.0, 1.0, 2.0])
+    ids = torch.tensor([11, 22, 33])
+    dec.scores.fill_(float("-inf"))
+    dec.scores[ids] = logits
+    n = 3000
+    counts = torch.zeros(3)
+    for _ in range(n):
+        dec.noise[:1].uniform_(generator=dec.generator)
+        tok = int(dec._sample())
+        assert tok in ids.tolist()
+        counts[ids.tolist().index(tok)] += 1
+    expected = torch.softmax(logits / 0.7, -1)
+    assert (counts / n - expected).abs().max() < 0.03, (counts / n, expected)
+
+
+def test_on_device_penalty_and_ban_match_transformers(tiny_ckpt):
+    """Greedy picks under the repetition penalty and the <|im_end|> ban equal transformers' processors'."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    dec = _sampler(model, temperature=0.0, penalty=1.3)
+    proc = RepetitionPenaltyLogitsProcessor(1.3)
+    g = torch.Generator().manual_seed(1)
+    changed = 0
+    for trial in range(20):
+        scores = torch.randn(dec.scores.shape[0], generator=g)
+        top = scores.topk(3).indices
+        context = torch.cat([top[:2], torch.randint(0, scores.shape[0], (50,), generator=g)])
+        scores[151645] = scores.max() + 0.01 if trial % 2 else scores[151645]  # <|im_end|> on top half the time
+        dec.seen.zero_()
+        dec.seen[context] = True
+        dec.scores.copy_(scores)
+        dec.min_new.fill_(1 if trial % 4 == 1 else 0)
+        ref = proc(context[None], scores[None].clone())[0]
+        if trial % 4 == 1:
+            ref[151645] = float("-inf")
+        assert int(dec._sample()) == int(ref.argmax())
+        changed += int(ref.argmax()) != int(scores.argmax())
+    assert changed >= 5, "the penalty/ban must change the pick in some trials for this test to mean anything"
+
+
+def test_slot_sampling_is_reproducible_with_a_seed(tiny_ckpt, tiny_processor, video):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    texts = []
+    for seed in (3, 3, 4):
+        cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 1.5, "max_new_tokens": 6,
+               "decode_mode": "slots", "seed": seed}
+        engine = StreamingEngine(model, tiny_processor, cfg)
+        engine.start()
+        texts.append([engine.step(s)["text"] for s in VideoReader(video, fps=2.0).seconds(0, 4)])
+    assert texts[0] == texts[1]
+    assert texts[0] != texts[2]

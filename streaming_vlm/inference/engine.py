@@ -127,6 +127,7 @@ class StreamingEngine:
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
         self.slots: SlotDecoder | None = None  # fixed-buffer decoder (CUDA graph), built on first use
+        self.score_trace: list[torch.Tensor] | None = None  # a list: records the logits every token is sampled from
         self.second_index = -1
         self.current_time = 0.0  # end of the last second processed (where a question is inserted)
         self.tokens_generated = 0
@@ -217,46 +218,41 @@ class StreamingEngine:
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None) -> list[int]:
         """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
 
-        Tokens are decoded on the slot buffers (graph_decode.py) when the decode mode allows, else one eager
-        forward each on the cache (where the last sampled token is fed together with the closing tokens)."""
+        Tokens are decoded and sampled on the slot buffers (graph_decode.py) when the decode mode allows, else one
+        eager forward each on the cache (where the last sampled token is fed together with the closing tokens)."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
+        closing = [self.im_end_id] + list(self.template.turn_end_ids)
         slots = self._slot_decoder(max_new)
         with self.timings.section("decode"):
             context = torch.tensor(self.cache.ids(), dtype=torch.long, device=self.device)
-            logits = self._last_logits
-            generated: list[int] = []
-            pending: list[int] = []
-            on_slots = 0  # tokens decoded on the slot buffers, not yet in the cache
-            for step in range(max_new):
-                token = self._sample(logits, context, len(generated), min_new)
-                if token == self.im_end_id:
-                    break
-                generated.append(token)
-                context = torch.cat([context, context.new_tensor([token])])
-                if step == max_new - 1:
-                    pending = [token]  # fed together with the closing tokens below
-                elif slots is not None:
-                    if on_slots == 0:
-                        slots.load(self.cache)
-                    logits = slots.step(token, pos + on_slots)
-                    on_slots += 1
-                else:
-                    logits = self._feed_text([token])
-            closing = pending + [self.im_end_id] + list(self.template.turn_end_ids)
             if slots is not None:
-                if on_slots == 0:
-                    slots.load(self.cache)
-                for token in closing:
-                    slots.step(token, pos + on_slots)
-                    on_slots += 1
+                slots.load(self.cache, context)
+                generated = slots.generate(self._last_logits, pos, max_new, min_new, closing)
                 slots.store(self.cache)
-                self.cache.extend_last(generated[:len(generated) - len(pending)] + closing)
+                self.cache.extend_last(generated + closing)
             else:
-                self._feed_text(closing)
+                generated = self._generate_on_cache(context, max_new, min_new, closing)
         self.tokens_generated += len(generated)
-        return generated + [self.im_end_id] + list(self.template.turn_end_ids)
+        return generated + closing
+
+    def _generate_on_cache(self, context: torch.Tensor, max_new: int, min_new: int, closing: list[int]) -> list[int]:
+        logits = self._last_logits
+        generated: list[int] = []
+        pending: list[int] = []
+        for step in range(max_new):
+            token = self._sample(logits, context, len(generated), min_new)
+            if token == self.im_end_id:
+                break
+            generated.append(token)
+            context = torch.cat([context, context.new_tensor([token])])
+            if step == max_new - 1:
+                pending = [token]  # fed together with the closing tokens below
+            else:
+                logits = self._feed_text([token])
+        self._feed_text(pending + closing)
+        return generated
 
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
         """The fixed-buffer decoder for this reply, or None for the dynamic path (see StreamingConfig.decode_mode)."""
@@ -265,10 +261,15 @@ class StreamingEngine:
             return None
         if mode == "cuda_graph" and self.device.type != "cuda":
             raise UserError("decode_mode cuda_graph needs a CUDA device")
-        capacity = self.budget["bound"] + max(self.config.max_new_tokens, self.config.max_answer_tokens) + 8
-        if self.slots is None or self.slots.capacity < capacity:
-            self.slots = SlotDecoder(self.model, capacity, use_graph=mode != "slots")
         closing = 1 + len(self.template.turn_end_ids)
+        longest = max(self.config.max_new_tokens, self.config.max_answer_tokens) + closing
+        capacity = self.budget["bound"] + longest + 8
+        if self.slots is None or self.slots.capacity < capacity:
+            cfg = self.config
+            self.slots = SlotDecoder(self.model, capacity, use_graph=mode != "slots", im_end_id=self.im_end_id,
+                                     max_steps=longest, temperature=cfg.temperature,
+                                     repetition_penalty=cfg.repetition_penalty, generator=self.generator)
+        self.slots.trace = self.score_trace
         return self.slots if self.slots.fits(self.cache, max_new + closing) else None
 
     def words(self, ids: list[int]) -> str:
@@ -306,6 +307,8 @@ class StreamingEngine:
 
     @torch.inference_mode()
     def _sample(self, logits: torch.Tensor, context: torch.Tensor, n_generated: int, min_new: int) -> int:
+        if self.score_trace is not None:
+            self.score_trace.append(logits.detach().float().clone())
         scores = logits[None].float().clone()
         if self.repetition is not None:
             scores = self.repetition(context[None], scores)

@@ -5,10 +5,21 @@ weights take ~1 ms to read). A CUDA graph replays all of them in one launch, but
 address fixed. The streaming cache's are not (it grows by a second, then evicts and compacts), so decoding works on
 a copy:
 
-    load(cache)     once per reply: the cache's N tokens -> slots [0, N) of per-layer buffers of `capacity` slots
-    step(token, p)  write the token's K/V at slot N+i (a device-side index), attend over the buffers with an additive
-                    mask that opens slots [0, N+i]; position p on t/h/w alike (text). Returns the next logits.
-    store(cache, k) the k decoded tokens' K/V (slots [N, N+k)) appended to the cache's layers
+    load(cache, context)   once per reply: the cache's N tokens -> slots [0, N) of per-layer buffers of
+                           `capacity` slots; `context` (the cache's ids) marks the tokens the repetition penalty sees
+    generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
+                           logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
+                           over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
+                           that slot in the additive mask and computes the next logits at position p+i (t/h/w
+                           alike). Steps are replayed in chunks with no host round trip; the host reads the chunk's
+                           tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
+                           slots again, then the closing tokens are fed as forced steps.
+    store(cache)           the decoded tokens' K/V (slots [N, filled)) appended to the cache's layers
+
+Sampling on the device is what makes the graph pay: with the sampler on the host, every token costs a device->host
+copy of the logits' argmax/sample and a stall of the launch queue (~4 ms of a 6.7 ms token on an H100, 2B).
+Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
+stream, so a seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
 Eviction, prefill and vision stay on the eager path, outside the graph. The step is the model's own text stack
 (`model.model.language_model` + `lm_head`, unpatched) called with a `transformers.Cache` whose layers are the
@@ -88,7 +99,11 @@ class SlotLayer(CacheLayerMixin):
 
 
 class SlotDecoder:
-    def __init__(self, model, capacity: int, use_graph: bool | None = None):
+    """Fixed K/V slot buffers + an on-device sampler, stepped as one CUDA graph per token (eagerly off CUDA)."""
+
+    def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
+                 temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
+                 chunk: int = 4):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -109,12 +124,43 @@ class SlotDecoder:
         self.mask = torch.full((1, 1, 1, self.capacity), self.neg, dtype=self.dtype, device=dev)
         self.input_ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
         self.positions = torch.zeros((3, 1, 1), dtype=torch.long, device=dev)
+        # the sampler's state, all on the device so a step needs nothing from the host
+        vocab = model.lm_head.weight.shape[0]
+        self.im_end_id, self.max_steps, self.chunk = int(im_end_id), int(max_steps), max(1, int(chunk))
+        self.temperature, self.penalty = float(temperature), float(repetition_penalty)
+        self.generator = generator
+        self.scores = torch.zeros(vocab, dtype=torch.float32, device=dev)  # logits the next token is sampled from
+        self.seen = torch.zeros(vocab, dtype=torch.bool, device=dev)  # tokens the repetition penalty applies to
+        self.im_end_mask = torch.zeros(vocab, dtype=torch.bool, device=dev)
+        self.im_end_mask[self.im_end_id] = True
+        self.noise = (torch.zeros(self.max_steps, vocab, dtype=torch.float32, device=dev)
+                      if self.temperature > 0 else None)
+        self.tokens = torch.zeros(self.max_steps, dtype=torch.long, device=dev)
+        self.step_index = torch.zeros(1, dtype=torch.long, device=dev)  # i: the step about to run
+        self.first_slot = torch.zeros(1, dtype=torch.long, device=dev)  # N
+        self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
+        self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
+        self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.logits: torch.Tensor | None = None
+        self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
 
     # ---- the step ---------------------------------------------------------------------------------------------
+    def _sample(self) -> torch.Tensor:
+        """The next token (1,) from `scores`, as the engine's host sampler would pick it (Gumbel-max for T > 0)."""
+        i = self.step_index
+        scores = self.scores
+        if self.penalty != 1.0:  # transformers' RepetitionPenaltyLogitsProcessor over the seen tokens
+            scores = torch.where(self.seen, torch.where(scores < 0, scores * self.penalty, scores / self.penalty),
+                                 scores)
+        scores = scores.masked_fill(self.im_end_mask & (i < self.min_new), float("-inf"))
+        if self.noise is not None:
+            u = self.noise.index_select(0, i)[0].clamp(min=1e-20)
+            scores = scores / self.temperature - torch.log(-torch.log(u))
+        token = scores.argmax(-1, keepdim=True)
+        return torch.where(self.force >= 0, self.force, token)
+
     def _forward(self) -> torch.Tensor:
         lm = self.model.model.language_model
         with attention_implementation(lm.config, SLOT_ATTENTION):
@@ -122,24 +168,49 @@ class SlotDecoder:
                      past_key_values=self.kv, use_cache=True)
         return self.model.lm_head(out.last_hidden_state[:, -1])[0]
 
+    def _step(self) -> None:
+        """Sample (or take the forced token), feed it at slot N+i / position p+i, leave the next scores."""
+        i = self.step_index
+        token = self._sample()
+        self.tokens.index_copy_(0, i.clamp(max=self.max_steps - 1), token)
+        self.seen.index_fill_(0, token, True)
+        self.input_ids.copy_(token.view(1, 1))
+        slot = self.first_slot + i
+        self.slot.copy_(slot)
+        self.positions.copy_((self.first_position + i).view(1, 1, 1).expand(3, 1, 1))
+        self.mask.index_fill_(-1, slot, 0)
+        self.scores.copy_(self._forward().float())
+        self.step_index.add_(1)
+
     def _capture(self) -> None:
+        saved = [t.clone() for t in (self.scores, self.seen, self.tokens, self.step_index, self.mask)]
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
             for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
-                self._forward()
+                self._step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.logits = self._forward()
+            self._step()
+        for buf, old in zip((self.scores, self.seen, self.tokens, self.step_index, self.mask), saved):
+            buf.copy_(old)  # capture ran the step; undo it (slot K/V it wrote are rewritten by the real steps)
+
+    def _run_step(self) -> None:
+        if not self.use_graph:
+            self._step()
+            return
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
 
     # ---- per reply --------------------------------------------------------------------------------------------
     def fits(self, cache, new_tokens: int) -> bool:
         return cache.get_seq_length() + new_tokens <= self.capacity
 
     @torch.inference_mode()
-    def load(self, cache) -> None:
-        """Copy the streaming cache's tokens into slots [0, N) and close every later slot."""
+    def load(self, cache, context: torch.Tensor | None = None) -> None:
+        """Copy the streaming cache's tokens into slots [0, N), close every later slot, mark `context` as seen."""
         n = cache.get_seq_length()
         if n > self.capacity:
             raise ValueError(f"cache holds {n} tokens, slot buffers {self.capacity}")
@@ -148,24 +219,68 @@ class SlotDecoder:
             dst.values[:, :, :n].copy_(src.values)
         self.mask.fill_(self.neg)
         self.mask[..., :n] = 0
+        self.seen.zero_()
+        if context is not None and context.numel():
+            self.seen.index_fill_(0, context.to(self.device), True)
         self.base = self.filled = n
 
     @torch.inference_mode()
+    def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int,
+                 closing: list[int]) -> list[int]:
+        """Decode up to `max_new` tokens after `logits` (the last fed token's), the first at `position`; then feed
+        `closing` (<|im_end|> first). Returns the tokens before <|im_end|>. Call `load` first."""
+        if max_new + len(closing) > self.max_steps or self.base + max_new + len(closing) > self.capacity:
+            raise ValueError("reply longer than the slot decoder was sized for")
+        self.scores.copy_(logits.float())
+        self.step_index.zero_()
+        self.first_slot.fill_(self.base)
+        self.first_position.fill_(int(position))
+        self.min_new.fill_(int(min_new))
+        self.force.fill_(-1)
+        if self.noise is not None:
+            self.noise[:max_new].uniform_(generator=self.generator)
+        generated: list[int] = []
+        done, stopped = 0, False
+        traced = len(self.trace) if self.trace is not None else 0
+        while done < max_new and not stopped:
+            n = min(max_new - done, max(self.chunk, min_new - done))  # no stop can come before min_new
+            for _ in range(n):
+                if self.trace is not None:
+                    self.trace.append(self.scores.clone())
+                self._run_step()
+            for token in self.tokens[done:done + n].tolist():  # the one host sync of the chunk
+                done += 1
+                if token == self.im_end_id:
+                    stopped = True
+                    break
+                generated.append(token)
+        if self.trace is not None:
+            del self.trace[traced + done:]  # steps replayed past the stop
+        fed = len(generated) + (1 if stopped else 0)  # <|im_end|> sampled: already fed at its slot
+        if stopped:
+            self.mask[..., self.base + fed:] = self.neg  # undo the steps replayed past the stop
+            self.step_index.fill_(fed)
+        for token in closing[1:] if stopped else closing:
+            self.force.fill_(int(token))
+            self._run_step()
+            fed += 1
+        self.force.fill_(-1)
+        self.filled = self.base + fed
+        return generated
+
+    @torch.inference_mode()
     def step(self, token: int, position: int) -> torch.Tensor:
-        """Decode one token at the next slot; returns the logits for the token after it."""
+        """Feed one given token at the next slot (no sampling); returns the logits for the token after it."""
         if self.filled >= self.capacity:
             raise ValueError("slot buffers full")
-        self.input_ids.fill_(int(token))
-        self.positions.fill_(int(position))
-        self.slot.fill_(self.filled)
-        self.mask[..., self.filled] = 0
+        self.step_index.zero_()
+        self.first_slot.fill_(self.filled)
+        self.first_position.fill_(int(position))
+        self.force.fill_(int(token))
+        self._run_step()
+        self.force.fill_(-1)
         self.filled += 1
-        if not self.use_graph:
-            return self._forward()
-        if self.graph is None:
-            self._capture()  # its warm-up writes this same slot; the replay below rewrites it
-        self.graph.replay()
-        return self.logits
+        return self.scores
 
     @torch.inference_mode()
     def store(self, cache) -> int:
