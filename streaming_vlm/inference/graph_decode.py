@@ -103,7 +103,7 @@ class SlotDecoder:
 
     def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4):
+                 chunk: int = 4, steps_per_graph: int = 4):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -141,7 +141,9 @@ class SlotDecoder:
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.steps_per_graph = max(1, int(steps_per_graph))
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # k -> a graph of k consecutive steps
+        self.pool = None
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
@@ -182,27 +184,48 @@ class SlotDecoder:
         self.scores.copy_(self._forward().float())
         self.step_index.add_(1)
 
-    def _capture(self) -> None:
-        saved = [t.clone() for t in (self.scores, self.seen, self.tokens, self.step_index, self.mask)]
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
-                self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-        for buf, old in zip((self.scores, self.seen, self.tokens, self.step_index, self.mask), saved):
-            buf.copy_(old)  # capture ran the step; undo it (slot K/V it wrote are rewritten by the real steps)
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        return self.graphs.get(1)
 
-    def _run_step(self) -> None:
-        if not self.use_graph:
-            self._step()
+    def _capture(self, k: int) -> torch.cuda.CUDAGraph:
+        """Capture k consecutive steps as one graph: a launch costs host time per graph, not per step."""
+        state = (self.scores, self.seen, self.tokens, self.step_index, self.mask)
+        saved = [t.clone() for t in state]
+        if self.pool is None:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
+                    self._step()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            self.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            for _ in range(k):
+                self._step()
+        for buf, old in zip(state, saved):
+            buf.copy_(old)  # capture ran the steps; undo them (slot K/V they wrote are rewritten by the real steps)
+        self.graphs[k] = graph
+        return graph
+
+    def _run_steps(self, n: int, record: bool = True) -> None:
+        """n steps: eagerly off the graph path, one step a launch while tracing, else k-step graphs + singles."""
+        record = record and self.trace is not None
+        if not self.use_graph or record:
+            for _ in range(n):
+                if record:
+                    self.trace.append(self.scores.clone())
+                if self.use_graph:
+                    (self.graphs.get(1) or self._capture(1)).replay()
+                else:
+                    self._step()
             return
-        if self.graph is None:
-            self._capture()
-        self.graph.replay()
+        k = self.steps_per_graph
+        while n > 0:
+            size = k if n >= k else 1
+            (self.graphs.get(size) or self._capture(size)).replay()
+            n -= size
 
     # ---- per reply --------------------------------------------------------------------------------------------
     def fits(self, cache, new_tokens: int) -> bool:
@@ -244,10 +267,7 @@ class SlotDecoder:
         traced = len(self.trace) if self.trace is not None else 0
         while done < max_new and not stopped:
             n = min(max_new - done, max(self.chunk, min_new - done))  # no stop can come before min_new
-            for _ in range(n):
-                if self.trace is not None:
-                    self.trace.append(self.scores.clone())
-                self._run_step()
+            self._run_steps(n)
             for token in self.tokens[done:done + n].tolist():  # the one host sync of the chunk
                 done += 1
                 if token == self.im_end_id:
@@ -262,7 +282,7 @@ class SlotDecoder:
             self.step_index.fill_(fed)
         for token in closing[1:] if stopped else closing:
             self.force.fill_(int(token))
-            self._run_step()
+            self._run_steps(1, record=False)
             fed += 1
         self.force.fill_(-1)
         self.filled = self.base + fed
@@ -277,7 +297,7 @@ class SlotDecoder:
         self.first_slot.fill_(self.filled)
         self.first_position.fill_(int(position))
         self.force.fill_(int(token))
-        self._run_step()
+        self._run_steps(1, record=False)
         self.force.fill_(-1)
         self.filled += 1
         return self.scores
