@@ -213,6 +213,10 @@ def main(argv=None) -> None:
                     "the study over several machines or calls, then --score-only over the merged runs/ folder")
     ap.add_argument("--workers", type=int, default=None, help="parallel inference processes (default: profile's)")
     ap.add_argument("--steps", type=int, default=None, help="stage-1 optimizer steps (default: profile's)")
+    ap.add_argument("--train-games", type=int, default=None, help="training games (default: profile's)")
+    ap.add_argument("--train-duration", type=float, default=None,
+                    help="seconds per training game (default: profile's); as long as the held-out games keeps "
+                         "scores, counts and timestamps inside the range training saw")
     ap.add_argument("--temperature", type=float, default=0.9, help="sampling temperature (0 = greedy; the CLI's 0.9)")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed of every inference run")
     args = ap.parse_args(argv)
@@ -223,6 +227,10 @@ def main(argv=None) -> None:
         prof["workers"] = args.workers
     if args.steps:
         prof["steps"] = args.steps
+    if args.train_games:
+        prof["train_games"] = args.train_games
+    if args.train_duration:
+        prof["train_duration"] = args.train_duration
     selected = [r for r in arms_and_settings() if args.runs is None or r[0] in args.runs.split(";")]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     work = Path(args.out or ROOT / "outputs" / f"fidelity_{args.profile}").resolve()
@@ -264,13 +272,14 @@ def main(argv=None) -> None:
     missing = sorted({name for name, *_ in arms_and_settings() for g in games
                       if (name, json.loads(g.read_text())["video"]) not in done})
     outputs = [o for o in outputs if o["name"] not in missing]  # a run counts only with all its games
-    summary = score(outputs, games, work)
+    bins = time_bins(prof["train_duration"], prof["eval_duration"])
+    summary = score(outputs, games, work, bins)
     # how the saved runs were decoded (runs from before --temperature existed were greedy)
     decoded = sorted({(o.get("temperature", 0.0), o.get("seed", 0)) for o in outputs})
     if len(decoded) > 1:
         print(f"[fidelity] warning: runs decoded with different settings: {decoded}", flush=True)
     args.temperature, args.seed = decoded[0] if decoded else (args.temperature, args.seed)
-    write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing)
+    write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing, bins)
 
 
 def _job_file(work: Path, name: str, video_key: str) -> Path:
@@ -312,7 +321,29 @@ def run_inference(work, games, models, prof, device, deadline, t_start, selected
                   f"{o['wall_s']:.0f} s", flush=True)
 
 
-def score(outputs: list[dict], games: list[Path], work: Path) -> list[dict]:
+def time_bins(train_duration: float, eval_duration: float) -> list[tuple[float, float]]:
+    """Stream-time bins for the drift diagnostic: inside the training games' length, then two later spans."""
+    mid = max(train_duration, eval_duration / 2)
+    return [(0.0, train_duration), (train_duration, mid), (mid, eval_duration)]
+
+
+def rouge_by_time(rows_by_video: dict[str, list], refs: list[dict], bins) -> list[float | None]:
+    """Mean offline-judge similarity (ROUGE-L F1) to the reference of the eval protocol's 100 s segments, per bin
+    of stream time: does a run drift as the stream goes on?"""
+    from streaming_vlm.eval.offline_judge import similarity
+    from streaming_vlm.eval.predictions import candidate_text, outputs_from_segments
+    from streaming_vlm.eval.segments import inf_streams_segments
+
+    outputs = outputs_from_segments(rows_by_video, "run")
+    sims: list[list[float]] = [[] for _ in bins]
+    for seg in inf_streams_segments(refs, segment_seconds=100, min_words=100):
+        for i, (a, b) in enumerate(bins):
+            if a < seg.end <= b or (i == 0 and seg.end <= b):
+                sims[i].append(similarity(candidate_text(outputs, seg) or "", seg.reference))
+    return [sum(x) / len(x) if x else None for x in sims]
+
+
+def score(outputs: list[dict], games: list[Path], work: Path, bins=()) -> list[dict]:
     from streaming_vlm.eval import OfflineJudge, win_rate_from_outputs
 
     refs, events = [], {}
@@ -345,12 +376,13 @@ def score(outputs: list[dict], games: list[Path], work: Path) -> list[dict]:
             events=tot["events"], mentions=tot["mentions"], words_per_s=words / max(seconds, 1),
             max_position=max(o["max_position"] for o in per_video.values()),
             max_cache=max(o["max_cache_tokens"] for o in per_video.values()),
-            wall_s=sum(o["wall_s"] for o in per_video.values())))
+            wall_s=sum(o["wall_s"] for o in per_video.values()),
+            rouge_by_time=rouge_by_time(model_rows, refs, bins) if bins else []))
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def write_results(summary, args, prof, device, work, manifest, times, missing=()) -> None:
+def write_results(summary, args, prof, device, work, manifest, times, missing=(), bins=()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -373,7 +405,9 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     cmd = (f"python bench/fidelity.py --profile {args.profile}"
-           + (f" --steps {args.steps}" if args.steps else "") + f" --temperature {args.temperature:g} --seed {args.seed}"
+           + (f" --steps {args.steps}" if args.steps else "")
+           + (f" --train-games {args.train_games}" if args.train_games else "")
+           + (f" --train-duration {args.train_duration:g}" if args.train_duration else "") + f" --temperature {args.temperature:g} --seed {args.seed}"
            + (f" --device {args.device}" if args.device else "")
            + (f" --results {Path(args.results).name}" if Path(args.results).name != "RESULTS.md" else ""))
     decoding = ("greedy decoding" if args.temperature == 0 else
@@ -404,6 +438,14 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
         lines.append(f"| {s['name']} | {s['win_rate']:.1f} | {s['model_votes']} / {s['baseline_votes']} / "
                      f"{s['ties']} | {100 * s['recall']:.1f}% ({s['events']} events) | {100 * s['precision']:.1f}% "
                      f"({100 * s.get('precision_control', 0.0):.1f}%; {s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
+    if bins:
+        lines += ["", "Drift over stream time: mean ROUGE-L F1 (the offline judge's similarity) of the same 100 s "
+                  "segments to the reference, by when they end (the first bin is as long as a training game).", "",
+                  "| run | " + " | ".join(f"{a:g}-{b:g} s" for a, b in bins) + " |",
+                  "|---|" + "---|" * len(bins)]
+        for s in summary:
+            cells = ["–" if x is None else f"{x:.3f}" for x in s.get("rouge_by_time", [])]
+            lines.append(f"| {s['name']} | " + " | ".join(cells) + " |")
     if missing:
         lines += ["", f"Not run to completion (left out of the table): {', '.join(missing)}."]
     lines += ["", f"![fidelity chart]({png.name})", ""]
