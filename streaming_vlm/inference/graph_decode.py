@@ -16,9 +16,9 @@ a copy:
                            slots again, then the closing tokens are fed as forced steps.
     store(cache)           the decoded tokens' K/V (slots [N, filled)) appended to the cache's layers
 
-Sampling on the device is what makes the graph pay: with the sampler on the host, every token costs a device->host
-copy of the logits' argmax/sample and a stall of the launch queue (~4 ms of a 6.7 ms token on an H100, 2B).
-Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
+Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
+device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
+the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BENCHMARKS.md). Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
 stream, so a seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
 Eviction, prefill and vision stay on the eager path, outside the graph. The step is the model's own text stack
@@ -103,7 +103,7 @@ class SlotDecoder:
 
     def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4, steps_per_graph: int = 4):
+                 chunk: int = 4):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -141,9 +141,7 @@ class SlotDecoder:
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
-        self.steps_per_graph = max(1, int(steps_per_graph))
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # k -> a graph of k consecutive steps
-        self.pool = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
@@ -184,48 +182,33 @@ class SlotDecoder:
         self.scores.copy_(self._forward().float())
         self.step_index.add_(1)
 
-    @property
-    def graph(self) -> torch.cuda.CUDAGraph | None:
-        return self.graphs.get(1)
-
-    def _capture(self, k: int) -> torch.cuda.CUDAGraph:
-        """Capture k consecutive steps as one graph: a launch costs host time per graph, not per step."""
+    def _capture(self) -> None:
         state = (self.scores, self.seen, self.tokens, self.step_index, self.mask)
         saved = [t.clone() for t in state]
-        if self.pool is None:
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
-                    self._step()
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            self.pool = torch.cuda.graph_pool_handle()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            for _ in range(k):
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
                 self._step()
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step()
         for buf, old in zip(state, saved):
-            buf.copy_(old)  # capture ran the steps; undo them (slot K/V they wrote are rewritten by the real steps)
-        self.graphs[k] = graph
-        return graph
+            buf.copy_(old)  # capture ran the step; undo it (slot K/V it wrote are rewritten by the real steps)
 
     def _run_steps(self, n: int, record: bool = True) -> None:
-        """n steps: eagerly off the graph path, one step a launch while tracing, else k-step graphs + singles."""
-        record = record and self.trace is not None
-        if not self.use_graph or record:
-            for _ in range(n):
-                if record:
-                    self.trace.append(self.scores.clone())
-                if self.use_graph:
-                    (self.graphs.get(1) or self._capture(1)).replay()
-                else:
-                    self._step()
-            return
-        k = self.steps_per_graph
-        while n > 0:
-            size = k if n >= k else 1
-            (self.graphs.get(size) or self._capture(size)).replay()
-            n -= size
+        """n steps, queued with no host sync (one graph launch each on CUDA). Capturing several steps in one graph
+        was measured and bought nothing: the launch costs ~10 us, the step's kernels ~5 ms (BENCHMARKS.md)."""
+        for _ in range(n):
+            if record and self.trace is not None:
+                self.trace.append(self.scores.clone())
+            if not self.use_graph:
+                self._step()
+                continue
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
 
     # ---- per reply --------------------------------------------------------------------------------------------
     def fits(self, cache, new_tokens: int) -> bool:
