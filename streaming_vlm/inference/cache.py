@@ -18,7 +18,7 @@ position: one's `pos_end` is the next one's `pos_start`.
 Changing the cache is one operation, `apply(plan)`: for each segment, which sub-ranges of its tokens survive and
 what kind it becomes. The cache drops the other tokens from every layer and, in `contiguous` position mode, moves
 every surviving token down by the position span removed before it, re-rotating its cached keys once
-(`rotate_keys`, exact because the shift is uniform over t/h/w). Positions therefore stay bounded forever. In
+(`mrope.rotate_keys`, exact because the shift is uniform over t/h/w). Positions therefore stay bounded forever. In
 `native` mode tokens keep their positions (the ablation: positions keep growing).
 
 What to drop is not decided here: see `eviction.py`.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from streaming_vlm.model.mrope import rotate_keys
+from streaming_vlm.model.mrope import apply_rotation, rotation
 
 SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
     "sink", "previous", "query", "user", "reply", "question", "answer")
@@ -180,16 +180,18 @@ class StreamingCache(DynamicCache):
                 runs[-1] = (runs[-1][0], i + 1, s)
             else:
                 runs.append((i, i + 1, s))
-        index = None
+        index, device, rotations = None, None, []
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
-            if index is None or index.device != layer.keys.device:
-                index = torch.tensor(keep_index, dtype=torch.long, device=layer.keys.device)
+            if device != layer.keys.device:  # once per eviction, not per layer: each is a host->device copy
+                device = layer.keys.device
+                index = torch.tensor(keep_index, dtype=torch.long, device=device)
+                rotations = [(a, b, *rotation(-s, self.inv_freq, device)) for a, b, s in runs]
             keys = layer.keys.index_select(-2, index)
             values = layer.values.index_select(-2, index)
-            for a, b, s in runs:
-                keys[..., a:b, :] = rotate_keys(keys[..., a:b, :], -s, self.inv_freq)
+            for a, b, cos, sin in rotations:
+                keys[..., a:b, :] = apply_rotation(keys[..., a:b, :], cos, sin)
             layer.keys, layer.values = keys, values
         self.rotations += len(runs)
 

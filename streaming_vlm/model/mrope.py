@@ -72,16 +72,25 @@ def position_span(positions: torch.Tensor) -> int:
     return int(positions.max()) + 1 - int(positions[0, 0])
 
 
+def rotation(delta: int, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) over head_dim for a shift of `delta` positions, in float32 on `device`: compute once, apply to
+    every layer's keys (`apply_rotation`)."""
+    angle = delta * inv_freq.to(device=device, dtype=torch.float32)
+    emb = torch.cat([angle, angle])
+    return emb.cos(), emb.sin()
+
+
+def apply_rotation(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    k = keys.float()
+    half = k.shape[-1] // 2
+    rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
+    return (k * cos + rotated_half * sin).to(keys.dtype)
+
+
 def rotate_keys(keys: torch.Tensor, delta: int, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotate already-rotated keys (..., L, head_dim) as if their positions moved by `delta` on every axis.
 
     Rotations compose, so no rope scaling is applied again. Done in float32 then cast back: one shift costs one
     rounding of the cache dtype.
     """
-    angle = delta * inv_freq.to(device=keys.device, dtype=torch.float32)
-    emb = torch.cat([angle, angle])
-    cos, sin = emb.cos(), emb.sin()
-    k = keys.float()
-    half = k.shape[-1] // 2
-    rotated_half = torch.cat([-k[..., half:], k[..., :half]], dim=-1)
-    return (k * cos + rotated_half * sin).to(keys.dtype)
+    return apply_rotation(keys, *rotation(delta, inv_freq, keys.device))
