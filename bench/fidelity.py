@@ -46,8 +46,10 @@ TRAIN_SEED = 1234
 
 PROFILES = {
     #         train games x s, held-out games x s, stage-1 steps, stage-2 steps, windows/step (micro-batch),
-    #         inference workers, stage-2 clips
-    "full": dict(train_games=48, train_duration=300, eval_games=2, eval_duration=1800, steps=1200, anneal_steps=200,
+    #         inference workers, stage-2 clips. `full` trains on games as long as the held-out ones: with 300-s
+    #         training games the held-out games' later scores, counts and timestamps were never seen in training
+    #         (RESULTS.md, run of 2026-12-01, made with --train-games 48 --train-duration 300).
+    "full": dict(train_games=8, train_duration=1800, eval_games=2, eval_duration=1800, steps=1200, anneal_steps=200,
                  batch=8, micro_batch=8, workers=10, clips=300),
     "cpu": dict(train_games=6, train_duration=240, eval_games=2, eval_duration=600, steps=60, anneal_steps=15,
                 batch=4, micro_batch=1, workers=2, clips=30),
