@@ -22,10 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_latency import build_model  # noqa: E402
-
-from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
-from streaming_vlm.inference.frames import SyntheticFrameSource  # noqa: E402
+from stream_latency import warm_engine  # noqa: E402
 
 
 def raw_replay(slots, cache, replays: int) -> tuple[float, float]:
@@ -59,14 +56,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=1280)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, processor = build_model(args.size, device, dtype, "sdpa")
-    engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0,
-                                                "temperature": 0.9, "decode_mode": "auto"})
-    engine.start()
-    source = iter(SyntheticFrameSource(args.warmup + args.seconds, fps=2.0, height=args.height, width=args.width))
-    for _ in range(args.warmup):
-        engine.step(next(source))
+    engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width)
     decode, tokens = 0.0, 0
     for _ in range(args.seconds):
         seg = engine.step(next(source))

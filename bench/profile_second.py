@@ -17,10 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_latency import build_model  # noqa: E402
-
-from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
-from streaming_vlm.inference.frames import SyntheticFrameSource  # noqa: E402
+from stream_latency import warm_engine  # noqa: E402
 
 
 def main(argv=None):
@@ -35,14 +32,8 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=30)
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model, processor = build_model(args.size, device, dtype, "sdpa")
-    engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0,
-                                                "decode_mode": args.decode_mode})
-    engine.start()
-    source = iter(SyntheticFrameSource(args.warmup + args.seconds, fps=2.0, height=args.height, width=args.width))
-    for _ in range(args.warmup):
-        engine.step(next(source))
+    engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width,
+                                 args.decode_mode)
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
                                                     if device.type == "cuda" else [])
     with torch.profiler.profile(activities=acts) as prof:

@@ -88,6 +88,21 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype, attn: str):
     return model.eval(), build_processor()
 
 
+def warm_engine(size: str, device: torch.device, warmup: int, more: int, height: int, width: int,
+                decode_mode: str = "auto"):
+    """A real-size engine (20 forced tokens per second, seed 0) after `warmup` streamed seconds of random frames,
+    so its cache is at its steady size; returns (engine, an iterator over `more` further seconds)."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model, processor = build_model(size, device, dtype, "sdpa")
+    engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0,
+                                                "decode_mode": decode_mode})
+    engine.start()
+    source = iter(SyntheticFrameSource(warmup + more, fps=2.0, height=height, width=width))
+    for _ in range(warmup):
+        engine.step(next(source))
+    return engine, source
+
+
 def memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
