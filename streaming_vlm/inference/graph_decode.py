@@ -18,8 +18,9 @@ a copy:
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
 device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
-the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BENCHMARKS.md). Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
-stream, so a seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
+the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BENCHMARKS.md). Gumbel-max over
+`softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
+seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
 Eviction, prefill and vision stay on the eager path, outside the graph. The step is the model's own text stack
 (`model.model.language_model` + `lm_head`, unpatched) called with a `transformers.Cache` whose layers are the
