@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streaming_vlm.inference.cache import StreamingCache  # noqa: E402
 from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
+from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
 MODES = ("streaming", "eager", "full", "anchor")
 
@@ -69,10 +70,7 @@ class AnchorRotationCache(StreamingCache):
             angle = torch.arange(n, device=keys.device, dtype=torch.float32)[:, None] * inv * 0.0
             emb = torch.cat([angle, angle], dim=-1)
             self._cos, self._sin, self._emb_len = emb.cos(), emb.sin(), n
-        k = keys.float()
-        half = k.shape[-1] // 2
-        rotated = k * self._cos + torch.cat([-k[..., half:], k[..., :half]], dim=-1) * self._sin
-        return rotated.to(keys.dtype), values
+        return apply_rotation(keys, self._cos, self._sin), values
 
 
 # ---- model -------------------------------------------------------------------------------------------------
