@@ -324,7 +324,10 @@ def run_inference(work, games, models, prof, device, deadline, t_start, selected
 
 
 def time_bins(train_duration: float, eval_duration: float) -> list[tuple[float, float]]:
-    """Stream-time bins for the drift diagnostic: inside the training games' length, then two later spans."""
+    """Stream-time bins for the drift diagnostic: inside the training games' length, then two later spans; thirds
+    of the stream when training games are as long as the held-out ones."""
+    if train_duration >= eval_duration:
+        return [(eval_duration * i / 3, eval_duration * (i + 1) / 3) for i in range(3)]
     mid = max(train_duration, eval_duration / 2)
     return [(0.0, train_duration), (train_duration, mid), (mid, eval_duration)]
 
@@ -442,7 +445,8 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
                      f"({100 * s.get('precision_control', 0.0):.1f}%; {s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
     if bins:
         lines += ["", "Drift over stream time: mean ROUGE-L F1 (the offline judge's similarity) of the same 100 s "
-                  "segments to the reference, by when they end (the first bin is as long as a training game).", "",
+                  "segments to the reference, by when they end (when training games are shorter than the held-out ones, "
+                  "the first bin is as long as a training game).", "",
                   "| run | " + " | ".join(f"{a:g}-{b:g} s" for a, b in bins) + " |",
                   "|---|" + "---|" * len(bins)]
         for s in summary:
