@@ -45,6 +45,20 @@ def raw_replay(slots, cache, replays: int) -> tuple[float, float]:
     return 1000 * host / replays, start.elapsed_time(end) / replays
 
 
+def measure(engine, source, seconds: int, replays: int, device) -> dict:
+    """Engine-timed decode ms/token and per-second split over `seconds`, then the raw replay cost."""
+    split, tokens = {}, 0
+    for _ in range(seconds):
+        seg = engine.step(next(source))
+        for k, v in seg["timings"].items():
+            split[k] = split.get(k, 0.0) + 1000 * v / seconds
+        tokens += seg["tokens"]
+    host = gpu = float("nan")
+    if device.type == "cuda" and engine.slots is not None and engine.slots.use_graph:
+        host, gpu = raw_replay(engine.slots, engine.cache, replays)
+    return dict(decode=split.get("decode", 0.0) * seconds / max(tokens, 1), host=host, gpu=gpu, split=split)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", default="2b")
@@ -54,23 +68,31 @@ def main(argv=None):
     p.add_argument("--replays", type=int, default=40)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--compile", action="store_true",
+                   help="then the same with the step compiled (decode_compile), side by side in the same run")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width)
-    decode, tokens = 0.0, 0
-    for _ in range(args.seconds):
-        seg = engine.step(next(source))
-        decode += seg["timings"].get("decode", 0.0)
-        tokens += seg["tokens"]
-    host = gpu = float("nan")
-    if device.type == "cuda" and engine.slots is not None:
-        host, gpu = raw_replay(engine.slots, engine.cache, args.replays)
+    more = args.seconds * (2 if args.compile else 1) + 1
+    engine, source = warm_engine(args.size, device, args.warmup, more, args.height, args.width,
+                                 decode_mode="auto" if device.type == "cuda" else "slots")
+    rows = {"step as is": measure(engine, source, args.seconds, args.replays, device)}
+    if args.compile:
+        engine.slots = None  # rebuilt, compiled, at the next reply
+        engine.config.decode_compile = True
+        t0 = time.perf_counter()
+        engine.step(next(source))
+        print(f"compile + capture + first second: {time.perf_counter() - t0:.1f} s", flush=True)
+        rows["step compiled"] = measure(engine, source, args.seconds, args.replays, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{args.size} on {name}, cache {engine.cache.num_tokens} tokens, slots "
-          f"{engine.slots.capacity if engine.slots else 0}")
-    print("| decode ms/token (engine) | host ms per launch | GPU ms per step |")
-    print("|---:|---:|---:|")
-    print(f"| {1000 * decode / max(tokens, 1):.2f} | {host:.3f} | {gpu:.2f} |")
+          f"{engine.slots.capacity if engine.slots else 0}, {args.seconds} s each")
+    stages = ("preprocess", "vision", "prefill", "decode", "eviction")
+    print("| decode step | ms/token (engine) | host ms per launch | GPU ms per step | "
+          + " | ".join(f"{k} ms/s" for k in stages) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(stages))
+    for label, r in rows.items():
+        print(f"| {label} | {r['decode']:.2f} | {r['host']:.3f} | {r['gpu']:.2f} | "
+              + " | ".join(f"{r['split'].get(k, 0.0):.1f}" for k in stages) + " |")
 
 
 if __name__ == "__main__":

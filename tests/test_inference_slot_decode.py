@@ -20,9 +20,9 @@ def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("vid") / "game.mp4", seconds=6, fps=24, width=160, height=96)
 
 
-def _run(model, processor, video, mode):
+def _run(model, processor, video, mode, **extra):
     cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 6,
-           "min_new_tokens": 4, "decode_mode": mode}
+           "min_new_tokens": 4, "decode_mode": mode, **extra}
     engine = StreamingEngine(model, processor, cfg)
     engine.score_trace = []  # the logits every token was sampled from (host sampler or slot decoder)
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
@@ -143,3 +143,23 @@ def test_slot_sampling_is_reproducible_with_a_seed(tiny_ckpt, tiny_processor, vi
         texts.append([engine.step(s)["text"] for s in VideoReader(video, fps=2.0).seconds(0, 4)])
     assert texts[0] == texts[1]
     assert texts[0] != texts[2]
+
+
+def test_compiled_slot_step_decodes_as_the_eager_step(tiny_ckpt, tiny_processor, video):
+    """torch.compile of the step (what the CUDA graph captures with --decode_compile) changes nothing decoded."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    eager, eager_out = _run(model, tiny_processor, video, "slots")
+    comp, comp_out = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    assert comp.slots.compiled and not eager.slots.compiled
+    assert [o["tokens"] for o in comp_out] == [o["tokens"] for o in eager_out]
+    assert len(comp.score_trace) == len(eager.score_trace) >= 6 * 4
+    diff = max((a - b).abs().max().item() for a, b in zip(comp.score_trace, eager.score_trace))
+    assert diff < 1e-4, f"compiled vs eager slot step: max |Δlogit| = {diff:.2e}"
+    assert comp.cache.ids() == eager.cache.ids()
+
+
+def test_decode_compile_needs_a_slot_decoder():
+    from streaming_vlm.inference.config import StreamingConfig
+
+    with pytest.raises(UserError, match="decode_compile"):
+        StreamingConfig.from_any({"decode_compile": True, "decode_mode": "dynamic"})

@@ -36,6 +36,7 @@ class StreamingConfig:
     # how tokens are decoded (see graph_decode.py): "auto" = CUDA graph on CUDA with sdpa/eager, else dynamic;
     # "slots" = the graph's fixed buffers run eagerly (any device); "dynamic" = one eager forward on the cache
     decode_mode: str = "auto"
+    decode_compile: bool = False  # torch.compile the fixed-buffer decode step (slot modes; tens of s to compile)
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
     device: str | None = None
@@ -83,6 +84,8 @@ class StreamingConfig:
         need(self.pos_mode in POS_MODES, f"pos_mode must be one of {', '.join(POS_MODES)}, got {self.pos_mode!r}")
         need(self.decode_mode in DECODE_MODES,
              f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
+        need(not (self.decode_compile and self.decode_mode == "dynamic"),
+             "decode_compile compiles the fixed-buffer step: use decode_mode auto, cuda_graph or slots")
         need(self.max_cache_tokens >= 1, "max_cache_tokens must be >= 1")
         need(self.start >= 0, f"start must be >= 0, got {self.start}")
         need(self.end is None or self.end > self.start, f"end ({self.end}) must be after start ({self.start})")

@@ -257,7 +257,7 @@ class StreamingEngine:
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
         """The fixed-buffer decoder for this reply, or None for the dynamic path (see StreamingConfig.decode_mode)."""
         mode = self.config.decode_mode
-        if mode == "dynamic" or (mode == "auto" and self.device.type != "cuda"):
+        if mode == "dynamic" or (mode == "auto" and self.device.type != "cuda" and not self.config.decode_compile):
             return None
         if mode == "cuda_graph" and self.device.type != "cuda":
             raise UserError("decode_mode cuda_graph needs a CUDA device")
@@ -266,9 +266,11 @@ class StreamingEngine:
         capacity = self.budget["bound"] + longest + 8
         if self.slots is None or self.slots.capacity < capacity:
             cfg = self.config
-            self.slots = SlotDecoder(self.model, capacity, use_graph=mode != "slots", im_end_id=self.im_end_id,
+            graph = mode == "cuda_graph" or (mode == "auto" and self.device.type == "cuda")
+            self.slots = SlotDecoder(self.model, capacity, use_graph=graph, im_end_id=self.im_end_id,
                                      max_steps=longest, temperature=cfg.temperature,
-                                     repetition_penalty=cfg.repetition_penalty, generator=self.generator)
+                                     repetition_penalty=cfg.repetition_penalty, generator=self.generator,
+                                     compile=cfg.decode_compile)
         self.slots.trace = self.score_trace
         return self.slots if self.slots.fits(self.cache, max_new + closing) else None
 

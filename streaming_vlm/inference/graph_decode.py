@@ -45,13 +45,29 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 SLOT_ATTENTION = "streaming_slot_attention"
 
 
+@torch.library.custom_op("streaming_vlm::slot_sdpa", mutates_args=())
+def slot_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+              scale: float) -> torch.Tensor:
+    """SDPA with grouped-query heads, as one opaque op: traced by torch.compile, `enable_gqa` is decomposed into
+    K/V repeated per query head (a copy of the whole slot buffer per layer and step: 1.3 of 4.6 ms for 2B on an
+    H200); eagerly, cuDNN/flash read each K/V head once."""
+    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale,
+                                                            enable_gqa=True)
+
+
+@slot_sdpa.register_fake
+def _slot_sdpa_shape(query, key, value, mask, scale):
+    return torch.empty_like(query)
+
+
 def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                    **kwargs):
     """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
     grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
-    mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
-                                                           enable_gqa=True)
+    if attention_mask is None:
+        attention_mask = torch.zeros(1, 1, 1, 1, dtype=query.dtype, device=query.device)
+    mask = attention_mask[..., -key.shape[-2]:].to(query.dtype)
+    out = slot_sdpa(query, key, value, mask, float(query.shape[-1] ** -0.5 if scaling is None else scaling))
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -104,7 +120,7 @@ class SlotDecoder:
 
     def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4):
+                 chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -143,6 +159,10 @@ class SlotDecoder:
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         self.graph: torch.cuda.CUDAGraph | None = None
+        # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~500; compiled on the
+        # first step (fixed shapes: once per decoder), captured in the graph like the eager step
+        self.compiled = bool(compile)
+        self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
@@ -189,12 +209,12 @@ class SlotDecoder:
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            for _ in range(2):  # warm-up: allocator pools and lazily built kernels, outside the graph
-                self._step()
+            for _ in range(2):  # warm-up: allocator pools, lazily built or compiled kernels, outside the graph
+                self._step_fn()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self._step()
+            self._step_fn()
         for buf, old in zip(state, saved):
             buf.copy_(old)  # capture ran the step; undo it (slot K/V it wrote are rewritten by the real steps)
 
@@ -205,7 +225,7 @@ class SlotDecoder:
             if record and self.trace is not None:
                 self.trace.append(self.scores.clone())
             if not self.use_graph:
-                self._step()
+                self._step_fn()
                 continue
             if self.graph is None:
                 self._capture()
