@@ -202,6 +202,22 @@ def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0, shift: 
             "recall": hit / len(evs) if evs else 0.0, "precision": good / len(mentions) if mentions else 0.0}
 
 
+def mention_offsets(rows: list[dict], events: list[dict], lo: float = -2.0, hi: float = 8.0) -> list[float]:
+    """Per event (of the mapped types) mentioned in [t+lo, t+hi]: the start of the second whose mention is closest
+    after the event (or closest before it, when none is after), minus t. How late the commentary names events."""
+    pats = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
+    out = []
+    for e in events:
+        if e["type"] not in pats:
+            continue
+        near = [r["start"] - e["t"] for r in rows
+                if r["text"] and lo <= r["start"] - e["t"] <= hi and pats[e["type"]].search(r["text"])]
+        after = [d for d in near if d >= 0]
+        if near:
+            out.append(min(after) if after else max(near))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
@@ -275,13 +291,14 @@ def main(argv=None) -> None:
                       if (name, json.loads(g.read_text())["video"]) not in done})
     outputs = [o for o in outputs if o["name"] not in missing]  # a run counts only with all its games
     bins = time_bins(prof["train_duration"], prof["eval_duration"])
-    summary = score(outputs, games, work, bins)
+    summary, reference_lag = score(outputs, games, work, bins)
     # how the saved runs were decoded (runs from before --temperature existed were greedy)
     decoded = sorted({(o.get("temperature", 0.0), o.get("seed", 0)) for o in outputs})
     if len(decoded) > 1:
         print(f"[fidelity] warning: runs decoded with different settings: {decoded}", flush=True)
     args.temperature, args.seed = decoded[0] if decoded else (args.temperature, args.seed)
-    write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing, bins)
+    write_results(summary, args, prof, times.get("device", device), work, manifest, times, missing, bins,
+                  reference_lag)
 
 
 def _job_file(work: Path, name: str, video_key: str) -> Path:
@@ -348,7 +365,8 @@ def rouge_by_time(rows_by_video: dict[str, list], refs: list[dict], bins) -> lis
     return [sum(x) / len(x) if x else None for x in sims]
 
 
-def score(outputs: list[dict], games: list[Path], work: Path, bins=()) -> list[dict]:
+def score(outputs: list[dict], games: list[Path], work: Path, bins=()) -> tuple[list[dict], float | None]:
+    """Per run: win rate, event P/R, mention lag, drift bins. Also the reference commentary's own mention lag."""
     from streaming_vlm.eval import OfflineJudge, win_rate_from_outputs
 
     refs, events = [], {}
@@ -371,6 +389,7 @@ def score(outputs: list[dict], games: list[Path], work: Path, bins=()) -> list[d
         ev = [event_scores(o["rows"], events[v]) for v, o in per_video.items()]
         tot = {k: sum(e[k] for e in ev) for k in ("events", "recalled", "mentions", "grounded")}
         control = sum(event_scores(o["rows"], events[v], shift=CONTROL_SHIFT)["grounded"] for v, o in per_video.items())
+        offsets = sorted(d for v, o in per_video.items() for d in mention_offsets(o["rows"], events[v]))
         words = sum(len(r["text"].split()) for o in per_video.values() for r in o["rows"])
         seconds = sum(len(o["rows"]) for o in per_video.values())
         summary.append(dict(
@@ -378,16 +397,24 @@ def score(outputs: list[dict], games: list[Path], work: Path, bins=()) -> list[d
             ties=ov["ties"], invalid=ov["invalid"], votes=ov["votes"],
             recall=tot["recalled"] / max(tot["events"], 1), precision=tot["grounded"] / max(tot["mentions"], 1),
             precision_control=control / max(tot["mentions"], 1),
+            mention_offset=offsets[len(offsets) // 2] if offsets else None,
             events=tot["events"], mentions=tot["mentions"], words_per_s=words / max(seconds, 1),
             max_position=max(o["max_position"] for o in per_video.values()),
             max_cache=max(o["max_cache_tokens"] for o in per_video.values()),
             wall_s=sum(o["wall_s"] for o in per_video.values()),
             rouge_by_time=rouge_by_time(model_rows, refs, bins) if bins else []))
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    ref_offsets = sorted(d for r in refs for d in mention_offsets(
+        [{"start": s, "end": e, "text": t} for s, e, t in r["content"]], events[r["video"]]))
+    return summary, (ref_offsets[len(ref_offsets) // 2] if ref_offsets else None)
 
 
-def write_results(summary, args, prof, device, work, manifest, times, missing=(), bins=()) -> None:
+def _lag(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
+
+
+def write_results(summary, args, prof, device, work, manifest, times, missing=(), bins=(),
+                  reference_lag: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -433,16 +460,21 @@ def write_results(summary, args, prof, device, work, manifest, times, missing=()
         "with ≥ 100 reference words, each judged twice with A/B swapped; ties count 0 and stay in the denominator. "
         "Baseline for every row: the chunk-only model in chunked mode (fresh engine every 24 s). Event P/R: "
         "mentions of goal/corner/foul/save/throw/goal-kick/miss within ±2 s of the logged event; the control is the "
-        f"precision of the same mentions against the event log shifted by {CONTROL_SHIFT:g} s (chance level).",
+        f"precision of the same mentions against the event log shifted by {CONTROL_SHIFT:g} s (chance level). "
+        "Mention lag: median delay from an event to the first second that names it (within -2..+8 s); the "
+        "reference commentary's own is given below the table.",
         "",
         "| run | win rate % | model / baseline / tie votes | event recall | event precision (control) | words/s | "
-        "max position | max cache tokens |",
-        "|---|---|---|---|---|---|---|---|",
+        "mention lag s | max position | max cache tokens |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summary:
         lines.append(f"| {s['name']} | {s['win_rate']:.1f} | {s['model_votes']} / {s['baseline_votes']} / "
                      f"{s['ties']} | {100 * s['recall']:.1f}% ({s['events']} events) | {100 * s['precision']:.1f}% "
-                     f"({100 * s.get('precision_control', 0.0):.1f}%; {s['mentions']} mentions) | {s['words_per_s']:.2f} | {s['max_position']} | {s['max_cache']} |")
+                     f"({100 * s.get('precision_control', 0.0):.1f}%; {s['mentions']} mentions) | {s['words_per_s']:.2f} | "
+                     f"{_lag(s.get('mention_offset'))} | {s['max_position']} | {s['max_cache']} |")
+    if reference_lag is not None:
+        lines += ["", f"Reference commentary's mention lag: {_lag(reference_lag)} s."]
     if bins:
         lines += ["", "Drift over stream time: mean ROUGE-L F1 (the offline judge's similarity) of the same 100 s "
                   "segments to the reference, by when they end (when training games are shorter than the held-out ones, "

@@ -26,3 +26,11 @@ def test_event_scores_within_tolerance_and_by_type():
     assert (s["mentions"], s["grounded"]) == (4, 1)  # "goal kick" mentions goal_kick, not goal
     shifted = fidelity.event_scores(rows, events, shift=45.0)  # goal now at 55 s: no mention there
     assert shifted["grounded"] == 0
+
+
+def test_mention_lag_takes_the_first_mention_after_the_event():
+    events = [{"t": 10.0, "type": "goal"}, {"t": 40.0, "type": "corner"}, {"t": 70.0, "type": "foul"}]
+    rows = [{"start": 13.0, "end": 14.0, "text": "goal!"}, {"start": 15.0, "end": 16.0, "text": "what a goal"},
+            {"start": 39.0, "end": 40.0, "text": "corner coming"},  # only before the corner: the closest one
+            {"start": 90.0, "end": 91.0, "text": "foul"}]  # 20 s late: outside the window, not recalled
+    assert fidelity.mention_offsets(rows, events) == [3.0, -1.0]
