@@ -49,3 +49,20 @@ def test_four_fps_gives_two_stamped_patches_per_second(tiny_processor):
     assert "<500.1 seconds>" in text and "<500.6 seconds>" in text
     assert int(enc.position_ids[0, 0]) == 7 and text.endswith("<|im_start|>assistant\n")
     assert (enc.labels == IGNORE_INDEX).all()
+
+
+def test_frames_processed_on_a_named_device_match_the_default(tiny_processor):
+    """The engine hands the processor its GPU (`device`); the pixels must be what the CPU default computes
+    (checked here with the device named explicitly, the plumbing a GPU run takes; a bad name is a user error)."""
+    import pytest
+
+    from streaming_vlm.errors import UserError
+    from streaming_vlm.inference.config import StreamingConfig
+
+    second = _seconds(texts=(None,))[0]
+    base = StreamTemplate(tiny_processor, budget=BUDGET).encode_second(second, start=0)
+    named = StreamTemplate(tiny_processor, budget=BUDGET, device="cpu").encode_second(second, start=0)
+    assert torch.equal(base.input_ids, named.input_ids) and torch.equal(base.video_grid_thw, named.video_grid_thw)
+    assert torch.equal(base.pixel_values_videos, named.pixel_values_videos)
+    with pytest.raises(UserError, match="preprocess_device"):
+        StreamingConfig.from_any({"preprocess_device": "gpu0"})

@@ -121,8 +121,10 @@ def truncate_tokens(text: str, tokenizer, head: int, tail: int) -> str:
 
 
 class StreamTemplate:
-    def __init__(self, processor, system_prompt: str = DEFAULT_SYSTEM_PROMPT, budget: VisionBudget | None = None):
+    def __init__(self, processor, system_prompt: str = DEFAULT_SYSTEM_PROMPT, budget: VisionBudget | None = None,
+                 device: str | None = None):
         self.processor = processor
+        self.device = device  # where the video processor resizes/normalises frames (None: where they are, the CPU)
         self.tokenizer = processor.tokenizer
         self.system_prompt = system_prompt
         self.budget = budget or VisionBudget()
@@ -230,6 +232,8 @@ class StreamTemplate:
         kwargs = {"do_sample_frames": False, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
         if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
             kwargs["cap_pixels_per_frame"] = False  # our budget already caps per frame and per sample
+        if self.device is not None:
+            kwargs["device"] = str(self.device)
         return kwargs
 
     def _labels(self, input_ids: torch.Tensor) -> torch.Tensor:
