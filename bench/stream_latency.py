@@ -3,6 +3,7 @@
     # on a GPU (one command must fit the device tool's 10 minutes: cap the comparison runs)
     python bench/stream_latency.py --sizes 2b --minutes 10 --full_minutes 4 --anchor_minutes 2
     python bench/stream_latency.py --sizes 2b,4b --minutes 60          # the full run, ~1 h+ per size
+    # longer than one device call: bench/device_job.sh starts it detached and polls it
     # on CPU, the tiny model, to check the script itself
     python bench/stream_latency.py --smoke
 
