@@ -32,6 +32,9 @@ decode latency across history, at the price of reading a few thousand masked key
 `slot_attention` (registered with transformers' AttentionInterface, used only inside the step): SDPA with
 `enable_gqa`, so each K/V head is read once. transformers' sdpa path repeats K/V per query head first, which over
 14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
+
+`compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become ~500,
+but on an H200 the step only went from 5.28 to 4.97 ms of GPU time (BENCHMARKS.md), so it is off by default.
 """
 
 from __future__ import annotations
@@ -48,9 +51,10 @@ SLOT_ATTENTION = "streaming_slot_attention"
 @torch.library.custom_op("streaming_vlm::slot_sdpa", mutates_args=())
 def slot_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
               scale: float) -> torch.Tensor:
-    """SDPA with grouped-query heads, as one opaque op: traced by torch.compile, `enable_gqa` is decomposed into
-    K/V repeated per query head (a copy of the whole slot buffer per layer and step: 1.3 of 4.6 ms for 2B on an
-    H200); eagerly, cuDNN/flash read each K/V head once."""
+    """SDPA with grouped-query heads as one op torch.compile does not trace into, so a compiled step runs the eager
+    attention kernel (each K/V head read once). A compiled 2B step on an H200 spends 1.3 ms in a fused copy of the
+    K/V buffers with or without this op (BENCHMARKS.md, 2026-12-01), so that copy comes from elsewhere; most
+    likely the in-place slot write, not yet checked."""
     return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale,
                                                             enable_gqa=True)
 
