@@ -118,7 +118,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
            "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
            "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
            "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
-           "decode_mode": "auto" if mode == "streaming" else "dynamic"}
+           "decode_mode": "auto" if mode == "streaming" else "dynamic",
+           "decode_compile": args.decode_compile and mode == "streaming", "preprocess_device": args.preprocess_device}
     minutes = args.minutes
     if mode == "full":
         # same pixel budget per frame as the streaming run, nothing ever evicted
@@ -316,6 +317,8 @@ def parse_args(argv=None):
     p.add_argument("--min_pixels", type=int, default=None)
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--video", default=None, help="stream this file instead of random frames")
+    p.add_argument("--decode_compile", action="store_true", help="torch.compile the streaming mode's decode step")
+    p.add_argument("--preprocess_device", default=None, help="where frames are resized, e.g. cuda (default cpu)")
     p.add_argument("--attn", default=None, help="sdpa | flash_attention_2 | eager (default: flash-attn if installed)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default=None)

@@ -64,5 +64,6 @@ def test_frames_processed_on_a_named_device_match_the_default(tiny_processor):
     named = StreamTemplate(tiny_processor, budget=BUDGET, device="cpu").encode_second(second, start=0)
     assert torch.equal(base.input_ids, named.input_ids) and torch.equal(base.video_grid_thw, named.video_grid_thw)
     assert torch.equal(base.pixel_values_videos, named.pixel_values_videos)
-    with pytest.raises(UserError, match="preprocess_device"):
-        StreamingConfig.from_any({"preprocess_device": "gpu0"})
+    for bad in ("gpu0", *(() if torch.cuda.is_available() else ("cuda",))):
+        with pytest.raises(UserError, match="preprocess_device"):
+            StreamingConfig.from_any({"preprocess_device": bad})

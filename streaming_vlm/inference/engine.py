@@ -58,9 +58,9 @@ def vision_budget(config: StreamingConfig) -> VisionBudget:
     return VisionBudget(min_pixels=min(min_px, cap), max_pixels=cap, total_pixels=total, factor=base.factor)
 
 
-def build_template(processor, config: StreamingConfig, device: str | None = None) -> StreamTemplate:
+def build_template(processor, config: StreamingConfig) -> StreamTemplate:
     return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config),
-                          device=config.preprocess_device or device)
+                          device=config.preprocess_device)
 
 
 def build_policy(template: StreamTemplate, config: StreamingConfig) -> StreamingPolicy:
@@ -110,8 +110,7 @@ class StreamingEngine:
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
-        # frames are resized on the model's GPU (the processor's `device`): 720p on the CPU costs ~40-80 ms/s
-        self.template = build_template(processor, self.config, str(self.device) if self.device.type == "cuda" else None)
+        self.template = build_template(processor, self.config)
         self.tokenizer = self.template.tokenizer
         self.policy = build_policy(self.template, self.config)
         self.im_end_id = self.template.im_end_id

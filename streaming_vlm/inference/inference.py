@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the decode step (cuda_graph/slots decoding; compiles once at start)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--preprocess_device", default=None,
-                   help="where frames are resized and normalised (default: the model's device if CUDA, else cpu)")
+                   help="where frames are resized and normalised, e.g. cuda (default: the CPU, as in training)")
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--start", type=float, default=0.0, help="start at this video second")
