@@ -70,6 +70,7 @@ EVENT_PATTERNS = {
     "goal_kick": r"\bgoal kick\b",
     "miss": r"\bwide\b|\boff target\b|\bover the bar\b",
 }
+_PATTERNS = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
 
 
 def arms_and_settings():
@@ -193,7 +194,7 @@ def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0, shift: 
     """Recall: events (of the mapped types) mentioned within ±tol s. Precision: mentions with such an event.
 
     `shift` moves the event log by that many seconds: the chance level of the same mentions (a control)."""
-    pats = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
+    pats = _PATTERNS
     mentions = [(r["start"], r["end"], k) for r in rows for k, p in pats.items() if r["text"] and p.search(r["text"])]
     evs = [(e["t"] + shift, e["type"]) for e in events if e["type"] in pats]
     hit = sum(any(k == typ and s - tol <= t <= e + tol for s, e, k in mentions) for t, typ in evs)
@@ -205,7 +206,7 @@ def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0, shift: 
 def mention_offsets(rows: list[dict], events: list[dict], lo: float = -2.0, hi: float = 8.0) -> list[float]:
     """Per event (of the mapped types) mentioned in [t+lo, t+hi]: the start of the second whose mention is closest
     after the event (or closest before it, when none is after), minus t. How late the commentary names events."""
-    pats = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
+    pats = _PATTERNS
     out = []
     for e in events:
         if e["type"] not in pats:

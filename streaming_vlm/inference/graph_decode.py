@@ -34,7 +34,8 @@ decode latency across history, at the price of reading a few thousand masked key
 14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
 
 `compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become ~500,
-but on an H200 the step only went from 5.28 to 4.97 ms of GPU time (BENCHMARKS.md), so it is off by default.
+but on an H200 the step only went from 5.28 to 4.97 ms of GPU time, a fused copy of the K/V buffers eating most of
+the gain (BENCHMARKS.md), so it is off by default.
 """
 
 from __future__ import annotations
@@ -48,30 +49,13 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 SLOT_ATTENTION = "streaming_slot_attention"
 
 
-@torch.library.custom_op("streaming_vlm::slot_sdpa", mutates_args=())
-def slot_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
-              scale: float) -> torch.Tensor:
-    """SDPA with grouped-query heads as one op torch.compile does not trace into, so a compiled step runs the eager
-    attention kernel (each K/V head read once). A compiled 2B step on an H200 spends 1.3 ms in a fused copy of the
-    K/V buffers with or without this op (BENCHMARKS.md, 2026-12-01), so that copy comes from elsewhere; most
-    likely the in-place slot write, not yet checked."""
-    return torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scale,
-                                                            enable_gqa=True)
-
-
-@slot_sdpa.register_fake
-def _slot_sdpa_shape(query, key, value, mask, scale):
-    return torch.empty_like(query)
-
-
 def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                    **kwargs):
     """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
     grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
-    if attention_mask is None:
-        attention_mask = torch.zeros(1, 1, 1, 1, dtype=query.dtype, device=query.device)
-    mask = attention_mask[..., -key.shape[-2]:].to(query.dtype)
-    out = slot_sdpa(query, key, value, mask, float(query.shape[-1] ** -0.5 if scaling is None else scaling))
+    mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                           enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
 
 
