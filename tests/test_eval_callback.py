@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,8 +229,11 @@ def test_lockstep_generation_under_zero3(zero3_data, tiny_ckpt, tmp_path):
         "eval.segment_seconds=3", "eval.min_words=1", "eval.inference.max_new_tokens=3",
         "eval.zero3_generation=lockstep"])
     for what, step in (("baseline", 0), ("model", 2)):
-        lines = [line.split("): ", 1)[1].rsplit(", ", 1)[0] for line in r.stdout.splitlines()
-                 if line.startswith(f"win-rate eval ({what}, step {step}, rank ") and "lockstep" in line]
+        # matched in the whole output, not per line: the two ranks' prints can land on one line
+        found = re.findall(rf"win-rate eval \({what}, step {step}, rank (\d)/2, lockstep\): "
+                           r"(\d+ stream\(s\), [\d.]+ s of video, \d+ tokens)", r.stdout)
+        lines = [text for _, text in found]
+        assert sorted(rank for rank, _ in found) == ["0", "1"], found
         assert len(lines) == 2 and lines[0] == lines[1], lines  # both ranks, the same streams and token counts
     assert r.stdout.count("win rate at step 2: ") == 1
     summary = json.loads((out / "win_rate.json").read_text())
