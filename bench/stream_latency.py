@@ -318,7 +318,8 @@ def parse_args(argv=None):
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--video", default=None, help="stream this file instead of random frames")
     p.add_argument("--decode_compile", action="store_true", help="torch.compile the streaming mode's decode step")
-    p.add_argument("--preprocess_device", default=None, help="where frames are resized, e.g. cuda (default cpu)")
+    p.add_argument("--preprocess_device", default="auto",
+                   help="where frames are resized: auto (the model's GPU) | cpu | cuda (default auto)")
     p.add_argument("--attn", default=None, help="sdpa | flash_attention_2 | eager (default: flash-attn if installed)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default=None)

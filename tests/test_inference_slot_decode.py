@@ -158,6 +158,34 @@ def test_compiled_slot_step_decodes_as_the_eager_step(tiny_ckpt, tiny_processor,
     assert comp.cache.ids() == eager.cache.ids()
 
 
+def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, video):
+    """What the compiler sees of a step: one grouped-query SDPA per layer over the unrepeated slot K/V. Under
+    torch 2.11 a switch made inside the compiled function was not traced, and transformers' sdpa (K/V repeated
+    per query head) was compiled instead: 1.3 ms a step of copies on an H200 (BENCHMARKS.md)."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    engine, _ = _run(model, tiny_processor, video, "slots")
+    slots = engine.slots
+    graphs = []
+
+    def record(gm, example_inputs):  # a dynamo backend that keeps the traced graph and runs it as is
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    slots._step_fn = torch.compile(slots._step, backend=record, dynamic=False)
+    slots.load(engine.cache)
+    slots.first_slot.fill_(slots.base)
+    with torch.inference_mode():
+        slots._run_steps(1, record=False)
+    sdpa = [n for g in graphs for n in g.graph.nodes if "scaled_dot_product_attention" in str(n.target)]
+    layers = model.config.text_config.num_hidden_layers
+    kv_heads = model.config.text_config.num_key_value_heads
+    assert len(sdpa) == layers, [str(n.target) for n in sdpa]
+    assert all(n.kwargs.get("enable_gqa") for n in sdpa)
+    keys = [n.args[1].meta["example_value"] for n in sdpa]  # dynamo's fake value of each SDPA's key input
+    assert all(k.shape[1] == kv_heads for k in keys), "keys reach SDPA unrepeated"
+
+
 def test_decode_compile_needs_a_slot_decoder():
     from streaming_vlm.inference.config import StreamingConfig
 

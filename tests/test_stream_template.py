@@ -67,3 +67,10 @@ def test_frames_processed_on_a_named_device_match_the_default(tiny_processor):
     for bad in ("gpu0", *(() if torch.cuda.is_available() else ("cuda",))):
         with pytest.raises(UserError, match="preprocess_device"):
             StreamingConfig.from_any({"preprocess_device": bad})
+    from streaming_vlm.inference.engine import preprocess_device
+
+    auto = StreamingConfig.from_any({})
+    assert auto.preprocess_device == "auto"  # the model's GPU if it has one, else the CPU
+    assert preprocess_device(auto, torch.device("cpu")) is None
+    assert preprocess_device(auto, torch.device("cuda", 1)) == "cuda:1"
+    assert preprocess_device(StreamingConfig.from_any({"preprocess_device": None}), torch.device("cuda", 0)) is None

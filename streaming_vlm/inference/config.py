@@ -40,9 +40,9 @@ class StreamingConfig:
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
     device: str | None = None
-    # where the video processor resizes/normalises frames (None = on the CPU, as training's loader does); "cuda"
-    # moves 720p resizing (~40-80 ms per stream second on the H200 host) to the GPU; not yet measured there
-    preprocess_device: str | None = None
+    # where the video processor resizes/normalises frames: "auto" = the model's GPU if it runs on one, else the
+    # CPU; None = the CPU, as training's loader does; or a device such as cuda:0
+    preprocess_device: str | None = "auto"
     dtype: str | None = None
     seed: int | None = None
     start: float = 0.0  # stream from this video second
@@ -90,9 +90,9 @@ class StreamingConfig:
         need(not (self.decode_compile and self.decode_mode == "dynamic"),
              "decode_compile compiles the fixed-buffer step: use decode_mode auto, cuda_graph or slots")
         need(self.max_cache_tokens >= 1, "max_cache_tokens must be >= 1")
-        if self.preprocess_device is not None:
-            need(_device_ok(self.preprocess_device), f"preprocess_device must be an available torch device such as "
-                 f"cpu or cuda:0, got {self.preprocess_device!r}")
+        if self.preprocess_device not in (None, "auto"):
+            need(_device_ok(self.preprocess_device), f"preprocess_device must be auto or an available torch device "
+                 f"such as cpu or cuda:0, got {self.preprocess_device!r}")
         need(self.start >= 0, f"start must be >= 0, got {self.start}")
         need(self.end is None or self.end > self.start, f"end ({self.end}) must be after start ({self.start})")
         for name in ("min_pixels", "max_pixels", "total_pixels"):

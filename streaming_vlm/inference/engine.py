@@ -29,6 +29,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper
 
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
@@ -40,6 +41,18 @@ from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
+
+
+@contextmanager
+def prefill_attention(device: torch.device):
+    """SDPA's kernel choice for the engine's forwards. On CUDA: the memory-efficient kernel (math as fallback).
+    The default, cuDNN, builds a plan for every new key length, and the cache's length changes every second:
+    ~2 ms of host time per layer, prefill 75-90 ms a second for the 2B on an H200 vs 48 (BENCHMARKS.md)."""
+    if device.type != "cuda":
+        yield
+        return
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        yield
 
 
 # ---- configuration -> template, policy, budget ----------------------------------------------------------------
@@ -58,9 +71,18 @@ def vision_budget(config: StreamingConfig) -> VisionBudget:
     return VisionBudget(min_pixels=min(min_px, cap), max_pixels=cap, total_pixels=total, factor=base.factor)
 
 
-def build_template(processor, config: StreamingConfig) -> StreamTemplate:
+def build_template(processor, config: StreamingConfig, model_device: torch.device | None = None) -> StreamTemplate:
     return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config),
-                          device=config.preprocess_device)
+                          device=preprocess_device(config, model_device))
+
+
+def preprocess_device(config: StreamingConfig, model_device: torch.device | None) -> str | None:
+    """Where frames are resized: "auto" = the model's GPU when it runs on one (a CPU resize of 720p frames costs
+    30-50 ms a stream second on the H200's host, the GPU ~8: BENCHMARKS.md), else the CPU (None), as training's
+    loader does."""
+    if config.preprocess_device != "auto":
+        return config.preprocess_device
+    return str(model_device) if model_device is not None and model_device.type == "cuda" else None
 
 
 def build_policy(template: StreamTemplate, config: StreamingConfig) -> StreamingPolicy:
@@ -110,7 +132,7 @@ class StreamingEngine:
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
-        self.template = build_template(processor, self.config)
+        self.template = build_template(processor, self.config, self.device)
         self.tokenizer = self.template.tokenizer
         self.policy = build_policy(self.template, self.config)
         self.im_end_id = self.template.im_end_id
@@ -153,6 +175,9 @@ class StreamingEngine:
                 self.cache.add_segment(kind, ids[a:b], a, b)
         with self.timings.section("prefill"):
             self._forward(full)
+        slots = self._slot_decoder(self.config.max_new_tokens)
+        if slots is not None:
+            slots.prepare()  # capture (and compile) the decode step before the first second, not during it
 
     def step(self, second: Second, reply: str | None = None) -> dict:
         """Process one second: evict, feed its frames, generate its commentary.
@@ -300,10 +325,11 @@ class StreamingEngine:
         if pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
-        out = self.model(input_ids=input_ids[None].to(self.device),
-                         position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
-                         **kwargs)
+        with prefill_attention(self.device):
+            out = self.model(input_ids=input_ids[None].to(self.device),
+                             position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
+                             past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
+                             **kwargs)
         logits = out.logits[0]
         self._last_logits = logits[-1]
         return logits

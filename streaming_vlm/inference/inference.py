@@ -228,8 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode_compile", action="store_true",
                    help="torch.compile the decode step (cuda_graph/slots decoding; compiles once at start)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--preprocess_device", default=None,
-                   help="where frames are resized and normalised, e.g. cuda (default: the CPU, as in training)")
+    p.add_argument("--preprocess_device", default=d.preprocess_device,
+                   help="where frames are resized and normalised: auto (the model's GPU if it runs on one, else the "
+                        "CPU) | cpu | cuda:N (default auto)")
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--start", type=float, default=0.0, help="start at this video second")
