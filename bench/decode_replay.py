@@ -2,6 +2,8 @@
 
     python bench/decode_replay.py --size 2b                       # on a GPU (random-init real-size model)
     python bench/decode_replay.py --size tiny --device cpu         # checks the script (eager, no graph)
+    python bench/decode_replay.py --size 2b --compile --sdpa_backends default,efficient,cudnn,math
+                                    # + the compiled step, + each forward SDPA kernel, side by side in one run
 
 Streams `--warmup` seconds of random 720p frames (20 forced tokens per second, the stream_latency settings) so
 the cache is at its steady size, decodes `--seconds` more seconds and reports decode ms/token as the engine times
@@ -70,9 +72,13 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--compile", action="store_true",
                    help="then the same with the step compiled (decode_compile), side by side in the same run")
+    p.add_argument("--sdpa_backends", default="",
+                   help="then, for each of these sdpa_backend values (e.g. default,efficient,cudnn,math), 2 s of "
+                        "warm-up and --seconds measured: the forwards' SDPA kernel (vision, prefill)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    more = args.seconds * (2 if args.compile else 1) + 1
+    backends = [b for b in args.sdpa_backends.split(",") if b]
+    more = args.seconds * (2 + len(backends) if args.compile else 1 + len(backends)) + 2 * len(backends) + 1
     engine, source = warm_engine(args.size, device, args.warmup, more, args.height, args.width,
                                  decode_mode="auto" if device.type == "cuda" else "slots")
     rows = {"step as is": measure(engine, source, args.seconds, args.replays, device)}
@@ -83,11 +89,15 @@ def main(argv=None):
         engine.step(next(source))
         print(f"compile + capture + first second: {time.perf_counter() - t0:.1f} s", flush=True)
         rows["step compiled"] = measure(engine, source, args.seconds, args.replays, device)
+    for backend in backends:
+        engine.config.sdpa_backend = backend
+        measure(engine, source, 2, args.replays, device)  # warm-up: kernels/plans for the new choice
+        rows[f"sdpa {backend}"] = measure(engine, source, args.seconds, args.replays, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{args.size} on {name}, cache {engine.cache.num_tokens} tokens, slots "
           f"{engine.slots.capacity if engine.slots else 0}, {args.seconds} s each")
     stages = ("preprocess", "vision", "prefill", "decode", "eviction")
-    print("| decode step | ms/token (engine) | host ms per launch | GPU ms per step | "
+    print("| run | ms/token (engine) | host ms per launch | GPU ms per step | "
           + " | ".join(f"{k} ms/s" for k in stages) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(stages))
     for label, r in rows.items():

@@ -23,6 +23,8 @@ def test_card_values():
     for preset in (PRESET_2B_CUDA, PRESET_4B_CUDA, PRESET_2B_ROCM, PRESET_4B_ROCM):
         assert (preset["max_new_tokens"], preset["temperature"], preset["repetition_penalty"]) == (20, 0.9, 1.05)
         StreamingConfig.from_any(preset)  # every key is a real config key
+    assert PRESET_2B_CUDA["decode_compile"] and PRESET_4B_CUDA["decode_compile"]  # measured to pay on CUDA
+    assert not PRESET_2B_ROCM.get("decode_compile") and not PRESET_4B_ROCM.get("decode_compile")
 
 
 def test_get_cuda_config():

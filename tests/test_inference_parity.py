@@ -174,3 +174,28 @@ def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor
                           pixel_values_videos=pixels, video_grid_thw=grids).logits[0]
         assert (shifted[-len(enc):] - full[-len(enc):]).abs().max() < TOL  # RoPE is relative: a global shift is free
         assert (wrong[-len(enc):] - full[-len(enc):]).abs().max() > 100 * TOL  # a partial one is not
+
+
+def test_sdpa_backend_is_the_kernel_the_forwards_run(tiny_ckpt, tiny_processor, video):
+    """`sdpa_backend` picks SDPA's kernel for the engine's forwards (seen in the profiler's op names), and the
+    logits do not depend on it beyond kernel rounding."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from streaming_vlm.errors import UserError
+    from streaming_vlm.inference.config import StreamingConfig
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    second = _seconds(video, 1)[0]
+    ops, logits = {}, {}
+    for name in ("default", "math"):
+        engine = StreamingEngine(model, tiny_processor, {"sdpa_backend": name, "window_size": 4})
+        engine.start()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            engine.feed(engine.template.encode_second(second, start=engine.cache.next_position), USER, 0)
+        ops[name] = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
+        logits[name] = engine._last_logits
+    assert "aten::_scaled_dot_product_attention_math" in ops["math"], ops["math"]
+    assert "aten::_scaled_dot_product_attention_math" not in ops["default"], ops["default"]
+    torch.testing.assert_close(logits["math"], logits["default"], atol=TOL, rtol=0)
+    with pytest.raises(UserError, match="sdpa_backend"):
+        StreamingConfig.from_any({"sdpa_backend": "fastest"})

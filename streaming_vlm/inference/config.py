@@ -11,6 +11,7 @@ from streaming_vlm.errors import UserError
 
 POS_MODES = ("contiguous", "native")
 DECODE_MODES = ("auto", "cuda_graph", "slots", "dynamic")
+SDPA_BACKENDS = ("auto", "default", "efficient", "flash", "cudnn", "math")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class StreamingConfig:
     # how tokens are decoded (see graph_decode.py): "auto" = CUDA graph on CUDA with sdpa/eager, else dynamic;
     # "slots" = the graph's fixed buffers run eagerly (any device); "dynamic" = one eager forward on the cache
     decode_mode: str = "auto"
+    sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto | default (torch's) | efficient | flash | cudnn | math
     decode_compile: bool = False  # torch.compile the fixed-buffer decode step (slot modes; tens of s to compile)
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
@@ -87,6 +89,8 @@ class StreamingConfig:
         need(self.pos_mode in POS_MODES, f"pos_mode must be one of {', '.join(POS_MODES)}, got {self.pos_mode!r}")
         need(self.decode_mode in DECODE_MODES,
              f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
+        need(self.sdpa_backend in SDPA_BACKENDS,
+             f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
         need(not (self.decode_compile and self.decode_mode == "dynamic"),
              "decode_compile compiles the fixed-buffer step: use decode_mode auto, cuda_graph or slots")
         need(self.max_cache_tokens >= 1, "max_cache_tokens must be >= 1")

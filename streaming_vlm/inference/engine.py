@@ -43,15 +43,21 @@ from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
 
 
+SDPA_BACKENDS = {"efficient": [SDPBackend.EFFICIENT_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
+                 "cudnn": [SDPBackend.CUDNN_ATTENTION], "math": [SDPBackend.MATH]}
+
+
 @contextmanager
-def prefill_attention(device: torch.device):
-    """SDPA's kernel choice for the engine's forwards. On CUDA: the memory-efficient kernel (math as fallback).
-    The default, cuDNN, builds a plan for every new key length, and the cache's length changes every second:
-    ~2 ms of host time per layer, prefill 75-90 ms a second for the 2B on an H200 vs 48 (BENCHMARKS.md)."""
-    if device.type != "cuda":
+def sdpa_backend(name: str, device: torch.device):
+    """SDPA's kernel for the engine's forwards (vision, prefill, eager decode; the slot decode step is captured
+    once). "auto": on CUDA the memory-efficient kernel, math as fallback: the default choice there, cuDNN, builds
+    a plan for every new key length, which changes every second as the cache grows and shrinks (~2 ms of host
+    time a layer; 2B prefill 75-90 ms a second on an H200, 48 with this kernel: BENCHMARKS.md). "default":
+    torch's own choice. A kernel name: that kernel, math as fallback."""
+    if name == "default" or (name == "auto" and device.type != "cuda"):
         yield
         return
-    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+    with sdpa_kernel(SDPA_BACKENDS["efficient" if name == "auto" else name] + [SDPBackend.MATH]):
         yield
 
 
@@ -325,7 +331,7 @@ class StreamingEngine:
         if pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
-        with prefill_attention(self.device):
+        with sdpa_backend(self.config.sdpa_backend, self.device):
             out = self.model(input_ids=input_ids[None].to(self.device),
                              position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
                              past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
