@@ -158,6 +158,18 @@ def test_compiled_slot_step_decodes_as_the_eager_step(tiny_ckpt, tiny_processor,
     assert comp.cache.ids() == eager.cache.ids()
 
 
+def test_decoders_share_one_compiled_step(tiny_ckpt, tiny_processor, video):
+    """A new engine (chunked streams make one per chunk) reuses the compiled step: no new graph is traced."""
+    from torch._dynamo.utils import counters
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    first, _ = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    second, _ = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    assert second.slots is not first.slots and second.slots.compiled
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
 def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, video):
     """What the compiler sees of a step: one grouped-query SDPA per layer over the unrepeated slot K/V. Under
     torch 2.11 a switch made inside the compiled function was not traced, and transformers' sdpa (K/V repeated

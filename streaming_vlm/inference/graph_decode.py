@@ -33,9 +33,10 @@ decode latency across history, at the price of reading a few thousand masked key
 `enable_gqa`, so each K/V head is read once. transformers' sdpa path repeats K/V per query head first, which over
 14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
 
-`compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become ~500,
-but on an H200 the step only went from 5.28 to 4.97 ms of GPU time, a fused copy of the K/V buffers eating most of
-the gain (BENCHMARKS.md), so it is off by default.
+`compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become
+~430, and on an H200 the 2B step goes from 5.3 to 3.1 ms of GPU time (3.9 ms/token through the engine,
+BENCHMARKS.md). Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA
+presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ class SlotDecoder:
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         self.graph: torch.cuda.CUDAGraph | None = None
-        # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~500; compiled on the
-        # first step (fixed shapes: once per decoder), captured in the graph like the eager step
+        # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
+        # graph like the eager step. dynamo caches by code object, so a new decoder of the same shapes (a new
+        # engine per chunk) reuses the compiled step (tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
