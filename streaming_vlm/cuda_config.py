@@ -13,7 +13,8 @@
 | PRESET_4B_ROCM  | Qwen/Qwen3-VL-4B-Instruct   | sdpa               | 2   | 16 s   | 512         |
 
 Values not named on the card (window 16 s, text windows 512, 20 tokens/s, temperature 0.9, repetition penalty
-1.05) are the paper's defaults (REFERENCE §3); the CUDA presets also compile the decode step (`decode_compile`). Each preset is a plain dict of `StreamingConfig` keys.
+1.05) are the paper's defaults (REFERENCE §3); the CUDA presets also compile the decode step (`decode_compile`).
+Each preset is a plain dict of `StreamingConfig` keys.
 """
 
 from __future__ import annotations

@@ -43,8 +43,8 @@ from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
 
 
-SDPA_BACKENDS = {"efficient": [SDPBackend.EFFICIENT_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
-                 "cudnn": [SDPBackend.CUDNN_ATTENTION], "math": [SDPBackend.MATH]}
+SDPA_KERNELS = {"efficient": [SDPBackend.EFFICIENT_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
+                "cudnn": [SDPBackend.CUDNN_ATTENTION], "math": [SDPBackend.MATH]}
 
 
 @contextmanager
@@ -57,7 +57,7 @@ def sdpa_backend(name: str, device: torch.device):
     if name == "default" or (name == "auto" and device.type != "cuda"):
         yield
         return
-    with sdpa_kernel(SDPA_BACKENDS["efficient" if name == "auto" else name] + [SDPBackend.MATH]):
+    with sdpa_kernel(SDPA_KERNELS["efficient" if name == "auto" else name] + [SDPBackend.MATH]):
         yield
 
 
