@@ -214,6 +214,7 @@ def summarize(mode, size, rows, engine, wall, frames, oom, device) -> dict:
         x = np.array([r["t"] for r in rows[warm:]]) / 60
         slope = float(np.polyfit(x, np.array(mem[warm:]), 1)[0])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else max(mem or [float("nan")])
+    total = torch.cuda.get_device_properties(device).total_memory / 2**20 if device.type == "cuda" else float("nan")
     per_s = {k: 1000 * v / max(n, 1) for k, v in t.items()}
     return {
         "mode": mode, "size": size, "stream_s": float(rows[-1]["t"] - rows[0]["t"] + 1) if rows else 0.0,
@@ -225,10 +226,24 @@ def summarize(mode, size, rows, engine, wall, frames, oom, device) -> dict:
         "decode_ms_per_token_last_min": float(np.mean(last_min)),
         "split_ms_per_s": {k: per_s.get(k, 0.0) for k in ("vision", "prefill", "decode", "eviction", "preprocess")},
         "mem_start_mb": mem[0] if mem else float("nan"), "mem_end_mb": mem[-1] if mem else float("nan"),
-        "mem_peak_mb": peak, "mem_slope_mb_per_min": slope,
+        "mem_peak_mb": peak, "mem_slope_mb_per_min": slope, "device_mem_mb": total,
+        **runs_out([r["t"] for r in rows], mem, total),
         "cache_tokens_end": rows[-1]["cache"] if rows else 0, "position_end": rows[-1]["position"] if rows else 0,
         "series": {"t": [r["t"] for r in rows], "mem": mem, "decode_ms": decode_ms},
     }
+
+
+def runs_out(t: list[float], mem: list[float], total_mb: float) -> dict:
+    """Memory growth over the second half of a run (MB per stream minute) and the stream minute at which, growing
+    so, allocations would reach the device's memory: a projection for runs stopped before they run out."""
+    n = len(t)
+    if n < 10:
+        return {"growth_mb_per_min": float("nan"), "runs_out_min": float("nan")}
+    x, y = np.array(t[n // 2:]) / 60, np.array(mem[n // 2:])
+    growth = float(np.polyfit(x, y, 1)[0])
+    end = float(x[-1])
+    out = end + float(total_mb - y[-1]) / growth if growth > 1.0 and math.isfinite(total_mb) else float("nan")
+    return {"growth_mb_per_min": growth, "runs_out_min": out}
 
 
 # ---- reporting ---------------------------------------------------------------------------------------------
@@ -290,6 +305,13 @@ def record(path: Path, results: list[dict], args, device: torch.device, png: Pat
             f"{args.text_sliding_window}, {args.tokens} tokens/s forced, frames {args.height}×{args.width}"
             f"{' (' + args.video + ')' if args.video else ' random'}.  ",
             f"Plot: `{png}`\n", table(results), ""]
+    for r in results:
+        # the full cache is the one that grows without bound; a bounded mode's growth in a short run is warm-up
+        if r["mode"] == "full" and not r["oom"] and math.isfinite(r.get("runs_out_min", float("nan"))):
+            text.append(f"{r['size']} {r['mode']}: memory grows {r['growth_mb_per_min']:.0f} MB per stream minute "
+                        f"(second half of its run); at that rate it fills the device's "
+                        f"{r['device_mem_mb'] / 1024:.0f} GiB at about {r['runs_out_min']:.0f} min of stream "
+                        f"(projected, not run).\n")
     for c in checks:
         text.append(f"Graph check ({c['size']}, greedy, {c['seconds']} s): CUDA graph used {c['graph_used']}, max "
                     f"|Δlogit| over the first second's tokens {c['max_logit_diff_first_second']:.3g} (logits up to "
