@@ -31,6 +31,7 @@ done in fp32; evicting in batches of k seconds would cut the count k-fold if tha
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -104,7 +105,7 @@ class StreamingCache(DynamicCache):
         seg.pos_end += len(ids)
 
     def ids(self) -> list[int]:
-        return [i for s in self.segments for i in s.ids]
+        return list(itertools.chain.from_iterable(s.ids for s in self.segments))
 
     def seconds(self) -> list[int]:
         """Stream seconds that still have their vision in the cache, oldest first."""
@@ -128,8 +129,7 @@ class StreamingCache(DynamicCache):
         removed before them, and their keys are re-rotated in one call.
         """
         new_segments: list[Segment] = []
-        keep_index: list[int] = []
-        shifts: list[int] = []
+        kept: list[tuple[int, int, int]] = []  # surviving token ranges: (physical start, end, position shift)
         removed_span = 0
         offset = 0
         for idx, seg in enumerate(self.segments):
@@ -149,16 +149,15 @@ class StreamingCache(DynamicCache):
                     start, end = seg.pos_start + a, seg.pos_start + b
                 new_segments.append(Segment(keep.kind, seg.ids[a:b], start - shift, end - shift, seg.second,
                                             seg.has_vision))
-                keep_index.extend(range(offset + a, offset + b))
-                shifts.extend([shift] * (b - a))
+                kept.append((offset + a, offset + b, shift))
                 cursor = b
             removed_span += self._span(seg, cursor, len(seg))
             offset += len(seg)
 
-        removed = offset - len(keep_index)
+        removed = offset - sum(b - a for a, b, _ in kept)
         self.segments = new_segments
         if removed:
-            self._gather_and_rotate(keep_index, shifts)
+            self._gather_and_rotate(kept)
             self.tokens_evicted += removed
         return removed
 
@@ -169,24 +168,27 @@ class StreamingCache(DynamicCache):
             return 0
         return seg.span if seg.has_vision else b - a
 
-    def _gather_and_rotate(self, keep_index: list[int], shifts: list[int]) -> None:
-        # Runs of surviving tokens that moved by the same amount: one rotation each. Usually one or two runs
-        # (after the dropped second; after a trimmed middle of the previous text).
+    def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
+        # Runs of surviving tokens (in their new order) that moved by the same amount: one rotation each. Usually
+        # one or two runs (after the dropped second; after a trimmed middle of the previous text).
         runs: list[tuple[int, int, int]] = []
-        for i, s in enumerate(shifts):
-            if not s:
-                continue
-            if runs and runs[-1][1] == i and runs[-1][2] == s:
-                runs[-1] = (runs[-1][0], i + 1, s)
-            else:
-                runs.append((i, i + 1, s))
+        new = 0
+        for a, b, s in kept:
+            if s:
+                if runs and runs[-1][1] == new and runs[-1][2] == s:
+                    runs[-1] = (runs[-1][0], new + b - a, s)
+                else:
+                    runs.append((new, new + b - a, s))
+            new += b - a
+        keep_index = (torch.cat([torch.arange(a, b) for a, b, _ in kept]) if kept
+                      else torch.zeros(0, dtype=torch.long))
         index, device, rotations = None, None, []
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
             if device != layer.keys.device:  # once per eviction, not per layer: each is a host->device copy
                 device = layer.keys.device
-                index = torch.tensor(keep_index, dtype=torch.long, device=device)
+                index = keep_index.to(device)
                 rotations = [(a, b, *rotation(-s, self.inv_freq, device)) for a, b, s in runs]
             keys = layer.keys.index_select(-2, index)
             values = layer.values.index_select(-2, index)

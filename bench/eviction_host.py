@@ -1,0 +1,86 @@
+"""Host-side cost of the cache's per-second bookkeeping at the 2B's steady cache size, without the model.
+
+    python bench/eviction_host.py [--seconds 80] [--record BENCHMARKS.md]
+
+A `StreamingCache` with one tiny layer (so the tensor work is negligible) is streamed the way the 2B stream runs:
+a 40-token sink, then per second a 750-token vision turn (spanning 40 positions) and a 23-token reply, under the
+default policy (16-s vision window, 512 + 512 text). Per second it times, on the host: the policy's plan, the
+cache's `apply` (segment bookkeeping, the keep index, the runs to re-rotate), and the `context` ids the decoder
+marks as seen (`cache.ids()` as a tensor). These run before the GPU gets the second's first kernel, so on a GPU
+they add straight to the per-second latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streaming_vlm.inference.cache import REPLY, SINK, USER, StreamingCache  # noqa: E402
+from streaming_vlm.inference.eviction import StreamingPolicy  # noqa: E402
+
+
+def run(seconds: int) -> dict:
+    inv_freq = 1.0 / (5_000_000 ** (torch.arange(0, 4, 2).float() / 4))
+    cache = StreamingCache(inv_freq)
+    policy = StreamingPolicy(window_size=16, text_sink=512, text_sliding_window=512, max_cache_tokens=65536,
+                             fold_strip=((198,), (151645,), ()))
+
+    def add(kind, n, second=None, vision=False, span=None):
+        pos = cache.next_position
+        cache.add_segment(kind, list(range(1000, 1000 + n)), pos, pos + (span or n), second, vision)
+        k = torch.zeros(1, 1, n, 4)
+        cache.update(k, k, 0)
+
+    add(SINK, 40)
+    plan_ms, apply_ms, ids_ms = [], [], []
+    for s in range(seconds):
+        t0 = time.perf_counter()
+        plan = policy.plan(cache, 800, True)
+        t1 = time.perf_counter()
+        cache.apply(plan)
+        t2 = time.perf_counter()
+        add(USER, 750, s, True, span=40)
+        add(REPLY, 23, s)
+        t3 = time.perf_counter()
+        torch.tensor(cache.ids(), dtype=torch.long)
+        t4 = time.perf_counter()
+        plan_ms.append(1000 * (t1 - t0))
+        apply_ms.append(1000 * (t2 - t1))
+        ids_ms.append(1000 * (t4 - t3))
+    steady = slice(seconds // 2, None)  # after the window and the text blocks have filled
+    return {"tokens": cache.num_tokens, "plan": float(np.median(plan_ms[steady])),
+            "apply": float(np.median(apply_ms[steady])), "ids": float(np.median(ids_ms[steady]))}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=int, default=80)
+    p.add_argument("--label", default="this commit")
+    p.add_argument("--record", default=None, help="append the table to this markdown file")
+    args = p.parse_args(argv)
+    r = run(args.seconds)
+    head = "| code | cache tokens | plan ms | apply ms | context ids ms | total ms per second |"
+    row = (f"| {args.label} | {r['tokens']} | {r['plan']:.2f} | {r['apply']:.2f} | {r['ids']:.2f} | "
+           f"{r['plan'] + r['apply'] + r['ids']:.2f} |")
+    print(head + "\n|---|---:|---:|---:|---:|---:|\n" + row)
+    if args.record:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        cpu = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+        with open(args.record, "a", encoding="utf-8") as fh:
+            fh.write(f"\n## eviction_host — {cpu} — {stamp}\n\n`python bench/eviction_host.py "
+                     f"{' '.join(sys.argv[1:])}` (medians over the second half)\n\n{head}\n"
+                     f"|---|---:|---:|---:|---:|---:|\n{row}\n")
+
+
+if __name__ == "__main__":
+    main()
