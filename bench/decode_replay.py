@@ -78,7 +78,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = torch.device(args.device)
     backends = [b for b in args.sdpa_backends.split(",") if b]
-    more = args.seconds * (2 + len(backends) if args.compile else 1 + len(backends)) + 2 * len(backends) + 1
+    more = args.seconds * (1 + args.compile + len(backends)) + 2 * len(backends) + 1  # + compile's first second
     engine, source = warm_engine(args.size, device, args.warmup, more, args.height, args.width,
                                  decode_mode="auto" if device.type == "cuda" else "slots")
     rows = {"step as is": measure(engine, source, args.seconds, args.replays, device)}

@@ -173,8 +173,10 @@ def _run_one(job: dict) -> dict:
 
     model = load_model(job["model"], dtype="float32", device=job["device"])
     processor = load_processor(job["model"])
+    # frames resized on the CPU, as the training loader resized them and as RESULTS.md was made (inference's
+    # default, preprocess_device auto, resizes on the GPU when there is one)
     cfg = dict(job["overrides"], temperature=job["temperature"], repetition_penalty=1.05, max_new_tokens=20,
-               progress=False, seed=job["seed"], **VISION)
+               progress=False, seed=job["seed"], preprocess_device="cpu", **VISION)
     t0 = time.time()
     if job["mode"] == "infinite":
         segs = run_stream(model, processor, job["video"], cfg)
