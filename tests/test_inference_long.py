@@ -42,12 +42,13 @@ def test_long_stream_memory_is_flat(tiny_ckpt, tiny_processor, tmp_path):
     engine.start(previous_text="Welcome to the match. " * 20)
     bound = engine.budget["bound"]
     warmup = max(120, seconds // 10)
-    samples = []  # (second, cache tokens, next position, physical tokens, rss MB)
+    samples = []  # (second, cache tokens, next position, physical + unwritten tokens, rss MB)
     for i, second in enumerate(VideoFrameSource(video, fps=1)):
         engine.step(second)
         if i >= warmup and i % 30 == 0:
             layer = engine.cache.layers[0]
-            samples.append((i, engine.cache.num_tokens, engine.cache.next_position, layer.keys.shape[-2], _rss_mb()))
+            samples.append((i, engine.cache.num_tokens, engine.cache.next_position,
+                            layer.keys.shape[-2] + len(engine.cache.unwritten), _rss_mb()))
     engine.cache.check()
     assert i == seconds - 1
     tokens = [s[1] for s in samples]

@@ -199,3 +199,52 @@ def test_sdpa_backend_is_the_kernel_the_forwards_run(tiny_ckpt, tiny_processor, 
     torch.testing.assert_close(logits["math"], logits["default"], atol=TOL, rtol=0)
     with pytest.raises(UserError, match="sdpa_backend"):
         StreamingConfig.from_any({"sdpa_backend": "fastest"})
+
+
+@pytest.mark.parametrize("window", [2, 1])
+def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, video, window):
+    """A generated reply's tail (its last token at max_new_tokens, <|im_end|>, "\\n") gets no forward of its own:
+    it is written in front of the next piece. The next second's logits still equal a from-scratch forward over the
+    retained tokens, including when eviction folds that reply at once (window 1: its closing tokens are dropped
+    before they were ever written)."""
+    model = _one_layer_model(seed=1)
+    cfg = {"window_size": window, "text_sink": 6, "text_sliding_window": 30, "temperature": 0,
+           "max_new_tokens": 5, "min_new_tokens": 5, "decode_mode": "dynamic"}
+    engine = StreamingEngine(model, tiny_processor, cfg)
+    engine.start(previous_text="Earlier: a quiet first half.")
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    seconds = _seconds(video, 6, with_text=False)
+    encodings = {}
+    for i, s in enumerate(seconds[:-1]):
+        out = engine.step(s)
+        encodings[i] = engine.template.encode_second(s, start=0)
+        assert out["tokens"] == 5 + 2
+    hook.remove()
+    assert len(calls) == 5 * (1 + 4), "one prefill + max_new - 1 decode forwards a second"
+    cache = engine.cache
+    assert len(cache.unwritten) == 3 and cache.get_seq_length() == cache.num_tokens - 3
+    cache.check()
+
+    last = len(seconds) - 1
+    engine.evict()
+    cache.check()
+    assert len(cache.unwritten) == (1 if window == 1 else 3)  # folded at once: only the word survives
+    assert cache.tokens_evicted > 0
+    retained = cache.seconds()
+    enc = engine.template.encode_second(seconds[-1], start=cache.next_position)
+    encodings[last] = enc
+    ref_ids = cache.ids() + enc.input_ids.tolist()
+    ref_pos = torch.cat([_reference_positions(cache, encodings), enc.position_ids], dim=1)
+    streamed = engine.feed(enc, USER, last, all_logits=True)
+    assert cache.unwritten == [] and cache.get_seq_length() == cache.num_tokens == len(ref_ids)
+    cache.check()
+
+    pixels = torch.cat([encodings[s].pixel_values_videos for s in retained + [last]])
+    grids = torch.cat([encodings[s].video_grid_thw for s in retained + [last]])
+    with torch.no_grad():
+        full = model(input_ids=torch.tensor([ref_ids]), position_ids=ref_pos[:, None, :],
+                     pixel_values_videos=pixels, video_grid_thw=grids).logits[0]
+    assert streamed.shape[0] == len(enc)
+    diff = (streamed - full[-len(enc):]).abs().max().item()
+    assert diff < TOL, f"unwritten tail (window {window}): max |Δlogit| = {diff:.2e}"

@@ -203,3 +203,20 @@ def test_decode_compile_needs_a_slot_decoder():
 
     with pytest.raises(UserError, match="decode_compile"):
         StreamingConfig.from_any({"decode_compile": True, "decode_mode": "dynamic"})
+
+
+def test_slot_decoder_feeds_all_but_the_reply_tail(tiny_ckpt, tiny_processor, video):
+    """max_new_tokens reached: max_new - 1 decode steps a reply; the last token and the closing ones are left to
+    the next second's prefill (the cache's unwritten tail)."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "temperature": 0, "max_new_tokens": 6,
+                                                     "min_new_tokens": 6, "decode_mode": "slots"})
+    engine.start()
+    steps = []
+    step = engine.slots._call_step
+    engine.slots._call_step = lambda: (steps.append(1), step())
+    outs = [engine.step(s) for s in VideoReader(video, fps=2.0).seconds(0, 3)]
+    assert [o["tokens"] for o in outs] == [6 + 2] * 3
+    assert len(steps) == 3 * 5
+    assert len(engine.cache.unwritten) == 3
+    engine.cache.check()

@@ -23,6 +23,11 @@ every surviving token down by the position span removed before it, re-rotating i
 
 What to drop is not decided here: see `eviction.py`.
 
+**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
+the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
+their K/V are written by the next forward, in front of the next piece (`take_unwritten`). The layers then hold the
+first `num_tokens - len(unwritten)` tokens; `apply` keeps or drops unwritten tokens like any other.
+
 Precision: each rotation rounds the keys once in the cache dtype. A token is rotated about once per second while it
 is in the vision window and while it sits in the tail of the previous-text block (when the middle is trimmed), so
 in bf16 its key carries the rounding of tens to a few hundred rotations (relative error ~√n·2⁻⁹). Rotations are
@@ -77,6 +82,7 @@ class StreamingCache(DynamicCache):
         self.inv_freq = inv_freq.detach().float().cpu()
         self.pos_mode = pos_mode
         self.segments: list[Segment] = []
+        self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
         self.rotations = 0  # how many times cached keys were re-rotated (once per eviction that moved tokens)
 
@@ -97,12 +103,30 @@ class StreamingCache(DynamicCache):
         self.segments.append(seg)
         return seg
 
-    def extend_last(self, ids) -> None:
-        """Append text tokens to the newest segment (decoding), one position each."""
+    def extend_last(self, ids, written: bool = True) -> None:
+        """Append text tokens to the newest segment (decoding), one position each. `written=False`: their K/V
+        are left to the next forward (see "Unwritten tail")."""
         ids = [int(i) for i in ids]
+        if written and ids and self.unwritten:
+            raise ValueError("tokens written after unwritten ones: take_unwritten() first")
         seg = self.segments[-1]
         seg.ids.extend(ids)
         seg.pos_end += len(ids)
+        if not written:
+            self.unwritten.extend(ids)
+
+    def take_unwritten(self) -> tuple[list[int], list[int]]:
+        """The unwritten tail the next forward must write first: (ids, positions), cleared here. Call before
+        adding the next segment."""
+        ids, self.unwritten = self.unwritten, []
+        positions: list[int] = []
+        for seg in reversed(self.segments):  # text segments: one position per token
+            if len(positions) >= len(ids):
+                break
+            if seg.has_vision:
+                raise AssertionError("an unwritten token inside a vision segment")
+            positions[:0] = range(seg.pos_start, seg.pos_end)[-(len(ids) - len(positions)):]
+        return ids, positions
 
     def ids(self) -> list[int]:
         return list(itertools.chain.from_iterable(s.ids for s in self.segments))
@@ -114,8 +138,11 @@ class StreamingCache(DynamicCache):
     def check(self) -> None:
         """The segment list describes exactly the tokens the layers hold."""
         physical = self.get_seq_length()
-        if physical != self.num_tokens:
-            raise AssertionError(f"cache holds {physical} tokens, segments describe {self.num_tokens}")
+        if physical + len(self.unwritten) != self.num_tokens:
+            raise AssertionError(f"cache holds {physical} tokens + {len(self.unwritten)} unwritten, segments "
+                                 f"describe {self.num_tokens}")
+        if self.unwritten and self.ids()[-len(self.unwritten):] != self.unwritten:
+            raise AssertionError("the unwritten tokens are not the sequence's last")
         for a, b in zip(self.segments, self.segments[1:]):
             if self.pos_mode == "contiguous" and a.pos_end != b.pos_start:
                 raise AssertionError(f"positions not contiguous between {a.kind} and {b.kind}")
@@ -156,9 +183,18 @@ class StreamingCache(DynamicCache):
 
         removed = offset - sum(b - a for a, b, _ in kept)
         self.segments = new_segments
-        if removed:
-            self._gather_and_rotate(kept)
-            self.tokens_evicted += removed
+        physical = offset - len(self.unwritten)  # tokens from here on are the unwritten tail
+        written, unwritten = [], []
+        for a, b, s in kept:
+            if a < physical:
+                written.append((a, min(b, physical), s))
+            if b > physical:
+                unwritten += self.unwritten[max(a, physical) - physical:b - physical]
+        removed_written = physical - sum(b - a for a, b, _ in written)
+        self.unwritten = unwritten
+        if removed_written:  # (no written token dropped: none moved either, the unwritten tail is last)
+            self._gather_and_rotate(written)
+        self.tokens_evicted += removed
         return removed
 
     @staticmethod
@@ -202,6 +238,7 @@ class StreamingCache(DynamicCache):
         kinds: dict[str, int] = {}
         for s in self.segments:
             kinds[s.kind] = kinds.get(s.kind, 0) + len(s)
-        return {"tokens": self.num_tokens, "next_position": self.next_position, "by_kind": kinds,
+        return {"tokens": self.num_tokens, "unwritten": len(self.unwritten), "next_position": self.next_position,
+                "by_kind": kinds,
                 "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
                 "rotations": self.rotations}

@@ -238,20 +238,24 @@ class StreamingEngine:
             return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
 
     def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False) -> torch.Tensor:
-        """Append an encoded piece (positions must start at the cache's next position); returns its logits."""
+        """Append an encoded piece (positions must start at the cache's next position); returns its logits. The
+        forward writes the cache's unwritten tail (the last reply's closing tokens) first, in the same pass."""
         start = int(enc.position_ids.min())
         if start != self.cache.next_position:
             raise ValueError(f"piece encoded at position {start}, cache continues at {self.cache.next_position}")
+        tail = self.cache.take_unwritten()
         self.cache.add_segment(kind, enc.input_ids.tolist(), start, enc.next_position, second,
                                has_vision=enc.pixel_values_videos is not None)
         with self._timed_forward("prefill"):
-            return self._forward(enc, all_logits)
+            return self._forward(enc, all_logits, tail)
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None) -> list[int]:
         """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
 
         Tokens are decoded and sampled on the slot buffers (graph_decode.py) when the decode mode allows, else one
-        eager forward each on the cache (where the last sampled token is fed together with the closing tokens)."""
+        eager forward each on the cache. Neither feeds the reply's tail (the last sampled token when `max_new` is
+        reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next forward as the
+        cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
@@ -261,30 +265,29 @@ class StreamingEngine:
             context = torch.tensor(self.cache.ids(), dtype=torch.long, device=self.device)
             if slots is not None:
                 slots.load(self.cache, context)
-                generated = slots.generate(self._last_logits, pos, max_new, min_new, closing)
+                generated, fed = slots.generate(self._last_logits, pos, max_new, min_new)
                 slots.store(self.cache)
-                self.cache.extend_last(generated + closing)
+                self.cache.extend_last((generated + closing)[:fed])
             else:
-                generated = self._generate_on_cache(context, max_new, min_new, closing)
+                generated, fed = self._generate_on_cache(context, max_new, min_new)
+            self.cache.extend_last((generated + closing)[fed:], written=False)
         self.tokens_generated += len(generated)
         return generated + closing
 
-    def _generate_on_cache(self, context: torch.Tensor, max_new: int, min_new: int, closing: list[int]) -> list[int]:
+    def _generate_on_cache(self, context: torch.Tensor, max_new: int, min_new: int) -> tuple[list[int], int]:
+        """Sample up to `max_new` tokens, feeding each but the last; returns (tokens before <|im_end|>, how many
+        of them were fed)."""
         logits = self._last_logits
         generated: list[int] = []
-        pending: list[int] = []
         for step in range(max_new):
             token = self._sample(logits, context, len(generated), min_new)
             if token == self.im_end_id:
-                break
+                return generated, len(generated)
             generated.append(token)
             context = torch.cat([context, context.new_tensor([token])])
-            if step == max_new - 1:
-                pending = [token]  # fed together with the closing tokens below
-            else:
+            if step < max_new - 1:
                 logits = self._feed_text([token])
-        self._feed_text(pending + closing)
-        return generated
+        return generated, max(0, len(generated) - 1)
 
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
         """The fixed-buffer decoder for this reply, or None for the dynamic path (see StreamingConfig.decode_mode)."""
@@ -316,14 +319,22 @@ class StreamingEngine:
 
     # ---- model calls ------------------------------------------------------------------------------------------
     def _feed_text(self, ids: list[int]) -> torch.Tensor:
+        tail, tail_positions = self.cache.take_unwritten()
         pos = self.cache.next_position
         self.cache.extend_last(ids)
-        positions = torch.arange(pos, pos + len(ids)).expand(3, -1)
-        self._run(torch.tensor(ids), positions, None, None, all_logits=False)
+        positions = torch.tensor(tail_positions + list(range(pos, pos + len(ids)))).expand(3, -1)
+        self._run(torch.tensor(tail + ids), positions, None, None, all_logits=False)
         return self._last_logits
 
-    def _forward(self, enc: Encoded, all_logits: bool = False) -> torch.Tensor:
-        return self._run(enc.input_ids, enc.position_ids, enc.pixel_values_videos, enc.video_grid_thw, all_logits)
+    def _forward(self, enc: Encoded, all_logits: bool = False,
+                 tail: tuple[list[int], list[int]] = ([], [])) -> torch.Tensor:
+        """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
+        ids, positions = enc.input_ids, enc.position_ids
+        if tail[0]:
+            ids = torch.cat([torch.tensor(tail[0], dtype=ids.dtype), ids])
+            positions = torch.cat([torch.tensor(tail[1], dtype=positions.dtype).expand(3, -1), positions], dim=1)
+        logits = self._run(ids, positions, enc.pixel_values_videos, enc.video_grid_thw, all_logits)
+        return logits[len(tail[0]):] if all_logits else logits
 
     @torch.inference_mode()
     def _run(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool) -> torch.Tensor:

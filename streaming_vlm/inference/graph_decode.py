@@ -13,7 +13,8 @@ a copy:
                            that slot in the additive mask and computes the next logits at position p+i (t/h/w
                            alike). Steps are replayed in chunks with no host round trip; the host reads the chunk's
                            tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
-                           slots again, then the closing tokens are fed as forced steps.
+                           slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
+                           tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
     store(cache)           the decoded tokens' K/V (slots [N, filled)) appended to the cache's layers
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
@@ -266,11 +267,12 @@ class SlotDecoder:
         self.base = self.filled = n
 
     @torch.inference_mode()
-    def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int,
-                 closing: list[int]) -> list[int]:
-        """Decode up to `max_new` tokens after `logits` (the last fed token's), the first at `position`; then feed
-        `closing` (<|im_end|> first). Returns the tokens before <|im_end|>. Call `load` first."""
-        if max_new + len(closing) > self.max_steps or self.base + max_new + len(closing) > self.capacity:
+    def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int) -> tuple[list[int], int]:
+        """Decode up to `max_new` tokens after `logits` (the last fed token's), the first at `position`. Each
+        token is fed at its slot except the last one at `max_new`, which is only sampled: nothing needs its
+        logits (the engine leaves it, and the closing tokens, to its next forward). Returns (the tokens before
+        <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first."""
+        if max_new > self.max_steps or self.base + max_new > self.capacity:
             raise ValueError("reply longer than the slot decoder was sized for")
         self.scores.copy_(logits.float())
         self.step_index.zero_()
@@ -283,8 +285,9 @@ class SlotDecoder:
         generated: list[int] = []
         done, stopped = 0, False
         traced = len(self.trace) if self.trace is not None else 0
-        while done < max_new and not stopped:
-            n = min(max_new - done, max(self.chunk, min_new - done))  # no stop can come before min_new
+        fed_steps = max(0, max_new - 1)
+        while done < fed_steps and not stopped:
+            n = min(fed_steps - done, max(self.chunk, min_new - done))  # no stop can come before min_new
             self._run_steps(n)
             for token in self.tokens[done:done + n].tolist():  # the one host sync of the chunk
                 done += 1
@@ -298,13 +301,14 @@ class SlotDecoder:
         if stopped:
             self.mask[..., self.base + fed:] = self.neg  # undo the steps replayed past the stop
             self.step_index.fill_(fed)
-        for token in closing[1:] if stopped else closing:
-            self.force.fill_(int(token))
-            self._run_steps(1, record=False)
-            fed += 1
-        self.force.fill_(-1)
+        elif max_new > 0:  # the last token: sampled as the step would, not fed
+            if self.trace is not None:
+                self.trace.append(self.scores.clone())
+            token = int(self._sample())
+            if token != self.im_end_id:
+                generated.append(token)
         self.filled = self.base + fed
-        return generated
+        return generated, fed
 
     @torch.inference_mode()
     def step(self, token: int, position: int) -> torch.Tensor:
