@@ -43,6 +43,8 @@ def test_segments_describe_the_layers():
     cache.check()
     assert cache.num_tokens == 38 and cache.next_position == 4 + 6 + 5 + 5 + 5 + 3
     assert cache.seconds() == [0, 1]
+    ids = cache.ids_tensor()
+    assert ids.dtype == torch.long and ids.tolist() == cache.ids() and len(set(cache.ids())) > 1
 
 
 @pytest.mark.parametrize("pos_mode", ["contiguous", "native"])

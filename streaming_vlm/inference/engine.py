@@ -262,7 +262,7 @@ class StreamingEngine:
         closing = [self.im_end_id] + list(self.template.turn_end_ids)
         slots = self._slot_decoder(max_new)
         with self.timings.section("decode"):
-            context = torch.tensor(self.cache.ids(), dtype=torch.long, device=self.device)
+            context = self.cache.ids_tensor().to(self.device)
             if slots is not None:
                 slots.load(self.cache, context)
                 generated, fed = slots.generate(self._last_logits, pos, max_new, min_new)
