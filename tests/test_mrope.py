@@ -7,7 +7,8 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from streaming_vlm.data.stream_template import Second, StreamTemplate, VisionBudget
-from streaming_vlm.model.mrope import mrope_positions, position_span, rotate_keys
+from streaming_vlm.model.mrope import (apply_rotation, mrope_positions, position_span, rotate_keys, rotation,
+                                       rotation_table)
 
 
 def _window(processor, start_time=300.0, n=3):
@@ -66,3 +67,17 @@ def test_rotate_keys_equals_rotating_at_shifted_positions(tiny_ckpt, tiny_proces
     cos, sin = rotary(k, pos)
     _, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
     assert not torch.allclose(rotate_keys(k_rot, 5, rotary.inv_freq), k_bad, atol=1e-3)
+
+
+def test_rotation_table_is_one_rotation_per_token():
+    """The per-token table the cache rotates with gives each token exactly its own shift's rotation, bit for bit,
+    and shift 0 leaves a key unchanged."""
+    inv_freq = 1.0 / (5_000_000 ** (torch.arange(0, 16, 2).float() / 16))
+    deltas = torch.tensor([0, -7, -7, 0, -40, 3])
+    cos, sin = rotation_table(deltas, inv_freq, "cpu")
+    keys = torch.randn(1, 2, len(deltas), 16).bfloat16()
+    together = apply_rotation(keys, cos, sin)
+    for i, d in enumerate(deltas.tolist()):
+        alone = apply_rotation(keys[..., i:i + 1, :], *rotation(d, inv_freq, "cpu"))
+        assert torch.equal(together[..., i:i + 1, :], alone)
+    assert torch.equal(together[..., 0, :], keys[..., 0, :]) and not torch.equal(together[..., 1, :], keys[..., 1, :])

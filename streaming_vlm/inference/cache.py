@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from streaming_vlm.model.mrope import apply_rotation, rotation
+from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
 SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
     "sink", "previous", "query", "user", "reply", "question", "answer")
@@ -212,8 +212,10 @@ class StreamingCache(DynamicCache):
         return seg.span if seg.has_vision else b - a
 
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
-        # Runs of surviving tokens (in their new order) that moved by the same amount: one rotation each. Usually
-        # one or two runs (after the dropped second; after a trimmed middle of the previous text).
+        # Runs of surviving tokens (in their new order) that moved by the same amount. Usually one or two (after
+        # the dropped second; after a trimmed middle of the previous text). They are rotated in one pass a layer,
+        # from the first moved token on, with a per-token (cos, sin) table built once per eviction: a fixed
+        # handful of kernels a layer however many runs there are.
         runs: list[tuple[int, int, int]] = []
         new = 0
         for a, b, s in kept:
@@ -225,18 +227,22 @@ class StreamingCache(DynamicCache):
             new += b - a
         keep_index = (torch.cat([torch.arange(a, b) for a, b, _ in kept]) if kept
                       else torch.zeros(0, dtype=torch.long))
-        index, device, rotations = None, None, []
+        first = runs[0][0] if runs else new
+        shifts = torch.zeros(new - first, dtype=torch.long)  # tokens between runs (if any) keep shift 0
+        for a, b, s in runs:
+            shifts[a - first:b - first] = -s
+        index, device, cos, sin = None, None, None, None
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
             if device != layer.keys.device:  # once per eviction, not per layer: each is a host->device copy
                 device = layer.keys.device
                 index = keep_index.to(device)
-                rotations = [(a, b, *rotation(-s, self.inv_freq, device)) for a, b, s in runs]
+                cos, sin = rotation_table(shifts, self.inv_freq, device)
             keys = layer.keys.index_select(-2, index)
             values = layer.values.index_select(-2, index)
-            for a, b, cos, sin in rotations:
-                keys[..., a:b, :] = apply_rotation(keys[..., a:b, :], cos, sin)
+            if runs:
+                keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
             layer.keys, layer.values = keys, values
         self.rotations += len(runs)
 

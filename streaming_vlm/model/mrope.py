@@ -80,6 +80,14 @@ def rotation(delta: int, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, 
     return emb.cos(), emb.sin()
 
 
+def rotation_table(deltas: torch.Tensor, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rotation` for one shift per token: (cos, sin) of shape (len(deltas), head_dim), float32 on `device`. A
+    zero shift is cos 1, sin 0: those tokens come out of `apply_rotation` unchanged, bit for bit."""
+    angle = deltas.to(device=device, dtype=torch.float32)[:, None] * inv_freq.to(device=device, dtype=torch.float32)
+    emb = torch.cat([angle, angle], dim=-1)
+    return emb.cos(), emb.sin()
+
+
 def apply_rotation(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     k = keys.float()
     half = k.shape[-1] // 2
