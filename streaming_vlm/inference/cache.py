@@ -18,8 +18,8 @@ position: one's `pos_end` is the next one's `pos_start`.
 Changing the cache is one operation, `apply(plan)`: for each segment, which sub-ranges of its tokens survive and
 what kind it becomes. The cache drops the other tokens from every layer and, in `contiguous` position mode, moves
 every surviving token down by the position span removed before it, re-rotating its cached keys once
-(`mrope.rotate_keys`, exact because the shift is uniform over t/h/w). Positions therefore stay bounded forever. In
-`native` mode tokens keep their positions (the ablation: positions keep growing).
+(`mrope.rotation_table`: one rotation per token, exact because its shift is uniform over t/h/w). Positions therefore
+stay bounded forever. In `native` mode tokens keep their positions (the ablation: positions keep growing).
 
 What to drop is not decided here: see `eviction.py`.
 

@@ -1,7 +1,7 @@
 """What the streaming cache forgets, and when: the StreamingVLM policy, as a plan over the cache's segments.
 
 Before each new second (and before an interactive question) the engine asks the policy for a plan and hands it to
-`StreamingCache.apply`, which executes it in one gather plus one key rotation per moved run. The policy never
+`StreamingCache.apply`, which executes it in one gather and one key-rotation pass a layer. The policy never
 touches tensors, so it can be read, tested and replaced on its own (a different policy only has to return a
 `{segment index: Keep}` plan).
 
