@@ -375,14 +375,17 @@ class StreamingEngine:
 
         def pre(*_):
             marks["t0"] = self.timings.now()
+            marks["range"] = torch.profiler.record_function("stage:vision").__enter__()
 
         def post(*_):
+            marks.pop("range").__exit__(None, None, None)
             spent["vision"] += self.timings.now() - marks.pop("t0")
 
         handles = [visual.register_forward_pre_hook(pre), visual.register_forward_hook(post)]
         t0 = self.timings.now()
         try:
-            yield
+            with torch.profiler.record_function(f"stage:{stage}"):  # includes the vision range
+                yield
         finally:
             total = self.timings.now() - t0
             for h in handles:

@@ -25,9 +25,11 @@ class Timings:
 
     @contextmanager
     def section(self, stage: str):
+        """Time `stage`; also a profiler range `stage:<name>` (bench/profile_second.py reads their GPU time)."""
         t0 = self.now()
         try:
-            yield
+            with torch.profiler.record_function(f"stage:{stage}"):
+                yield
         finally:
             self.add(stage, self.now() - t0)
 
