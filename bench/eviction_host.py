@@ -2,12 +2,14 @@
 
     python bench/eviction_host.py [--seconds 80] [--record BENCHMARKS.md]
 
-A `StreamingCache` with one tiny layer (so the tensor work is negligible) is streamed the way the 2B stream runs:
+A `StreamingCache` with 28 tiny layers (so the tensor work is negligible) is streamed the way the 2B stream runs:
 a 40-token sink, then per second a 750-token vision turn (spanning 40 positions) and a 23-token reply, under the
 default policy (16-s vision window, 512 + 512 text). Per second it times, on the host: the policy's plan, the
-cache's `apply` (segment bookkeeping, the keep index, the runs to re-rotate), and the `context` ids the decoder
-marks as seen (`cache.ids_tensor()`, beside the `torch.tensor(cache.ids())` it replaced). These run before the GPU gets the second's first kernel, so on a GPU
-they add straight to the per-second latency.
+cache's `apply` (segment bookkeeping, the keep index, the rotation, per layer: the same tensor ops a GPU would
+launch, so its host time approximates their launch cost), and the `context` ids the decoder marks as seen
+(`cache.ids_tensor()`, beside the `torch.tensor(cache.ids())` it replaced). It also counts the tensor ops of one
+steady-state eviction (on a GPU, about its kernels). All of this runs before the GPU gets the second's first
+kernel, so on a GPU it adds straight to the per-second latency.
 """
 
 from __future__ import annotations
@@ -29,7 +31,19 @@ from streaming_vlm.inference.cache import REPLY, SINK, USER, StreamingCache  # n
 from streaming_vlm.inference.eviction import StreamingPolicy  # noqa: E402
 
 
-def run(seconds: int) -> dict:
+def _tensor_ops(fn) -> int:
+    """Tensor ops `fn` runs (aten calls, views and allocations not counted): on a GPU, roughly its kernels."""
+    free = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view",
+            "aten::slice", "aten::select", "aten::unsqueeze", "aten::expand", "aten::reshape", "aten::_reshape_alias",
+            "aten::detach", "aten::lift_fresh", "aten::alias", "aten::t", "aten::transpose", "aten::resolve_conj",
+            "aten::resolve_neg", "aten::to", "aten::_to_copy"}
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in free
+               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
+
+
+def run(seconds: int, layers: int = 28) -> dict:
     inv_freq = 1.0 / (5_000_000 ** (torch.arange(0, 4, 2).float() / 4))
     cache = StreamingCache(inv_freq)
     policy = StreamingPolicy(window_size=16, text_sink=512, text_sliding_window=512, max_cache_tokens=65536,
@@ -39,7 +53,8 @@ def run(seconds: int) -> dict:
         pos = cache.next_position
         cache.add_segment(kind, list(range(1000, 1000 + n)), pos, pos + (span or n), second, vision)
         k = torch.zeros(1, 1, n, 4)
-        cache.update(k, k, 0)
+        for layer in range(layers):
+            cache.update(k, k, layer)
 
     add(SINK, 40)
     plan_ms, apply_ms, ids_ms, list_ms = [], [], [], []
@@ -61,7 +76,8 @@ def run(seconds: int) -> dict:
         ids_ms.append(1000 * (t4 - t3))
         list_ms.append(1000 * (t5 - t4))
     steady = slice(seconds // 2, None)  # after the window and the text blocks have filled
-    return {"tokens": cache.num_tokens, "plan": float(np.median(plan_ms[steady])),
+    ops = _tensor_ops(lambda: cache.apply(policy.plan(cache, 800, True)))
+    return {"tokens": cache.num_tokens, "layers": layers, "ops": ops, "plan": float(np.median(plan_ms[steady])),
             "apply": float(np.median(apply_ms[steady])), "ids": float(np.median(ids_ms[steady])),
             "ids_list": float(np.median(list_ms[steady]))}
 
@@ -69,22 +85,23 @@ def run(seconds: int) -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=int, default=80)
+    p.add_argument("--layers", type=int, default=28, help="cache layers (the 2B and 4B have 28 and 36)")
     p.add_argument("--label", default="this commit")
     p.add_argument("--record", default=None, help="append the table to this markdown file")
     args = p.parse_args(argv)
-    r = run(args.seconds)
-    head = ("| code | cache tokens | plan ms | apply ms | context ids ms | total ms per second | "
-            "(context ids as torch.tensor(ids()) ms) |")
-    row = (f"| {args.label} | {r['tokens']} | {r['plan']:.2f} | {r['apply']:.2f} | {r['ids']:.2f} | "
-           f"{r['plan'] + r['apply'] + r['ids']:.2f} | {r['ids_list']:.2f} |")
-    print(head + "\n|---|---:|---:|---:|---:|---:|---:|\n" + row)
+    r = run(args.seconds, args.layers)
+    head = ("| code | layers | cache tokens | plan ms | apply ms | tensor ops per eviction | context ids ms | "
+            "total ms per second | (context ids as torch.tensor(ids()) ms) |")
+    row = (f"| {args.label} | {r['layers']} | {r['tokens']} | {r['plan']:.2f} | {r['apply']:.2f} | {r['ops']} | "
+           f"{r['ids']:.2f} | {r['plan'] + r['apply'] + r['ids']:.2f} | {r['ids_list']:.2f} |")
+    print(head + "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" + row)
     if args.record:
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
         cpu = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
         with open(args.record, "a", encoding="utf-8") as fh:
             fh.write(f"\n## eviction_host — {cpu} — {stamp}\n\n`python bench/eviction_host.py "
                      f"{' '.join(sys.argv[1:])}` (medians over the second half)\n\n{head}\n"
-                     f"|---|---:|---:|---:|---:|---:|---:|\n{row}\n")
+                     f"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n{row}\n")
 
 
 if __name__ == "__main__":
