@@ -41,6 +41,7 @@ from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
+from streaming_vlm.model.vision_grid import VisionGrids
 
 
 SDPA_KERNELS = {"efficient": [SDPBackend.EFFICIENT_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
@@ -144,6 +145,7 @@ class StreamingEngine:
         self.im_end_id = self.template.im_end_id
         self.timings = Timings(self.device)
         self.inv_freq = model.model.language_model.rotary_emb.inv_freq
+        self.vision_grids = VisionGrids(model.model.visual, self.device)  # the tower's per-grid tensors, once
         self.generator = torch.Generator(device=self.device)
         if self.config.seed is not None:
             self.generator.manual_seed(int(self.config.seed))
@@ -342,7 +344,7 @@ class StreamingEngine:
         if pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
-        with sdpa_backend(self.config.sdpa_backend, self.device):
+        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw):
             out = self.model(input_ids=input_ids[None].to(self.device),
                              position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
                              past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
