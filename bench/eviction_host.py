@@ -15,9 +15,6 @@ kernel, so on a GPU it adds straight to the per-second latency.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -26,9 +23,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from streaming_vlm.inference.cache import REPLY, SINK, USER, StreamingCache  # noqa: E402
 from streaming_vlm.inference.eviction import StreamingPolicy  # noqa: E402
+
+from recording import append_section, cpu_device  # noqa: E402
 
 
 def _tensor_ops(fn) -> int:
@@ -96,12 +96,8 @@ def main(argv=None):
            f"{r['ids']:.2f} | {r['plan'] + r['apply'] + r['ids']:.2f} | {r['ids_list']:.2f} |")
     print(head + "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" + row)
     if args.record:
-        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-        cpu = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-        with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(f"\n## eviction_host — {cpu} — {stamp}\n\n`python bench/eviction_host.py "
-                     f"{' '.join(sys.argv[1:])}` (medians over the second half)\n\n{head}\n"
-                     f"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n{row}\n")
+        append_section(args.record, "eviction_host", cpu_device(), "medians over the second half",
+                       head + "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" + row)
 
 
 if __name__ == "__main__":

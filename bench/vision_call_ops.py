@@ -13,17 +13,17 @@ here, where every tensor is on the CPU. CPU wall time is not reported: here it i
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import os
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from streaming_vlm.model.vision_grid import VisionGrids  # noqa: E402
+
+from recording import append_section, cpu_device  # noqa: E402
 
 SYNCS = ("aten::item", "aten::_local_scalar_dense", "aten::repeat_interleave", "aten::nonzero")
 FREE = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view", "aten::slice",
@@ -76,12 +76,9 @@ def main(argv=None):
     table = [head, "|---|---:|---:|"] + [f"| {a} | {b} | {s} |" for a, b, s in rows]
     print("\n".join(table))
     if args.record:
-        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-        cpu = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-        with open(args.record, "a", encoding="utf-8") as fh:
-            fh.write(f"\n## vision_call_ops — {cpu} — {stamp}\n\n`python bench/vision_call_ops.py "
-                     f"{' '.join(sys.argv[1:])}` ({args.size} vision tower, depth {c.depth}, grid {args.grid}, "
-                     f"torch {torch.__version__})\n\n" + "\n".join(table) + "\n")
+        append_section(args.record, "vision_call_ops", cpu_device(),
+                       f"{args.size} vision tower, depth {c.depth}, grid {args.grid}, torch {torch.__version__}",
+                       "\n".join(table))
 
 
 if __name__ == "__main__":
