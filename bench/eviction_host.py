@@ -28,19 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from streaming_vlm.inference.cache import REPLY, SINK, USER, StreamingCache  # noqa: E402
 from streaming_vlm.inference.eviction import StreamingPolicy  # noqa: E402
 
+from opcount import count_ops  # noqa: E402
 from recording import append_section, cpu_device  # noqa: E402
-
-
-def _tensor_ops(fn) -> int:
-    """Tensor ops `fn` runs (aten calls, views and allocations not counted): on a GPU, roughly its kernels."""
-    free = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view",
-            "aten::slice", "aten::select", "aten::unsqueeze", "aten::expand", "aten::reshape", "aten::_reshape_alias",
-            "aten::detach", "aten::lift_fresh", "aten::alias", "aten::t", "aten::transpose", "aten::resolve_conj",
-            "aten::resolve_neg", "aten::to", "aten::_to_copy"}
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name not in free
-               and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
 
 
 def run(seconds: int, layers: int = 28) -> dict:
@@ -76,7 +65,7 @@ def run(seconds: int, layers: int = 28) -> dict:
         ids_ms.append(1000 * (t4 - t3))
         list_ms.append(1000 * (t5 - t4))
     steady = slice(seconds // 2, None)  # after the window and the text blocks have filled
-    ops = _tensor_ops(lambda: cache.apply(policy.plan(cache, 800, True)))
+    ops, _ = count_ops(lambda: cache.apply(policy.plan(cache, 800, True)))
     return {"tokens": cache.num_tokens, "layers": layers, "ops": ops, "plan": float(np.median(plan_ms[steady])),
             "apply": float(np.median(apply_ms[steady])), "ids": float(np.median(ids_ms[steady])),
             "ids_list": float(np.median(list_ms[steady]))}

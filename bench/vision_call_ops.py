@@ -23,24 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from streaming_vlm.model.vision_grid import VisionGrids  # noqa: E402
 
+from opcount import count_ops  # noqa: E402
 from recording import append_section, cpu_device  # noqa: E402
-
-SYNCS = ("aten::item", "aten::_local_scalar_dense", "aten::repeat_interleave", "aten::nonzero")
-FREE = {"aten::empty", "aten::empty_strided", "aten::empty_like", "aten::as_strided", "aten::view", "aten::slice",
-        "aten::select", "aten::unsqueeze", "aten::expand", "aten::reshape", "aten::_reshape_alias", "aten::detach",
-        "aten::lift_fresh", "aten::alias", "aten::t", "aten::transpose", "aten::resolve_conj", "aten::resolve_neg",
-        "aten::to", "aten::_to_copy", "aten::split", "aten::unbind", "aten::permute", "aten::flatten"}
-
-
-def count(fn) -> tuple[int, int]:
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    events = prof.events()
-    ops = sum(1 for e in events if e.name.startswith("aten::") and e.name not in FREE
-              and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::")))
-    syncs = sum(1 for e in events if e.name in SYNCS)
-    return ops, syncs
-
 
 def main(argv=None):
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
@@ -71,7 +55,7 @@ def main(argv=None):
                     return tower(pixels, grid_thw=grid)
                 with ctx.precomputed(grid):
                     return tower(pixels, grid_thw=grid)
-            rows.append((label, *count(call)))
+            rows.append((label, *count_ops(call)))
     head = "| grid tensors | tensor ops per call | host syncs per call |"
     table = [head, "|---|---:|---:|"] + [f"| {a} | {b} | {s} |" for a, b, s in rows]
     print("\n".join(table))

@@ -163,7 +163,7 @@ class StreamingCache(DynamicCache):
         removed before them, and their keys are re-rotated in one call.
         """
         new_segments: list[Segment] = []
-        kept: list[tuple[int, int, int]] = []  # surviving token ranges: (physical start, end, position shift)
+        kept: list[tuple[int, int, int]] = []  # surviving token ranges: (start, end in cache order, pos shift)
         removed_span = 0
         offset = 0
         for idx, seg in enumerate(self.segments):

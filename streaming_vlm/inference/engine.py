@@ -298,8 +298,7 @@ class StreamingEngine:
             return None
         if mode == "cuda_graph" and self.device.type != "cuda":
             raise UserError("decode_mode cuda_graph needs a CUDA device")
-        closing = 1 + len(self.template.turn_end_ids)
-        longest = max(self.config.max_new_tokens, self.config.max_answer_tokens) + closing
+        longest = max(self.config.max_new_tokens, self.config.max_answer_tokens)  # the closing tokens are not fed
         capacity = self.budget["bound"] + longest + 8
         if self.slots is None or self.slots.capacity < capacity:
             cfg = self.config
@@ -309,7 +308,7 @@ class StreamingEngine:
                                      repetition_penalty=cfg.repetition_penalty, generator=self.generator,
                                      compile=cfg.decode_compile)
         self.slots.trace = self.score_trace
-        return self.slots if self.slots.fits(self.cache, max_new + closing) else None
+        return self.slots if self.slots.fits(self.cache, max_new) else None
 
     def words(self, ids: list[int]) -> str:
         """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""
@@ -321,11 +320,11 @@ class StreamingEngine:
 
     # ---- model calls ------------------------------------------------------------------------------------------
     def _feed_text(self, ids: list[int]) -> torch.Tensor:
-        tail, tail_positions = self.cache.take_unwritten()
+        """One decode forward (dynamic path; always after a `feed`, so no unwritten tail is pending)."""
         pos = self.cache.next_position
         self.cache.extend_last(ids)
-        positions = torch.tensor(tail_positions + list(range(pos, pos + len(ids)))).expand(3, -1)
-        self._run(torch.tensor(tail + ids), positions, None, None, all_logits=False)
+        positions = torch.arange(pos, pos + len(ids)).expand(3, -1)
+        self._run(torch.tensor(ids), positions, None, None, all_logits=False)
         return self._last_logits
 
     def _forward(self, enc: Encoded, all_logits: bool = False,

@@ -72,20 +72,19 @@ def position_span(positions: torch.Tensor) -> int:
     return int(positions.max()) + 1 - int(positions[0, 0])
 
 
-def rotation(delta: int, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) over head_dim for a shift of `delta` positions, in float32 on `device`: compute once, apply to
-    every layer's keys (`apply_rotation`)."""
-    angle = delta * inv_freq.to(device=device, dtype=torch.float32)
-    emb = torch.cat([angle, angle])
-    return emb.cos(), emb.sin()
-
-
 def rotation_table(deltas: torch.Tensor, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """`rotation` for one shift per token: (cos, sin) of shape (len(deltas), head_dim), float32 on `device`. A
-    zero shift is cos 1, sin 0: those tokens come out of `apply_rotation` unchanged, bit for bit."""
+    """(cos, sin) over head_dim for one shift per token, shape (len(deltas), head_dim), float32 on `device`:
+    compute once, apply to every layer's keys (`apply_rotation`). A zero shift is cos 1, sin 0: those tokens come
+    out unchanged, bit for bit."""
     angle = deltas.to(device=device, dtype=torch.float32)[:, None] * inv_freq.to(device=device, dtype=torch.float32)
     emb = torch.cat([angle, angle], dim=-1)
     return emb.cos(), emb.sin()
+
+
+def rotation(delta: int, inv_freq: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rotation_table` for a single shift of `delta` positions: (cos, sin) over head_dim."""
+    cos, sin = rotation_table(torch.tensor([delta]), inv_freq, device)
+    return cos[0], sin[0]
 
 
 def apply_rotation(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

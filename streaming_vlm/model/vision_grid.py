@@ -1,9 +1,9 @@
 """The Qwen3-VL vision tower's grid-dependent tensors, computed once per frame grid instead of every second.
 
 On every call the tower derives from `grid_thw` its position-embedding interpolation taps, its rotary position
-ids and its attention segment boundaries: about 70 small tensor ops and a dozen host syncs (`repeat_interleave`
-with tensor repeats, `.item()`, and a `.tolist()` of the segment lengths in every block when the boundaries live
-on the GPU). A stream's frames keep one size, so its grid repeats every second.
+ids and its attention segment boundaries: about 65 small tensor ops and 26 host syncs (`repeat_interleave` with
+tensor repeats, `.item()`), plus a `.tolist()` of the segment lengths in every block when the boundaries live on
+the GPU (bench/vision_call_ops.py). A stream's frames keep one size, so its grid repeats every second.
 
 transformers' vision encoders accept these tensors precomputed: each `transformers.vision_utils.get_vision_*`
 helper the tower calls pops its key (`interp_indices`, `interp_weights`, `position_ids`, `cu_seqlens`,
