@@ -84,7 +84,7 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype, attn: str):
     torch.manual_seed(0)
     with torch.device(device):
         model = Qwen3VLForConditionalGeneration._from_config(config, attn_implementation=attn, dtype=dtype)
-    return model.eval(), build_processor()
+    return model.eval().requires_grad_(False), build_processor()
 
 
 def warm_engine(size: str, device: torch.device, warmup: int, more: int, height: int, width: int,

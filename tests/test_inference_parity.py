@@ -248,3 +248,49 @@ def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, vid
     assert streamed.shape[0] == len(enc)
     diff = (streamed - full[-len(enc):]).abs().max().item()
     assert diff < TOL, f"unwritten tail (window {window}): max |Δlogit| = {diff:.2e}"
+
+
+@pytest.mark.parametrize("q_len,k_len", [(1, 7), (5, 9), (6, 6)])
+def test_chunk_attention_is_bottom_right_causal(q_len, k_len):
+    """A new piece's queries see every cached key and each other causally: chunk_attention (SDPA's bottom-right
+    causal bias over unrepeated grouped-query K/V) equals attention with that mask written out."""
+    from streaming_vlm.inference.attention import chunk_attention
+
+    g = torch.Generator().manual_seed(q_len * 31 + k_len)
+    q = torch.randn(1, 4, q_len, 8, generator=g)
+    k, v = torch.randn(1, 2, k_len, 8, generator=g), torch.randn(1, 2, k_len, 8, generator=g)
+    allowed = torch.ones(q_len, k_len, dtype=torch.bool).tril(k_len - q_len)
+    scores = q @ k.repeat_interleave(2, 1).transpose(-1, -2) / math.sqrt(8)
+    want = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v.repeat_interleave(2, 1)
+    got, _ = chunk_attention(None, q, k, v, None)
+    torch.testing.assert_close(got, want.transpose(1, 2), atol=1e-5, rtol=0)
+    shifted, _ = chunk_attention(None, q, k, v, None, scaling=0.5)  # the layer's scaling is used, not 1/sqrt(D)
+    assert (shifted - got).abs().max() > 1e-3
+
+
+def test_engine_forwards_of_an_sdpa_model_use_chunk_attention(tiny_ckpt, tiny_processor, video):
+    """Every text layer of the engine's forwards runs chunk_attention with no mask built and K/V unrepeated; the
+    model's own configuration is restored after."""
+    from transformers import AttentionInterface
+
+    from streaming_vlm.inference import attention
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation="sdpa").eval()
+    seen = []
+
+    def spy(module, query, key, value, attention_mask=None, **kwargs):
+        seen.append((query.shape[1], key.shape[1], attention_mask))
+        return attention.chunk_attention(module, query, key, value, attention_mask, **kwargs)
+
+    engine = StreamingEngine(model, tiny_processor, {"window_size": 4, "decode_mode": "dynamic"})
+    AttentionInterface.register(attention.CHUNK_ATTENTION, spy)
+    try:
+        engine.start()
+        engine.step(_seconds(video, 1)[0], reply="Kick off")
+    finally:
+        AttentionInterface.register(attention.CHUNK_ATTENTION, attention.chunk_attention)
+    text = model.config.text_config
+    assert len(seen) == 3 * text.num_hidden_layers  # prefix, the second's user turn, the forced reply
+    assert all(mask is None for *_, mask in seen)
+    assert {(hq, hk) for hq, hk, _ in seen} == {(text.num_attention_heads, text.num_key_value_heads)}
+    assert model.model.language_model.config._attn_implementation == "sdpa"

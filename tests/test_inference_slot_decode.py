@@ -220,3 +220,41 @@ def test_slot_decoder_feeds_all_but_the_reply_tail(tiny_ckpt, tiny_processor, vi
     assert len(steps) == 3 * 5
     assert len(engine.cache.unwritten) == 3
     engine.cache.check()
+
+
+def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, tiny_processor, video):
+    """For a model nothing trains, the slot step reads q|k|v and gate|up as one matrix each, whose row blocks ARE
+    the model's weights (no copy): the model's own forward is unchanged, and decoding matches the dynamic path."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
+    probe = torch.tensor([[151644, 872, 198, 9707, 1879, 13]])
+    with torch.no_grad():
+        before = model(input_ids=probe).logits
+    storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    dyn, dyn_out = _run(model, tiny_processor, video, "dynamic")
+    slot, slot_out = _run(model, tiny_processor, video, "slots")
+    step = slot.slots.text_step
+    assert step is not None and step.fused
+    lm = model.model.language_model
+    attn, mlp = lm.layers[0].self_attn, lm.layers[0].mlp
+    shared = step.qkv[0][0].untyped_storage().data_ptr()
+    assert {attn.q_proj.weight.untyped_storage().data_ptr(), attn.k_proj.weight.untyped_storage().data_ptr(),
+            attn.v_proj.weight.untyped_storage().data_ptr()} == {shared}
+    assert mlp.up_proj.weight.untyped_storage().data_ptr() == step.gate_up[0].untyped_storage().data_ptr()
+    n_layers = len(lm.layers)
+    after_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    assert len(after_storages) == len(storages) - 3 * n_layers  # 5 weights a layer now live in 2 matrices
+    with torch.no_grad():
+        after = model(input_ids=probe).logits
+    assert torch.equal(after, before)
+    assert [o["tokens"] for o in slot_out] == [o["tokens"] for o in dyn_out]
+    diff = max((a - b).abs().max().item() for a, b in zip(slot.score_trace, dyn.score_trace))
+    assert diff < 1e-4, f"fused slot vs dynamic decoding: max |Δlogit| = {diff:.2e}"
+
+
+def test_a_trainable_model_keeps_its_weights(tiny_ckpt, tiny_processor, video):
+    """With parameters requiring grad (the training eval callback's model), nothing is re-pointed."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    slot, _ = _run(model, tiny_processor, video, "slots")
+    assert slot.slots.text_step is not None and not slot.slots.text_step.fused
+    assert [p.data_ptr() for p in model.parameters()] == ptrs

@@ -29,12 +29,12 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper
 
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
                                                 VisionBudget, reply_text, truncate_tokens)
 from streaming_vlm.errors import UserError
+from streaming_vlm.inference.attention import attention_implementation, sdpa_backend, streaming_attention_name
 from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
                                            StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
@@ -42,24 +42,6 @@ from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
 from streaming_vlm.model.vision_grid import VisionGrids
-
-
-SDPA_KERNELS = {"efficient": [SDPBackend.EFFICIENT_ATTENTION], "flash": [SDPBackend.FLASH_ATTENTION],
-                "cudnn": [SDPBackend.CUDNN_ATTENTION], "math": [SDPBackend.MATH]}
-
-
-@contextmanager
-def sdpa_backend(name: str, device: torch.device):
-    """SDPA's kernel for the engine's forwards (vision, prefill, eager decode; the slot decode step is captured
-    once). "auto": on CUDA the memory-efficient kernel, math as fallback: the default choice there, cuDNN, builds
-    a plan for every new key length, which changes every second as the cache grows and shrinks (~2 ms of host
-    time a layer; 2B prefill 75-90 ms a second on an H200, 48 with this kernel: BENCHMARKS.md). "default":
-    torch's own choice. A kernel name: that kernel, math as fallback."""
-    if name == "default" or (name == "auto" and device.type != "cuda"):
-        yield
-        return
-    with sdpa_kernel(SDPA_KERNELS["efficient" if name == "auto" else name] + [SDPBackend.MATH]):
-        yield
 
 
 # ---- configuration -> template, policy, budget ----------------------------------------------------------------
@@ -343,7 +325,9 @@ class StreamingEngine:
         if pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
-        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw):
+        text_config = self.model.model.language_model.config
+        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw), \
+                attention_implementation(text_config, streaming_attention_name(text_config)):
             out = self.model(input_ids=input_ids[None].to(self.device),
                              position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
                              past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,

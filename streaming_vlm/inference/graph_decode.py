@@ -45,36 +45,10 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from transformers import AttentionInterface
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-SLOT_ATTENTION = "streaming_slot_attention"
-
-
-def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
-                   **kwargs):
-    """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
-    grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
-    mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
-    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
-                                                           enable_gqa=True)
-    return out.transpose(1, 2).contiguous(), None
-
-
-AttentionInterface.register(SLOT_ATTENTION, slot_attention)
-
-
-@contextmanager
-def attention_implementation(config, name: str):
-    """Run the text stack with another registered attention function; restored after (set on the instance, not
-    through the setter, which would also rewrite sub-configs)."""
-    saved = config._attn_implementation_internal
-    config._attn_implementation_internal = name
-    try:
-        yield
-    finally:
-        config._attn_implementation_internal = saved
-
+from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
+from streaming_vlm.model import decode_step
 
 class SlotLayer(CacheLayerMixin):
     """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
@@ -110,7 +84,7 @@ class SlotDecoder:
 
     def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4, compile: bool = False):
+                 chunk: int = 4, compile: bool = False, fused_step: bool = True):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -149,6 +123,9 @@ class SlotDecoder:
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         self.graph: torch.cuda.CUDAGraph | None = None
+        # the step's text stack: ours with fused q|k|v and gate|up products where supported (decode_step.py)
+        self.text_step = (decode_step.TextDecodeStep(lm, slot_attention, fuse_weights=decode_step.can_fuse(lm))
+                          if fused_step and decode_step.supports(lm) else None)
         # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
         # graph like the eager step. dynamo caches by code object, so a new decoder of the same shapes (a new
         # engine per chunk) reuses the compiled step (tested)
@@ -174,9 +151,13 @@ class SlotDecoder:
         return torch.where(self.force >= 0, self.force, token)
 
     def _forward(self) -> torch.Tensor:
-        out = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
-                                              attention_mask=self.mask, past_key_values=self.kv, use_cache=True)
-        return self.model.lm_head(out.last_hidden_state[:, -1])[0]
+        if self.text_step is not None:
+            hidden = self.text_step(self.input_ids, self.positions, self.kv, self.mask)
+        else:
+            hidden = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
+                                                     attention_mask=self.mask, past_key_values=self.kv,
+                                                     use_cache=True).last_hidden_state
+        return self.model.lm_head(hidden[:, -1])[0]
 
     def _call_step(self) -> None:
         """Run the step (eager or compiled) with the slot attention selected. The switch is made here, outside

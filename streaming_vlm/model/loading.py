@@ -73,7 +73,8 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False):
 
 def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype=None, device=None,
                trust_remote_code: bool = False, **kwargs):
-    """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model in eval mode."""
+    """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model for inference: eval
+    mode, no parameter requiring grad (so the decode step may fuse its projections, model/decode_step.py)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     path = _check_path(path)
@@ -88,4 +89,4 @@ def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype
         raise UserError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
     if target is not None:
         model = model.to(target)
-    return model.eval()
+    return model.eval().requires_grad_(False)
