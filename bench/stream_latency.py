@@ -186,7 +186,8 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
     scale = max(a.abs().max().item() for a in dyn.score_trace[:args.tokens])
     out = {"size": size, "seconds": seconds, "identical_seconds": same, "first_second_same": first,
            "max_logit_diff_first_second": diff, "logit_scale": scale,
-           "graph_used": graph.slots is not None and graph.slots.graph is not None}
+           "graph_used": graph.slots is not None and graph.slots.graph is not None,
+           "slot_capacity": graph.slots.capacity if graph.slots is not None else None}
     print(f"[{size}] graph check: {out}", flush=True)
     return out
 

@@ -50,6 +50,9 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
 from streaming_vlm.model import decode_step
 
+SLOT_ALIGN = 64
+
+
 class SlotLayer(CacheLayerMixin):
     """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
 
@@ -88,7 +91,9 @@ class SlotDecoder:
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
-        self.model, self.capacity = model, int(capacity)
+        # slots rounded up to a multiple of SLOT_ALIGN: the mask's rows and the K/V buffers then have aligned
+        # lengths, which the captured SDPA kernel (cuDNN on an H200) is given
+        self.model, self.capacity = model, -(-int(capacity) // SLOT_ALIGN) * SLOT_ALIGN
         self.device, self.dtype = param.device, param.dtype
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
         if self.use_graph and self.device.type != "cuda":
