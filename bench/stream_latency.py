@@ -171,7 +171,7 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
     for mode in ("dynamic", "auto"):
         cfg = {"fps": args.fps, "window_size": args.window_size, "text_sink": args.text_sink,
                "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
-               "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.05,
+               "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.0,  # greedy = argmax
                "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
                "max_pixels": args.max_pixels, "decode_mode": mode}
         engine = StreamingEngine(model, processor, cfg)
@@ -182,10 +182,19 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
     (dyn, dyn_text), (graph, graph_text) = runs["dynamic"], runs["auto"]
     same = next((i for i, (a, b) in enumerate(zip(dyn_text, graph_text)) if a != b), len(dyn_text))
     first = dyn_text[0] == graph_text[0]
-    diff = max((a - b).abs().max().item() for a, b in zip(dyn.score_trace[:args.tokens], graph.score_trace[:args.tokens]))
-    scale = max(a.abs().max().item() for a in dyn.score_trace[:args.tokens])
+    pairs = list(zip(dyn.score_trace[:args.tokens], graph.score_trace[:args.tokens]))
+    diff = max((a - b).abs().max().item() for a, b in pairs)
+    scale = max(a.abs().max().item() for a, _ in pairs)
+    # where the greedy paths part: once a token differs the contexts differ, so only the steps before it compare
+    # the two decoders; a parting at a near-tie (top-2 margin below that difference) is bf16 rounding, not a bug
+    parted = next((i for i, (a, b) in enumerate(pairs) if int(a.argmax()) != int(b.argmax())), None)
+    before = pairs[:parted] if parted is not None else pairs
+    top2 = dyn.score_trace[parted].float().topk(2).values if parted is not None else None
     out = {"size": size, "seconds": seconds, "identical_seconds": same, "first_second_same": first,
            "max_logit_diff_first_second": diff, "logit_scale": scale,
+           "parted_at_token": parted,
+           "max_logit_diff_before_parting": max(((a - b).abs().max().item() for a, b in before), default=0.0),
+           "top2_margin_at_parting": None if top2 is None else float(top2[0] - top2[1]),
            "graph_used": graph.slots is not None and graph.slots.graph is not None,
            "slot_capacity": graph.slots.capacity if graph.slots is not None else None}
     print(f"[{size}] graph check: {out}", flush=True)
@@ -316,7 +325,11 @@ def record(path: Path, results: list[dict], args, device: torch.device, png: Pat
     for c in checks:
         text.append(f"Graph check ({c['size']}, greedy, {c['seconds']} s): CUDA graph used {c['graph_used']}, max "
                     f"|Δlogit| over the first second's tokens {c['max_logit_diff_first_second']:.3g} (logits up to "
-                    f"{c['logit_scale']:.3g}), identical text for the first {c['identical_seconds']} seconds.\n")
+                    f"{c['logit_scale']:.3g}), identical text for the first {c['identical_seconds']} seconds"
+                    + ("" if c["parted_at_token"] is None else
+                       f"; the greedy paths part at token {c['parted_at_token']} (top-2 margin "
+                       f"{c['top2_margin_at_parting']:.3g}), max |Δlogit| before it "
+                       f"{c['max_logit_diff_before_parting']:.3g}") + ".\n")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(text) + "\n")
 
