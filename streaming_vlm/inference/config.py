@@ -37,7 +37,7 @@ class StreamingConfig:
     # how tokens are decoded (see graph_decode.py): "auto" = CUDA graph on CUDA with sdpa/eager, else dynamic;
     # "slots" = the graph's fixed buffers run eagerly (any device); "dynamic" = one eager forward on the cache
     decode_mode: str = "auto"
-    sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto | default (torch's) | efficient | flash | cudnn | math
+    sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto = default (torch's) | efficient | flash | cudnn | math
     decode_compile: bool = False  # torch.compile the fixed-buffer decode step before the stream (~50 s for the 2B)
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path

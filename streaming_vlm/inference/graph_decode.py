@@ -23,10 +23,13 @@ the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BEN
 `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
 seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
-Eviction, prefill and vision stay on the eager path, outside the graph. The step is the model's own text stack
-(`model.model.language_model` + `lm_head`, unpatched) called with a `transformers.Cache` whose layers are the
-buffers; the explicit 4-D mask is used as given by transformers' mask code. On CPU (or with `use_graph=False`) the
-same step runs eagerly: that is what the parity test checks against the dynamic path.
+Eviction, prefill and vision stay on the eager path, outside the graph. For Qwen3-VL the step's text stack is
+`decode_step.TextDecodeStep`: the decoder layers' forward for one token, over the model's own modules, with q|k|v
+and gate|up each one matrix-vector product (the matrices alias the model's weights when nothing trains it; 2B on
+an H200: 2.7 ms/token through the engine, compiled, vs 3.9 with transformers' stack). Any other text stack is
+called as is (`model.model.language_model`, `fused_step=False` too) with a `transformers.Cache` whose layers are
+the buffers, the explicit 4-D mask used as given by transformers' mask code. On CPU (or with `use_graph=False`)
+the same step runs eagerly: that is what the parity tests check against the dynamic path.
 
 The buffers attend over all `capacity` slots every step (masked), so a step costs the same at any fill level: flat
 decode latency across history, at the price of reading a few thousand masked keys. The step's attention is
@@ -35,8 +38,7 @@ decode latency across history, at the price of reading a few thousand masked key
 14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
 
 `compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become
-~430, and on an H200 the 2B step goes from 5.3 to 3.1 ms of GPU time (3.9 ms/token through the engine,
-BENCHMARKS.md). Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA
+~430, and on an H200 the 2B step (transformers' stack) went from 5.3 to 3.1 ms of GPU time (BENCHMARKS.md). Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA
 presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
 """
 

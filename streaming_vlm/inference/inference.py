@@ -226,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode_mode", default=d.decode_mode,
                    help="auto (CUDA graph on CUDA with sdpa/eager) | cuda_graph | slots | dynamic")
     p.add_argument("--sdpa_backend", default=d.sdpa_backend,
-                   help="SDPA kernel of the forwards: auto (memory-efficient on CUDA) | default (torch's choice) | "
-                        "efficient | flash | cudnn | math")
+                   help="SDPA kernel of the engine's forwards: auto / default (torch's choice) | efficient | flash | "
+                        "cudnn | math (that kernel, math as fallback)")
     p.add_argument("--decode_compile", action="store_true",
                    help="torch.compile the decode step (cuda_graph/slots decoding; compiles once at start)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
