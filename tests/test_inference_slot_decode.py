@@ -258,3 +258,33 @@ def test_a_trainable_model_keeps_its_weights(tiny_ckpt, tiny_processor, video):
     slot, _ = _run(model, tiny_processor, video, "slots")
     assert slot.slots.text_step is not None and not slot.slots.text_step.fused
     assert [p.data_ptr() for p in model.parameters()] == ptrs
+
+
+@pytest.mark.parametrize("mode", ["slots", "dynamic"])
+def test_lookahead_prepares_the_next_second_and_changes_nothing(tiny_ckpt, tiny_processor, video, mode):
+    """engine.stream with lookahead reads and prepares (preprocess + vision tower) each next second while the
+    current one decodes; every logit, token and cached K/V is what stepping second by second gives."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    runs = {}
+    for lookahead in (False, True):
+        cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0,
+               "max_new_tokens": 6, "min_new_tokens": 4, "decode_mode": mode, "lookahead": lookahead}
+        engine = StreamingEngine(model, tiny_processor, cfg)
+        engine.score_trace = []
+        engine.start(previous_text="Earlier: a quiet first half, nil nil.")
+        outs = list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 6)))
+        runs[lookahead] = (engine, outs)
+    (plain, plain_out), (ahead, ahead_out) = runs[False], runs[True]
+    assert plain.steps_prepared_ahead == 0
+    assert ahead.steps_prepared_ahead == len(ahead_out) - 1 == 5  # all but the first second
+    if ahead.takes_encoder_outputs:
+        assert ahead.timings.total["vision"] > 0
+    assert ahead.cache.tokens_evicted > 0
+    assert [o["text"] for o in ahead_out] == [o["text"] for o in plain_out]
+    assert [o["tokens"] for o in ahead_out] == [o["tokens"] for o in plain_out]
+    assert len(ahead.score_trace) == len(plain.score_trace)
+    for a, b in zip(ahead.score_trace, plain.score_trace):
+        assert torch.equal(a, b)
+    assert ahead.cache.ids() == plain.cache.ids()
+    for a, b in zip(ahead.cache.layers, plain.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)

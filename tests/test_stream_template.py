@@ -74,3 +74,19 @@ def test_frames_processed_on_a_named_device_match_the_default(tiny_processor):
     assert preprocess_device(auto, torch.device("cpu")) is None
     assert preprocess_device(auto, torch.device("cuda", 1)) == "cuda:1"
     assert preprocess_device(StreamingConfig.from_any({"preprocess_device": None}), torch.device("cuda", 0)) is None
+
+
+def test_a_piece_encoded_at_zero_and_placed_later_is_the_piece_encoded_there():
+    """Encoded.at: the engine encodes a second ahead, before it knows the cache's next position."""
+    from streaming_vlm.model.tiny import build_processor
+
+    template = StreamTemplate(build_processor(), "Commentate.")
+    rng = np.random.default_rng(0)
+    second = Second(41.0, 42.0, rng.integers(0, 255, (2, 64, 96, 3), dtype=np.uint8), [41.0, 41.5])
+    there = template.encode_second(second, start=1234)
+    moved = template.encode_second(second, start=0).at(1234)
+    assert torch.equal(moved.input_ids, there.input_ids)
+    assert torch.equal(moved.position_ids, there.position_ids)
+    assert moved.next_position == there.next_position > 1234
+    assert torch.equal(moved.pixel_values_videos, there.pixel_values_videos)
+    assert template.encode_second(second, start=0).at(0).next_position == template.encode_second(second, 0).next_position

@@ -26,7 +26,7 @@ including `<|im_end|>`. `" ..."` (SILENCE) ends every reply, so a silent second 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -82,6 +82,14 @@ class Encoded:
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
+
+    def at(self, start: int) -> "Encoded":
+        """The same piece placed at position `start`: every mRoPE axis moves by the same amount (a piece's
+        positions are its start plus offsets that do not depend on it)."""
+        delta = int(start) - int(self.position_ids.min()) if len(self) else 0
+        if delta == 0:
+            return self
+        return replace(self, position_ids=self.position_ids + delta, next_position=self.next_position + delta)
 
 
 def reply_text(words: str | None) -> str:

@@ -53,6 +53,7 @@ class StreamingConfig:
     max_pixels: int | None = None
     total_pixels: int | None = None
     progress: bool = True  # tqdm bar on stderr
+    lookahead: bool = True  # read and prepare the next second while this one decodes (engine.stream)
 
     @classmethod
     def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None, **overrides) -> "StreamingConfig":

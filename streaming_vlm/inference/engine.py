@@ -23,9 +23,12 @@ cache, its segments and eviction are the same either way.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -113,6 +116,14 @@ def check_cache_budget(template: StreamTemplate, config: StreamingConfig, query:
 
 
 # ---- the engine -----------------------------------------------------------------------------------------------
+class Prepared(NamedTuple):
+    """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed with `Encoded.at`) and,
+    where transformers takes encoder outputs, its vision tower's output."""
+    second: Second
+    encoded: Encoded
+    video: object | None
+
+
 class StreamingEngine:
     def __init__(self, model, processor, config: StreamingConfig | dict | None = None,
                  cache_class: type[StreamingCache] = StreamingCache):
@@ -137,6 +148,10 @@ class StreamingEngine:
                            if self.config.repetition_penalty != 1.0 else None)
         self.temperature = (TemperatureLogitsWarper(self.config.temperature)
                             if self.config.temperature > 0 else None)
+        # transformers >= 5.23 takes precomputed vision (`mm_encoder_outputs`), so the tower can run ahead
+        self.takes_encoder_outputs = "mm_encoder_outputs" in inspect.signature(type(model).forward).parameters
+        self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
+        self.steps_prepared_ahead = 0  # steps that found their second prepared
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
         self.slots: SlotDecoder | None = None  # fixed-buffer decoder (CUDA graph), built on first use
@@ -169,24 +184,65 @@ class StreamingEngine:
         if slots is not None:
             slots.prepare()  # capture (and compile) the decode step before the first second, not during it
 
-    def step(self, second: Second, reply: str | None = None) -> dict:
+    def stream(self, seconds: Iterable[Second]) -> Iterator[dict]:
+        """Step through `seconds`, one segment each. With `config.lookahead`, the next second is read and
+        prepared (preprocessed, and its vision tower run) while this one's reply decodes on the device: that host
+        work then overlaps the decode instead of following it. It needs the next second to be there already, as
+        in a file; a live source would wait for it."""
+        it = iter(seconds)
+        current = next(it, None)
+        while current is not None:
+            ahead: list[Second | None] = []
+
+            def fetch():
+                ahead.append(next(it, None))
+                if ahead[0] is not None:
+                    self.prepare(ahead[0], sync=False)
+
+            segment = self.step(current, while_decoding=fetch if self.config.lookahead else None)
+            if not ahead:
+                ahead.append(next(it, None))
+            yield segment
+            current = ahead[0]
+
+    def prepare(self, second: Second, sync: bool = True) -> Prepared:
+        """Preprocess `second` ahead of its step (and run its vision tower where transformers takes its output);
+        `step(second)` then uses it. `sync=False`: timed as host time, for work done while the device decodes."""
+        with self.timings.section("preprocess", sync=sync):
+            encoded = self.template.encode_second(second, start=0)
+        video = None
+        if encoded.pixel_values_videos is not None and self.takes_encoder_outputs:
+            with self.timings.section("vision", sync=sync):
+                video = self._vision(encoded)
+        self.prepared = Prepared(second, encoded, video)
+        return self.prepared
+
+    def step(self, second: Second, reply: str | None = None,
+             while_decoding: Callable[[], None] | None = None) -> dict:
         """Process one second: evict, feed its frames, generate its commentary.
 
         `reply` (words, "" = silence) teacher-forces the reply instead of generating it, exactly as training lays
-        it out (`reply_text`: words + " ..."): for evaluation and for the parity tests.
+        it out (`reply_text`: words + " ..."): for evaluation and for the parity tests. `while_decoding` is called
+        once the reply's first decode steps are queued on the device (after the feed when forced or dynamic).
         """
         if self.cache is None:
             self.start()
         t0 = time.perf_counter()
         before = self.timings.snapshot()
         self.second_index += 1
+        prepared = self.prepared if self.prepared is not None and self.prepared.second is second else None
+        self.prepared = None
+        self.steps_prepared_ahead += prepared is not None
         self.evict(incoming=self.budget["per_second"])
-        with self.timings.section("preprocess"):
-            enc = self.template.encode_second(second, start=self.cache.next_position)
-        self.feed(enc, USER, self.second_index)
+        if prepared is None:
+            prepared = self.prepare(second)
+        self.feed(prepared.encoded.at(self.cache.next_position), USER, self.second_index, video=prepared.video)
         if reply is None:
-            ids = self.generate(REPLY, self.config.max_new_tokens, self.config.min_new_tokens)
+            ids = self.generate(REPLY, self.config.max_new_tokens, self.config.min_new_tokens,
+                                while_decoding=while_decoding)
         else:
+            if while_decoding is not None:
+                while_decoding()
             with self.timings.section("preprocess"):
                 forced = self.template.encode_reply(reply_text(reply), start=self.cache.next_position)
             self.feed(forced, REPLY, self.second_index)
@@ -194,7 +250,8 @@ class StreamingEngine:
         self.current_time = float(second.end)
         words = self.words(ids)
         return {"type": "segment", "start": float(second.start), "end": float(second.end), "text": words,
-                "silent": not words, "tokens": len(ids), "latency": time.perf_counter() - t0,
+                "silent": not words, "tokens": len(ids), "frames": len(second.frames),
+                "latency": time.perf_counter() - t0,
                 "timings": Timings.diff(self.timings.snapshot(), before), "cache_tokens": self.cache.num_tokens,
                 "next_position": self.cache.next_position}
 
@@ -221,9 +278,11 @@ class StreamingEngine:
         with self.timings.section("eviction"):
             return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
 
-    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False) -> torch.Tensor:
+    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False,
+             video=None) -> torch.Tensor:
         """Append an encoded piece (positions must start at the cache's next position); returns its logits. The
-        forward writes the cache's unwritten tail (the last reply's closing tokens) first, in the same pass."""
+        forward writes the cache's unwritten tail (the last reply's closing tokens) first, in the same pass.
+        `video`: the piece's vision tower output, computed ahead (`prepare`); else the forward runs the tower."""
         start = int(enc.position_ids.min())
         if start != self.cache.next_position:
             raise ValueError(f"piece encoded at position {start}, cache continues at {self.cache.next_position}")
@@ -231,30 +290,44 @@ class StreamingEngine:
         self.cache.add_segment(kind, enc.input_ids.tolist(), start, enc.next_position, second,
                                has_vision=enc.pixel_values_videos is not None)
         with self._timed_forward("prefill"):
-            return self._forward(enc, all_logits, tail)
+            return self._forward(enc, all_logits, tail, video)
 
-    def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None) -> list[int]:
+    def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None,
+                 while_decoding: Callable[[], None] | None = None) -> list[int]:
         """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
 
         Tokens are decoded and sampled on the slot buffers (graph_decode.py) when the decode mode allows, else one
         eager forward each on the cache. Neither feeds the reply's tail (the last sampled token when `max_new` is
         reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next forward as the
-        cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply."""
+        cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
+
+        `while_decoding` runs once the first steps are queued (slot path; before the first step on the dynamic
+        path, which waits for every token anyway); its host time is not booked as decode."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
         closing = [self.im_end_id] + list(self.template.turn_end_ids)
         slots = self._slot_decoder(max_new)
+        spent = [0.0]
+
+        def meanwhile():
+            if while_decoding is not None:
+                t0 = time.perf_counter()
+                while_decoding()
+                spent[0] += time.perf_counter() - t0
+
         with self.timings.section("decode"):
             context = self.cache.ids_tensor().to(self.device)
             if slots is not None:
                 slots.load(self.cache, context)
-                generated, fed = slots.generate(self._last_logits, pos, max_new, min_new)
+                generated, fed = slots.generate(self._last_logits, pos, max_new, min_new, while_waiting=meanwhile)
                 slots.store(self.cache)
                 self.cache.extend_last((generated + closing)[:fed])
             else:
+                meanwhile()
                 generated, fed = self._generate_on_cache(context, max_new, min_new)
             self.cache.extend_last((generated + closing)[fed:], written=False)
+        self.timings.add("decode", -spent[0])  # booked by while_decoding's own sections
         self.tokens_generated += len(generated)
         return generated + closing
 
@@ -310,19 +383,33 @@ class StreamingEngine:
         return self._last_logits
 
     def _forward(self, enc: Encoded, all_logits: bool = False,
-                 tail: tuple[list[int], list[int]] = ([], [])) -> torch.Tensor:
+                 tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
         ids, positions = enc.input_ids, enc.position_ids
         if tail[0]:
             ids = torch.cat([torch.tensor(tail[0], dtype=ids.dtype), ids])
             positions = torch.cat([torch.tensor(tail[1], dtype=positions.dtype).expand(3, -1), positions], dim=1)
-        logits = self._run(ids, positions, enc.pixel_values_videos, enc.video_grid_thw, all_logits)
+        logits = self._run(ids, positions, enc.pixel_values_videos, enc.video_grid_thw, all_logits, video)
         return logits[len(tail[0]):] if all_logits else logits
 
     @torch.inference_mode()
-    def _run(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool) -> torch.Tensor:
+    def _vision(self, enc: Encoded):
+        """The vision tower's output for a piece's frames (transformers' `get_video_features`), as the forward
+        would compute it. The grid stays on the CPU when its tensors are precomputed, so nothing waits on the
+        device: this can run while a reply decodes."""
+        grid = enc.video_grid_thw if self.vision_grids.supported else enc.video_grid_thw.to(self.device)
+        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(enc.video_grid_thw):
+            return self.model.model.get_video_features(enc.pixel_values_videos.to(self.device), grid,
+                                                       return_dict=True)
+
+    @torch.inference_mode()
+    def _run(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool,
+             video=None) -> torch.Tensor:
         kwargs = {}
-        if pixel_values_videos is not None:
+        if video is not None:
+            kwargs = {"mm_encoder_outputs": {"video": video}}
+            video_grid_thw = None  # nothing left for the tower to do
+        elif pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
         text_config = self.model.model.language_model.config
@@ -397,8 +484,7 @@ def run_stream(model, processor, video_path, config: StreamingConfig | dict | No
     source = VideoFrameSource(video_path, engine.config.fps, start=start, end=end)
     engine.start()
     segments = []
-    for second in source:
-        segment = engine.step(second)
+    for segment in engine.stream(source):
         segments.append(segment)
         if on_segment is not None:
             on_segment(segment)

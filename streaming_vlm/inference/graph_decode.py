@@ -255,11 +255,13 @@ class SlotDecoder:
         self.base = self.filled = n
 
     @torch.inference_mode()
-    def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int) -> tuple[list[int], int]:
+    def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int,
+                 while_waiting=None) -> tuple[list[int], int]:
         """Decode up to `max_new` tokens after `logits` (the last fed token's), the first at `position`. Each
         token is fed at its slot except the last one at `max_new`, which is only sampled: nothing needs its
         logits (the engine leaves it, and the closing tokens, to its next forward). Returns (the tokens before
-        <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first."""
+        <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first. `while_waiting` is called once,
+        after the first chunk of steps is queued and before the host waits for its tokens."""
         if max_new > self.max_steps or self.base + max_new > self.capacity:
             raise ValueError("reply longer than the slot decoder was sized for")
         self.scores.copy_(logits.float())
@@ -277,12 +279,17 @@ class SlotDecoder:
         while done < fed_steps and not stopped:
             n = min(fed_steps - done, max(self.chunk, min_new - done))  # no stop can come before min_new
             self._run_steps(n)
+            if while_waiting is not None:
+                while_waiting()
+                while_waiting = None
             for token in self.tokens[done:done + n].tolist():  # the one host sync of the chunk
                 done += 1
                 if token == self.im_end_id:
                     stopped = True
                     break
                 generated.append(token)
+        if while_waiting is not None:  # no step was queued (max_new <= 1)
+            while_waiting()
         if self.trace is not None:
             del self.trace[traced + done:]  # steps replayed past the stop
         fed = len(generated) + (1 if stopped else 0)  # <|im_end|> sampled: already fed at its slot

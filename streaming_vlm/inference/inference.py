@@ -126,26 +126,30 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                disable=not cfg.progress, dynamic_ncols=True)
     wall0 = time.perf_counter()
     frames, processed = 0, 0.0
-    try:
+    def read_seconds():  # the source, with its read time booked (the engine reads one ahead: engine.stream)
         iterator = iter(source)
         while True:
             t_read = time.perf_counter()
             second = next(iterator, None)
             engine.timings.add("read", time.perf_counter() - t_read)
             if second is None:
-                break
-            answer_all(_drain(questions))
-            segment = engine.step(second)
-            frames += len(second.frames)
+                return
+            yield second
+
+    try:
+        answer_all(_drain(questions))
+        for segment in engine.stream(read_seconds()):
+            frames += segment["frames"]
             segments.append(segment)
             for w in writers:
                 w.segment(segment)
             if on_segment is not None:
                 on_segment(segment)
-            processed += second.end - second.start
-            bar.update(second.end - second.start)
+            length = segment["end"] - segment["start"]
+            processed += length
+            bar.update(length)
             bar.set_postfix(rtf=f"{(time.perf_counter() - wall0) / processed:.2f}", cache=engine.cache.num_tokens)
-        answer_all(_drain(questions))
+            answer_all(_drain(questions))  # inserted before the next second's frames
         if cfg.interactive and questions is not None:
             # input may still be arriving (a pipe written after the video ended): wait briefly for its end
             deadline = time.perf_counter() + 2.0
@@ -240,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=float, default=None, help="stop at this video second")
     p.add_argument("--interactive", action="store_true", help="answer questions typed on stdin mid-stream")
     p.add_argument("--no_progress", action="store_true", help="no progress bar or timing summary")
+    p.add_argument("--no_lookahead", action="store_true",
+                   help="do not read and prepare the next second while this one decodes (a live source would wait)")
     return p
 
 
@@ -247,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
+    args["lookahead"] = not args.pop("no_lookahead")
     streaming_inference(args)
 
 

@@ -15,8 +15,8 @@ class Timings:
         self.sync = sync and torch.device(device or "cpu").type == "cuda"
         self.total: dict[str, float] = {s: 0.0 for s in STAGES}
 
-    def now(self) -> float:
-        if self.sync:
+    def now(self, sync: bool = True) -> float:
+        if self.sync and sync:
             torch.cuda.synchronize()
         return time.perf_counter()
 
@@ -24,14 +24,15 @@ class Timings:
         self.total[stage] = self.total.get(stage, 0.0) + seconds
 
     @contextmanager
-    def section(self, stage: str):
-        """Time `stage`; also a profiler range `stage:<name>` (bench/profile_second.py reads their GPU time)."""
-        t0 = self.now()
+    def section(self, stage: str, sync: bool = True):
+        """Time `stage`; also a profiler range `stage:<name>` (bench/profile_second.py reads their GPU time).
+        `sync=False`: host time only, no device sync (work done while the device is busy with another stage)."""
+        t0 = self.now(sync)
         try:
             with torch.profiler.record_function(f"stage:{stage}"):
                 yield
         finally:
-            self.add(stage, self.now() - t0)
+            self.add(stage, self.now(sync) - t0)
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.total)

@@ -152,6 +152,10 @@ class LockstepEngine(StreamingEngine):
     def _slot_decoder(self, max_new):
         return None  # ZeRO-3 hooks fetch weights inside every forward: eager decoding only
 
+    def _vision(self, enc):
+        with torch.no_grad():  # the vision tower ahead of the forward, under no_grad like `_run`
+            return getattr(StreamingEngine._vision, "__wrapped__", StreamingEngine._vision)(self, enc)
+
 
 def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
     """The logged numbers: eval/win_rate (percent; NaN when no vote counts) and the vote counts."""
