@@ -14,9 +14,11 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Four modes, side by side in the same process and on the same frames:
+Five modes, side by side in the same process and on the same frames:
 - `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction, decode steps
                replayed as one CUDA graph over fixed slot buffers (`decode_mode=auto`; eager off CUDA/with FA2);
+- `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
+               (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
 - `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
 - `full`       the same eager forward with a full, growing cache (no eviction): plain transformers attention over
                everything seen, until out-of-memory or `--full_minutes`;
@@ -55,7 +57,7 @@ from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
-MODES = ("streaming", "eager", "full", "anchor")
+MODES = ("streaming", "stepwise", "eager", "full", "anchor")
 
 
 class AnchorRotationCache(StreamingCache):
@@ -118,8 +120,9 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
            "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
            "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
            "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
-           "decode_mode": "auto" if mode == "streaming" else "dynamic",
-           "decode_compile": args.decode_compile and mode == "streaming", "preprocess_device": args.preprocess_device}
+           "decode_mode": "auto" if mode in ("streaming", "stepwise") else "dynamic",
+           "decode_compile": args.decode_compile and mode in ("streaming", "stepwise"),
+           "preprocess_device": args.preprocess_device, "lookahead": mode != "stepwise"}
     minutes = args.minutes
     if mode == "full":
         # same pixel budget per frame as the streaming run, nothing ever evicted
@@ -141,15 +144,18 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
     engine.start()
     rows, oom, frames = [], False, 0
     wall0 = time.perf_counter()
-    for second in source:
+    segments = engine.stream(source)
+    while True:
         try:
-            seg = engine.step(second)
+            seg = next(segments, None)
         except torch.OutOfMemoryError:
             oom = True
             break
-        frames += len(second.frames)
+        if seg is None:
+            break
+        frames += seg["frames"]
         wall = time.perf_counter() - wall0
-        rows.append({"t": second.end, "wall": wall, "latency": seg["latency"], "tokens": seg["tokens"],
+        rows.append({"t": seg["end"], "wall": wall, "latency": seg["latency"], "tokens": seg["tokens"],
                      "decode": seg["timings"]["decode"], "generated": args.tokens,
                      "mem": memory_mb(device), "cache": seg["cache_tokens"], "position": seg["next_position"]})
         if args.wall_cap_s and wall > args.wall_cap_s:

@@ -7,6 +7,8 @@ training uses, placed at the cache's next position:
     step(second)                  evict; user turn with the second's frames + "<|im_start|>assistant\\n"  -> USER i
                                   decode up to max_new_tokens, stop at <|im_end|> (appended if missing), "\\n" -> REPLY i
     ask(question)                 a user turn at the current second + the answer     -> QUESTION i / ANSWER i
+    stream(seconds)               step() over a source; with `lookahead`, second i+1 is read, encoded and run
+                                  through the vision tower while reply i decodes on the device (`prepare`)
 
 The forward is transformers' own `Qwen3VLForConditionalGeneration.forward`, unpatched: we pass explicit 3-row
 mRoPE positions `(3, 1, L)` (3 rows = plain t/h/w positions, used as given; 4 rows would be read as packed
