@@ -184,7 +184,7 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
         engine.score_trace = []
         engine.start()
         source = SyntheticFrameSource(seconds, fps=args.fps, height=args.height, width=args.width, seed=1)
-        runs[mode] = (engine, [engine.step(s)["text"] for s in source])
+        runs[mode] = (engine, [seg["text"] for seg in engine.stream(source)])
     (dyn, dyn_text), (graph, graph_text) = runs["dynamic"], runs["auto"]
     same = next((i for i, (a, b) in enumerate(zip(dyn_text, graph_text)) if a != b), len(dyn_text))
     first = dyn_text[0] == graph_text[0]
