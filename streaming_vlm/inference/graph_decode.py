@@ -93,8 +93,8 @@ class SlotDecoder:
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
-        # slots rounded up to a multiple of SLOT_ALIGN: the mask's rows and the K/V buffers then have aligned
-        # lengths, which the captured SDPA kernel (cuDNN on an H200) is given
+        # slots rounded up to a multiple of SLOT_ALIGN (tidy buffer lengths for the captured kernels; no effect on
+        # speed was measured, 12.4-12.8 FPS either way on an H200: BENCHMARKS.md 2026-12-02)
         self.model, self.capacity = model, -(-int(capacity) // SLOT_ALIGN) * SLOT_ALIGN
         self.device, self.dtype = param.device, param.dtype
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
