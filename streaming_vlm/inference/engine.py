@@ -29,7 +29,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import numpy as np
@@ -120,10 +120,24 @@ def check_cache_budget(template: StreamTemplate, config: StreamingConfig, query:
 # ---- the engine -----------------------------------------------------------------------------------------------
 class Prepared(NamedTuple):
     """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed with `Encoded.at`) and,
-    where transformers takes encoder outputs, its vision tower's output."""
+    where transformers takes encoder outputs, its vision tower's output. `ready`: recorded on the side stream the
+    work ran on (CUDA, ahead of time); the step's stream waits for it."""
     second: Second
     encoded: Encoded
     video: object | None
+    ready: torch.cuda.Event | None = None
+
+
+def _tensors(obj):
+    """Every tensor in a (nested) tuple / list / dict / ModelOutput."""
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
 
 
 class StreamingEngine:
@@ -154,6 +168,7 @@ class StreamingEngine:
         self.takes_encoder_outputs = "mm_encoder_outputs" in inspect.signature(type(model).forward).parameters
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
         self.steps_prepared_ahead = 0  # steps that found their second prepared
+        self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
         self.slots: SlotDecoder | None = None  # fixed-buffer decoder (CUDA graph), built on first use
@@ -199,7 +214,7 @@ class StreamingEngine:
             def fetch():
                 ahead.append(next(it, None))
                 if ahead[0] is not None:
-                    self.prepare(ahead[0], sync=False)
+                    self.prepare(ahead[0], ahead=True)
 
             segment = self.step(current, while_decoding=fetch if self.config.lookahead else None)
             if not ahead:
@@ -207,17 +222,39 @@ class StreamingEngine:
             yield segment
             current = ahead[0]
 
-    def prepare(self, second: Second, sync: bool = True) -> Prepared:
+    def prepare(self, second: Second, ahead: bool = False) -> Prepared:
         """Preprocess `second` ahead of its step (and run its vision tower where transformers takes its output);
-        `step(second)` then uses it. `sync=False`: timed as host time, for work done while the device decodes."""
-        with self.timings.section("preprocess", sync=sync):
-            encoded = self.template.encode_second(second, start=0)
-        video = None
-        if encoded.pixel_values_videos is not None and self.takes_encoder_outputs:
-            with self.timings.section("vision", sync=sync):
-                video = self._vision(encoded)
-        self.prepared = Prepared(second, encoded, video)
+        `step(second)` then uses it.
+
+        `ahead=True`, while a reply decodes: timed as host time (no device sync), and on CUDA run on a side stream.
+        On the decode's stream its frames' host->device copy would wait for every decode step queued before it,
+        and the host with it (a copy from pageable memory returns when done); on its own stream it does not, and
+        the vision tower's kernels can run beside the decode's."""
+        side = self._side_stream() if ahead else None
+        with torch.cuda.stream(side) if side is not None else nullcontext():
+            with self.timings.section("preprocess", sync=not ahead):
+                encoded = self.template.encode_second(second, start=0)
+            video = None
+            if encoded.pixel_values_videos is not None and self.takes_encoder_outputs:
+                with self.timings.section("vision", sync=not ahead):
+                    video = self._vision(encoded)
+        ready = None
+        if side is not None:
+            ready = torch.cuda.Event()
+            ready.record(side)
+            main = torch.cuda.current_stream(self.device)
+            for t in _tensors([encoded.pixel_values_videos, video]):
+                if t.is_cuda:
+                    t.record_stream(main)  # used and freed on the main stream: not reused before it is done
+        self.prepared = Prepared(second, encoded, video, ready)
         return self.prepared
+
+    def _side_stream(self) -> torch.cuda.Stream | None:
+        if self.device.type != "cuda":
+            return None
+        if self.side_stream is None:
+            self.side_stream = torch.cuda.Stream(self.device)
+        return self.side_stream
 
     def step(self, second: Second, reply: str | None = None,
              while_decoding: Callable[[], None] | None = None) -> dict:
@@ -238,6 +275,8 @@ class StreamingEngine:
         self.evict(incoming=self.budget["per_second"])
         if prepared is None:
             prepared = self.prepare(second)
+        elif prepared.ready is not None:
+            torch.cuda.current_stream(self.device).wait_event(prepared.ready)
         self.feed(prepared.encoded.at(self.cache.next_position), USER, self.second_index, video=prepared.video)
         if reply is None:
             ids = self.generate(REPLY, self.config.max_new_tokens, self.config.min_new_tokens,
