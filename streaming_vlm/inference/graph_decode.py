@@ -38,8 +38,8 @@ decode latency across history, at the price of reading a few thousand masked key
 14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
 
 `compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become
-~430, and on an H200 the 2B step (transformers' stack) went from 5.3 to 3.1 ms of GPU time (BENCHMARKS.md). Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA
-presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
+~430, and on an H200 the 2B step (transformers' stack) went from 5.3 to 3.1 ms of GPU time (BENCHMARKS.md).
+Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
 """
 
 from __future__ import annotations
@@ -51,9 +51,6 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
 from streaming_vlm.model import decode_step
-
-SLOT_ALIGN = 64
-
 
 class SlotLayer(CacheLayerMixin):
     """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
@@ -93,9 +90,7 @@ class SlotDecoder:
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
-        # slots rounded up to a multiple of SLOT_ALIGN (tidy buffer lengths for the captured kernels; no effect on
-        # speed was measured, 12.4-12.8 FPS either way on an H200: BENCHMARKS.md 2026-12-02)
-        self.model, self.capacity = model, -(-int(capacity) // SLOT_ALIGN) * SLOT_ALIGN
+        self.model, self.capacity = model, int(capacity)
         self.device, self.dtype = param.device, param.dtype
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
         if self.use_graph and self.device.type != "cuda":

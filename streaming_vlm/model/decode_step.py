@@ -10,7 +10,8 @@ products. For a text token t = h = w, so the interleaved 3-D rotary is the model
 (`.data` swapped, the Parameter objects kept): the model's own forward reads the same values, and no memory is
 added. Only for a model nothing trains: an optimizer's flat parameter buffers (DeepSpeed, FSDP) would no longer
 reach these weights, and `save_pretrained` would see shared storage; the decoder fuses only when `can_fuse` (plain
-Linear projections, no text parameter requiring grad: `load_model` returns such a model). Unfused, the same step runs 7 products a layer.
+Linear projections, no text parameter requiring grad: `load_model` returns such a model). Unfused, the same step
+runs 7 products a layer.
 
 Attention is the caller's (`attention(module, q, k, v, mask, scaling=...)`, transformers' signature); the K/V go
 through `cache.update(k, v, layer_index)`. Only `Qwen3VLTextModel` is supported (`supports`); another text stack
@@ -61,9 +62,7 @@ class TextDecodeStep:
         self.qkv, self.gate_up = [], []
         if self.fused:
             for layer in language_model.layers:
-                attn, mlp = layer.self_attn, layer.mlp
-                if any(lin.bias is not None for lin in (mlp.gate_proj, mlp.up_proj)):
-                    raise ValueError("fused gate/up expects bias-free MLP projections")
+                attn, mlp = layer.self_attn, layer.mlp  # Qwen3-VL's MLP projections have no bias
                 self.qkv.append(_alias_rows([attn.q_proj, attn.k_proj, attn.v_proj]))
                 self.gate_up.append(_alias_rows([mlp.gate_proj, mlp.up_proj])[0])
 
