@@ -58,10 +58,13 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--decode_mode", default="auto")
     p.add_argument("--rows", type=int, default=30)
+    p.add_argument("--decode_compile", action="store_true")
+    p.add_argument("--prefill_compile", action="store_true")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width,
-                                 args.decode_mode)
+                                 args.decode_mode, decode_compile=args.decode_compile,
+                                 prefill_compile=args.prefill_compile)
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
                                                     if device.type == "cuda" else [])
     before = engine.timings.snapshot()

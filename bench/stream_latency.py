@@ -90,13 +90,13 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype, attn: str):
 
 
 def warm_engine(size: str, device: torch.device, warmup: int, more: int, height: int, width: int,
-                decode_mode: str = "auto"):
+                decode_mode: str = "auto", **config):
     """A real-size engine (20 forced tokens per second, seed 0) after `warmup` streamed seconds of random frames,
     so its cache is at its steady size; returns (engine, an iterator over `more` further seconds)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, processor = build_model(size, device, dtype, "sdpa")
     engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0,
-                                                "decode_mode": decode_mode})
+                                                "decode_mode": decode_mode, **config})
     engine.start()
     source = iter(SyntheticFrameSource(warmup + more, fps=2.0, height=height, width=width))
     for _ in range(warmup):
@@ -122,6 +122,7 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
            "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
            "decode_mode": "auto" if mode in ("streaming", "stepwise") else "dynamic",
            "decode_compile": args.decode_compile and mode in ("streaming", "stepwise"),
+           "prefill_compile": args.prefill_compile and mode in ("streaming", "stepwise"),
            "preprocess_device": args.preprocess_device, "lookahead": mode != "stepwise"}
     minutes = args.minutes
     if mode == "full":
@@ -360,6 +361,8 @@ def parse_args(argv=None):
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--video", default=None, help="stream this file instead of random frames")
     p.add_argument("--decode_compile", action="store_true", help="torch.compile the streaming mode's decode step")
+    p.add_argument("--prefill_compile", action="store_true",
+                   help="torch.compile the streaming mode's prefill layer functions and eviction rotation")
     p.add_argument("--preprocess_device", default="auto",
                    help="where frames are resized: auto (the model's GPU) | cpu | cuda (default auto)")
     p.add_argument("--attn", default=None, help="sdpa | flash_attention_2 | eager (default: flash-attn if installed)")

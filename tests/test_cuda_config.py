@@ -23,8 +23,9 @@ def test_card_values():
     for preset in (PRESET_2B_CUDA, PRESET_4B_CUDA, PRESET_2B_ROCM, PRESET_4B_ROCM):
         assert (preset["max_new_tokens"], preset["temperature"], preset["repetition_penalty"]) == (20, 0.9, 1.05)
         StreamingConfig.from_any(preset)  # every key is a real config key
-    assert PRESET_2B_CUDA["decode_compile"] and PRESET_4B_CUDA["decode_compile"]  # measured to pay on CUDA
-    assert not PRESET_2B_ROCM.get("decode_compile") and not PRESET_4B_ROCM.get("decode_compile")
+    for key in ("decode_compile", "prefill_compile"):  # measured to pay on CUDA
+        assert PRESET_2B_CUDA[key] and PRESET_4B_CUDA[key]
+        assert not PRESET_2B_ROCM.get(key) and not PRESET_4B_ROCM.get(key)
 
 
 def test_get_cuda_config():

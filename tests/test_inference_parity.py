@@ -63,12 +63,18 @@ def _full_forward(model, processor, template, previous, seconds):
         return inputs, model(**inputs).logits[0]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "text_step"])
 def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, video, attn):
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation=attn).eval()
+    """sdpa / eager: a trainable model, through transformers' forward; text_step: an sdpa model nothing trains
+    (what load_model returns), through our text stack (model/text_step.py)."""
+    impl = "sdpa" if attn == "text_step" else attn
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation=impl).eval()
+    if attn == "text_step":
+        model.requires_grad_(False)
     seconds = _seconds(video, 4)
     previous = "Earlier: a quiet first half, nil nil."
     engine = StreamingEngine(model, tiny_processor, {"window_size": 8, "temperature": 0})
+    assert (engine.text_step is not None) == (attn == "text_step")
     engine.start(previous_text=previous)
     prefix_last = engine._last_logits.clone()
     n_prefix = engine.cache.num_tokens
@@ -91,7 +97,7 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
     diff = (streamed - full[n_prefix:]).abs().max().item()
     assert diff < TOL, f"streaming vs full forward: max |Δlogit| = {diff:.2e}"
 
-    if attn == "sdpa":
+    if attn != "eager":
         # DeepStack is live in this comparison: without it the full forward's logits move far beyond TOL, so a
         # streaming path that dropped DeepStack on later seconds could not have matched.
         for merger in model.model.visual.deepstack_merger_list:
@@ -101,11 +107,11 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
         assert (no_deepstack[n_prefix:] - full[n_prefix:]).abs().max().item() > 100 * TOL
 
 
-def _one_layer_model(seed=0):
+def _one_layer_model(seed=0, trainable=True):
     config = build_config("tiny")
     config.text_config.num_hidden_layers = 1
     torch.manual_seed(seed)
-    return Qwen3VLForConditionalGeneration(config).eval()
+    return Qwen3VLForConditionalGeneration(config).eval().requires_grad_(trainable)
 
 
 def _reference_positions(cache, encodings):
@@ -121,11 +127,12 @@ def _reference_positions(cache, encodings):
     return torch.cat(rows, dim=1)
 
 
-@pytest.mark.parametrize("pos_mode", ["contiguous", "native"])
-def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor, video, pos_mode):
-    model = _one_layer_model()
+@pytest.mark.parametrize("pos_mode,trainable", [("contiguous", True), ("native", True), ("contiguous", False)])
+def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor, video, pos_mode, trainable):
+    model = _one_layer_model(trainable=trainable)
     cfg = {"window_size": 2, "text_sink": 6, "text_sliding_window": 5, "temperature": 0, "pos_mode": pos_mode}
     engine = StreamingEngine(model, tiny_processor, cfg)
+    assert (engine.text_step is None) == trainable
     engine.start(previous_text="Earlier: a quiet first half, nil nil, few chances for either side.")
     seconds = _seconds(video, 8)
     encodings = {}

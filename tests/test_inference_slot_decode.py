@@ -233,13 +233,14 @@ def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, ti
     dyn, dyn_out = _run(model, tiny_processor, video, "dynamic")
     slot, slot_out = _run(model, tiny_processor, video, "slots")
     step = slot.slots.text_step
-    assert step is not None and step.fused
+    assert step is not None and step is slot.text_step is dyn.text_step  # one per model: fused once
     lm = model.model.language_model
     attn, mlp = lm.layers[0].self_attn, lm.layers[0].mlp
-    shared = step.qkv[0][0].untyped_storage().data_ptr()
+    (_, qkv, _, _, _), (_, _, _, gate_up, _) = step.weights[0]
+    shared = qkv.untyped_storage().data_ptr()
     assert {attn.q_proj.weight.untyped_storage().data_ptr(), attn.k_proj.weight.untyped_storage().data_ptr(),
             attn.v_proj.weight.untyped_storage().data_ptr()} == {shared}
-    assert mlp.up_proj.weight.untyped_storage().data_ptr() == step.gate_up[0].untyped_storage().data_ptr()
+    assert mlp.up_proj.weight.untyped_storage().data_ptr() == gate_up.untyped_storage().data_ptr()
     n_layers = len(lm.layers)
     after_storages = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert len(after_storages) == len(storages) - 3 * n_layers  # 5 weights a layer now live in 2 matrices
@@ -252,11 +253,12 @@ def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, ti
 
 
 def test_a_trainable_model_keeps_its_weights(tiny_ckpt, tiny_processor, video):
-    """With parameters requiring grad (the training eval callback's model), nothing is re-pointed."""
+    """With parameters requiring grad (the training eval callback's model), nothing is re-pointed: the engine and
+    the slot decoder run transformers' own text stack."""
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
     ptrs = [p.data_ptr() for p in model.parameters()]
     slot, _ = _run(model, tiny_processor, video, "slots")
-    assert slot.slots.text_step is not None and not slot.slots.text_step.fused
+    assert slot.slots.text_step is None and slot.text_step is None
     assert [p.data_ptr() for p in model.parameters()] == ptrs
 
 
@@ -277,7 +279,7 @@ def test_lookahead_prepares_the_next_second_and_changes_nothing(tiny_ckpt, tiny_
     (plain, plain_out), (ahead, ahead_out) = runs[False], runs[True]
     assert plain.steps_prepared_ahead == 0
     assert ahead.steps_prepared_ahead == len(ahead_out) - 1 == 5  # all but the first second
-    if ahead.takes_encoder_outputs:
+    if ahead.vision_ahead:
         assert ahead.timings.total["vision"] > 0
     assert ahead.cache.tokens_evicted > 0
     assert [o["text"] for o in ahead_out] == [o["text"] for o in plain_out]

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
+from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
 SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
@@ -76,12 +77,14 @@ class Keep:
 
 
 class StreamingCache(DynamicCache):
-    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous"):
+    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous", compile: bool = False):
         super().__init__()
         if pos_mode not in POS_MODES:
             raise ValueError(f"pos_mode must be one of {POS_MODES}, got {pos_mode!r}")
         self.inv_freq = inv_freq.detach().float().cpu()
+        self._inv_freq_on: dict[torch.device, torch.Tensor] = {}
         self.pos_mode = pos_mode
+        self.compile = bool(compile)  # gather and rotate through torch.compile (one fused kernel a layer)
         self.segments: list[Segment] = []
         self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
@@ -232,18 +235,18 @@ class StreamingCache(DynamicCache):
         for a, b, s in runs:
             shifts[a - first:b - first] = -s
         index, device, cos, sin = None, None, None, None
+        fn = _gather_rotate_compiled() if self.compile else gather_rotate
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
-            if device != layer.keys.device:  # once per eviction, not per layer: each is a host->device copy
+            if device != layer.keys.device:  # once per eviction, not per layer
                 device = layer.keys.device
-                index = keep_index.to(device)
-                cos, sin = rotation_table(shifts, self.inv_freq, device)
-            keys = layer.keys.index_select(-2, index)
-            values = layer.values.index_select(-2, index)
-            if runs:
-                keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
-            layer.keys, layer.values = keys, values
+                index = to_device(keep_index, device)
+                if runs:
+                    if device not in self._inv_freq_on:
+                        self._inv_freq_on[device] = self.inv_freq.to(device)
+                    cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
+            layer.keys, layer.values = fn(layer.keys, layer.values, index, first, cos, sin)
         self.rotations += len(runs)
 
     # ---- reporting -----------------------------------------------------------------------------------------
@@ -255,3 +258,25 @@ class StreamingCache(DynamicCache):
                 "by_kind": kinds,
                 "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
                 "rotations": self.rotations}
+
+
+def gather_rotate(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor, first: int,
+                  cos: torch.Tensor | None, sin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's kept tokens (`index`, in their new order), keys from `first` on rotated by the per-token
+    (cos, sin) table (None: nothing moved)."""
+    keys, values = keys.index_select(-2, index), values.index_select(-2, index)
+    if cos is not None:
+        keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
+    return keys, values
+
+
+_COMPILED: list = []
+
+
+def _gather_rotate_compiled():
+    """`gather_rotate` through torch.compile, dynamic in the token counts: eagerly it is ~10 kernels a layer over
+    fp32 copies of the moved keys (the rotation's upcast, halves, products, sum, downcast); compiled, the rotation
+    is one pass. Made once per process."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(gather_rotate, dynamic=True))
+    return _COMPILED[0]

@@ -39,13 +39,16 @@ from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarp
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
                                                 VisionBudget, reply_text, truncate_tokens)
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.attention import attention_implementation, sdpa_backend, streaming_attention_name
+from streaming_vlm.inference.attention import (CHUNK_ATTENTION, attention_implementation, chunk_attention,
+                                               sdpa_backend, streaming_attention_name)
 from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
                                            StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
+from streaming_vlm.inference.transfer import to_device
+from streaming_vlm.model.text_step import text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 
@@ -117,6 +120,11 @@ def check_cache_budget(template: StreamTemplate, config: StreamingConfig, query:
     return {"bound": bound, "per_second": per_second, "fixed": fixed, "max_cache_tokens": config.max_cache_tokens}
 
 
+def _joined(features) -> torch.Tensor:
+    """Vision features split per video (a tuple, as get_video_features returns them) as one tensor."""
+    return torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
+
+
 # ---- the engine -----------------------------------------------------------------------------------------------
 class Prepared(NamedTuple):
     """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed with `Encoded.at`) and,
@@ -164,8 +172,17 @@ class StreamingEngine:
                            if self.config.repetition_penalty != 1.0 else None)
         self.temperature = (TemperatureLogitsWarper(self.config.temperature)
                             if self.config.temperature > 0 else None)
-        # transformers >= 5.23 takes precomputed vision (`mm_encoder_outputs`), so the tower can run ahead
-        self.takes_encoder_outputs = "mm_encoder_outputs" in inspect.signature(type(model).forward).parameters
+        # the forwards of an sdpa model nothing trains run our text stack (model/text_step.py: fused projections,
+        # no host sync, compiled with `prefill_compile`); any other model, transformers' forward
+        text_config = model.model.language_model.config
+        self.text_step = (text_step_for(model.model.language_model)
+                          if streaming_attention_name(text_config) == CHUNK_ATTENTION else None)
+        if self.text_step is not None and self.config.prefill_compile:
+            self.text_step.compile()
+        # the vision tower can run ahead of its forward with our text stack, or where transformers takes its output
+        # (`mm_encoder_outputs`, >= 5.23)
+        self.vision_ahead = (self.text_step is not None
+                             or "mm_encoder_outputs" in inspect.signature(type(model).forward).parameters)
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
         self.steps_prepared_ahead = 0  # steps that found their second prepared
         self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
@@ -184,7 +201,7 @@ class StreamingEngine:
         query = query if query is not None else cfg.query
         self.budget = check_cache_budget(self.template, cfg, query)
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
-        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode)
+        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode, compile=cfg.prefill_compile)
         self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
         with self.timings.section("preprocess"):
             full = self.template.encode_prefix(previous, query, start=0)
@@ -235,9 +252,9 @@ class StreamingEngine:
             with self.timings.section("preprocess", sync=not ahead):
                 encoded = self.template.encode_second(second, start=0)
             video = None
-            if encoded.pixel_values_videos is not None and self.takes_encoder_outputs:
+            if encoded.pixel_values_videos is not None and self.vision_ahead:
                 with self.timings.section("vision", sync=not ahead):
-                    video = self._vision(encoded)
+                    video = self._vision(encoded.pixel_values_videos, encoded.video_grid_thw)
         ready = None
         if side is not None:
             ready = torch.cuda.Event()
@@ -358,7 +375,7 @@ class StreamingEngine:
                 spent[0] += time.perf_counter() - t0
 
         with self.timings.section("decode"):
-            context = self.cache.ids_tensor().to(self.device)
+            context = to_device(self.cache.ids_tensor(), self.device)
             if slots is not None:
                 slots.load(self.cache, context)
                 generated, fed = slots.generate(self._last_logits, pos, max_new, min_new, while_waiting=meanwhile)
@@ -434,18 +451,19 @@ class StreamingEngine:
         return logits[len(tail[0]):] if all_logits else logits
 
     @torch.inference_mode()
-    def _vision(self, enc: Encoded):
+    def _vision(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor):
         """The vision tower's output for a piece's frames (transformers' `get_video_features`), as the forward
         would compute it. The grid stays on the CPU when its tensors are precomputed, so nothing waits on the
         device: this can run while a reply decodes."""
-        grid = enc.video_grid_thw if self.vision_grids.supported else enc.video_grid_thw.to(self.device)
-        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(enc.video_grid_thw):
-            return self.model.model.get_video_features(enc.pixel_values_videos.to(self.device), grid,
-                                                       return_dict=True)
+        grid = video_grid_thw if self.vision_grids.supported else video_grid_thw.to(self.device)
+        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw):
+            return self.model.model.get_video_features(pixel_values_videos.to(self.device), grid, return_dict=True)
 
     @torch.inference_mode()
     def _run(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool,
              video=None) -> torch.Tensor:
+        if self.text_step is not None:
+            return self._run_text_step(input_ids, positions, pixel_values_videos, video_grid_thw, all_logits, video)
         kwargs = {}
         if video is not None:
             kwargs = {"mm_encoder_outputs": {"video": video}}
@@ -461,6 +479,32 @@ class StreamingEngine:
                              past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
                              **kwargs)
         logits = out.logits[0]
+        self._last_logits = logits[-1]
+        return logits
+
+    def _run_text_step(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool,
+                       video=None) -> torch.Tensor:
+        """`_run` through our text stack (model/text_step.py): the vision tower's output (computed here unless
+        prepared ahead) goes in at the piece's `<|video_pad|>` tokens, its DeepStack features after the first
+        layers, as transformers' forward does, with indices computed on the host: nothing here waits for the
+        device."""
+        model = self.model
+        visual = None
+        hidden = model.model.language_model.embed_tokens(to_device(input_ids[None], self.device))
+        if video is None and pixel_values_videos is not None:
+            video = self._vision(pixel_values_videos, video_grid_thw)
+        if video is not None:
+            embeds = _joined(video.pooler_output)
+            index = (input_ids == model.config.video_token_id).nonzero()[:, 0]
+            if index.numel() != embeds.shape[0]:
+                raise ValueError(f"{index.numel()} video placeholders for {embeds.shape[0]} vision features")
+            index = to_device(index, self.device)
+            hidden = hidden.index_copy(1, index, embeds[None].to(hidden.dtype))
+            visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
+        with sdpa_backend(self.config.sdpa_backend, self.device):
+            hidden = self.text_step(hidden, to_device(positions[:, None, :], self.device), self.cache,
+                                    chunk_attention, None, visual, compiled=self.config.prefill_compile)
+        logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
         return logits
 

@@ -23,12 +23,12 @@ the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BEN
 `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
 seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
-Eviction, prefill and vision stay on the eager path, outside the graph. For Qwen3-VL the step's text stack is
-`decode_step.TextDecodeStep`: the decoder layers' forward for one token, over the model's own modules, with q|k|v
-and gate|up each one matrix-vector product (the matrices alias the model's weights when nothing trains it; 2B on
-an H200: 2.7 ms/token through the engine, compiled, vs 3.9 with transformers' stack). Any other text stack is
-called as is (`model.model.language_model`, `fused_step=False` too) with a `transformers.Cache` whose layers are
-the buffers, the explicit 4-D mask used as given by transformers' mask code. On CPU (or with `use_graph=False`)
+Eviction, prefill and vision stay outside the graph. For a Qwen3-VL model nothing trains, the step's text stack is
+`text_step.TextStep` (the engine's prefill runs the same): the decoder layers' forward over the model's own
+weights, with q|k|v and gate|up each one matrix-vector product (2B on an H200: 2.7 ms/token through the engine,
+compiled, vs 3.9 with transformers' stack). Any other text stack, or a model something trains, is called as is
+(`model.model.language_model`, `fused_step=False` too) with a `transformers.Cache` whose layers are the buffers,
+the explicit 4-D mask used as given by transformers' mask code. On CPU (or with `use_graph=False`)
 the same step runs eagerly: that is what the parity tests check against the dynamic path.
 
 The buffers attend over all `capacity` slots every step (masked), so a step costs the same at any fill level: flat
@@ -50,7 +50,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
-from streaming_vlm.model import decode_step
+from streaming_vlm.model.text_step import text_step_for
 
 class SlotLayer(CacheLayerMixin):
     """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
@@ -125,9 +125,8 @@ class SlotDecoder:
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         self.graph: torch.cuda.CUDAGraph | None = None
-        # the step's text stack: ours with fused q|k|v and gate|up products where supported (decode_step.py)
-        self.text_step = (decode_step.TextDecodeStep(lm, slot_attention, fuse_weights=decode_step.can_fuse(lm))
-                          if fused_step and decode_step.supports(lm) else None)
+        # the step's text stack: ours with fused q|k|v and gate|up products where it applies (model/text_step.py)
+        self.text_step = text_step_for(lm) if fused_step else None
         # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
         # graph like the eager step. dynamo caches by code object, so a new decoder of the same shapes (a new
         # engine per chunk) reuses the compiled step (tested)
@@ -154,7 +153,8 @@ class SlotDecoder:
 
     def _forward(self) -> torch.Tensor:
         if self.text_step is not None:
-            hidden = self.text_step(self.input_ids, self.positions, self.kv, self.mask)
+            hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
+                                    self.kv, slot_attention, self.mask)
         else:
             hidden = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
                                                      attention_mask=self.mask, past_key_values=self.kv,

@@ -1,0 +1,155 @@
+"""The Qwen3-VL text stack's forward for the streaming engine, over the model's own weights: a piece appended to the
+streaming cache (a second's user turn with its vision and DeepStack features, a reply's tail, the prefix) or one
+decode token over the slot buffers (graph_decode.py).
+
+Why not transformers' forward: for the engine's pieces it is host-bound. A 2B second's prefill launched ~1.7K
+kernels from Python and took 45 ms of wall time for 21 ms of GPU time on an H200, and its placeholder checks and
+boolean-mask scatters sync the host with the device (BENCHMARKS.md). Here the layer body is two pure functions of
+tensors, `attention_inputs` (norm, q|k|v, q/k norms, mRoPE) and `layer_output` (o projection, residual, norm,
+gate|up, SiLU, down, residual), with the cache update and the attention call between them:
+
+- q|k|v and gate|up are one matrix-vector/matrix product each. The fused matrices ARE the model's weights: the
+  q/k/v and gate/up Parameters are re-pointed (`.data`) at row slices of one new matrix per layer, so no memory is
+  added and the model's own forward reads the same values. Only for a model nothing trains (`can_fuse`): an
+  optimizer's flat buffers (DeepSpeed, FSDP) would no longer reach these weights. `load_model` returns such a
+  model; a trainable one (the training eval callback's) keeps transformers' forward.
+- The two functions take the weights as arguments and have the same shapes in every layer, so
+  `torch.compile(dynamic=True)` compiles each once for all layers and all piece lengths (`TextStep.compile`; the
+  engine's `prefill_compile`): ~55 kernels a layer become ~12.
+- The vision features go in with index ops at placeholder indices computed on the host, and the DeepStack features
+  are added after the first layers the same way: no host sync.
+
+For a text token t = h = w, so the interleaved 3-D rotary is the model's rotary at that position. One instance per
+model (`text_step_for`), shared by the engine's pieces and the slot decoder, so the weights are fused once.
+The numbers behind the fusing: 28 layers of 2B decode GEMVs take 1.91 ms as 7 products a layer and 1.13 ms as 4
+(H200, BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+
+def supports(language_model) -> bool:
+    return (isinstance(language_model, modeling_qwen3_vl.Qwen3VLTextModel)
+            and getattr(language_model.config, "hidden_act", "silu") == "silu")
+
+
+def can_fuse(language_model) -> bool:
+    """Fusing re-points weights: only for plain Linear projections (no LoRA wrappers) of a model nothing trains."""
+    if any(p.requires_grad for p in language_model.parameters()):
+        return False
+    return all(type(lin) is torch.nn.Linear for layer in language_model.layers
+               for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                           layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj))
+
+
+# ---- the layer body, as pure functions of tensors ------------------------------------------------------------
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen3VLTextRMSNorm.forward, as a function (tests/test_text_step.py checks it bit for bit)."""
+    dtype = x.dtype
+    x = x.to(torch.float32)
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def attention_inputs(h, norm, qkv, qkv_bias, q_norm, k_norm, cos, sin, eps: float, heads: int, kv_heads: int):
+    """(B, L, D) residual stream -> rotated q (B, heads, L, d), k and v (B, kv_heads, L, d)."""
+    b, n, _ = h.shape
+    d = q_norm.shape[0]
+    q, k, v = F.linear(rms_norm(h, norm, eps), qkv, qkv_bias).split([heads * d, kv_heads * d, kv_heads * d], dim=-1)
+    q = rms_norm(q.view(b, n, heads, d), q_norm, eps).transpose(1, 2)
+    k = rms_norm(k.view(b, n, kv_heads, d), k_norm, eps).transpose(1, 2)
+    v = v.view(b, n, kv_heads, d).transpose(1, 2)
+    q, k = modeling_qwen3_vl.apply_rotary_pos_emb(q, k, cos, sin)
+    return q, k, v
+
+
+def layer_output(h, attn_out, o_proj, o_bias, norm, gate_up, down, eps: float):
+    """Residual stream after the attention output (B, L, heads·d) and the MLP."""
+    h = h + F.linear(attn_out, o_proj, o_bias)
+    gate, up = F.linear(rms_norm(h, norm, eps), gate_up).chunk(2, dim=-1)
+    return h + F.linear(F.silu(gate) * up, down)
+
+
+def _alias_rows(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One (sum of rows, in) matrix whose row blocks become the given linears' weights (and biases)."""
+    weight = torch.cat([lin.weight.detach() for lin in linears])
+    biases = [lin.bias for lin in linears]
+    bias = torch.cat([b.detach() for b in biases]) if all(b is not None for b in biases) else None
+    start = 0
+    for lin in linears:
+        rows = lin.weight.shape[0]
+        lin.weight.data = weight[start:start + rows]
+        if bias is not None:
+            lin.bias.data = bias[start:start + rows]
+        start += rows
+    return weight, bias
+
+
+class TextStep:
+    def __init__(self, language_model):
+        if not supports(language_model):
+            raise TypeError(f"TextStep supports Qwen3VLTextModel (SiLU), not {type(language_model).__name__}")
+        if not can_fuse(language_model):
+            raise ValueError("TextStep re-points the model's weights: only for a model nothing trains")
+        self.lm = language_model
+        cfg = language_model.config
+        self.eps = float(cfg.rms_norm_eps)
+        self.heads, self.kv_heads = int(cfg.num_attention_heads), int(cfg.num_key_value_heads)
+        self.weights = []  # per layer: the arguments of attention_inputs and layer_output
+        for layer in language_model.layers:
+            attn, mlp = layer.self_attn, layer.mlp  # Qwen3-VL's MLP projections have no bias
+            qkv, qkv_bias = _alias_rows([attn.q_proj, attn.k_proj, attn.v_proj])
+            gate_up, _ = _alias_rows([mlp.gate_proj, mlp.up_proj])
+            self.weights.append(((layer.input_layernorm.weight, qkv, qkv_bias, attn.q_norm.weight,
+                                  attn.k_norm.weight),
+                                 (attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight,
+                                  gate_up, mlp.down_proj.weight)))
+        self._compiled = None
+
+    def compile(self) -> None:
+        """torch.compile the two layer functions, dynamic in the piece length: compiled on first use, once for
+        every layer and length (a length of 1 is specialised by torch and compiled once more)."""
+        if self._compiled is None:
+            self._compiled = (torch.compile(attention_inputs, dynamic=True),
+                              torch.compile(layer_output, dynamic=True))
+
+    def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, cache, attention, mask=None,
+                 visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
+                 compiled: bool = False) -> torch.Tensor:
+        """hidden (1, L, D): the piece's input embeddings; positions (3, 1, L); `attention(module, q, k, v, mask,
+        scaling=…)` in transformers' signature, over what `cache.update(k, v, layer)` returns; `visual`: (the
+        vision tokens' indices in the piece, DeepStack features per layer (n, D)), added after the first layers
+        as transformers does. `compiled`: the compiled layer functions (after `compile()`). Returns the final-norm
+        hidden states (1, L, D)."""
+        pre, post = self._compiled if compiled and self._compiled is not None else (attention_inputs, layer_output)
+        cos, sin = self.lm.rotary_emb(hidden, positions)
+        h = hidden
+        for i, (layer, (w_in, w_out)) in enumerate(zip(self.lm.layers, self.weights)):
+            q, k, v = pre(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
+            k, v = cache.update(k, v, i)
+            out, _ = attention(layer.self_attn, q, k, v, mask, scaling=layer.self_attn.scaling)
+            h = post(h, out.reshape(*h.shape[:2], -1), *w_out, self.eps)
+            if visual is not None and i < len(visual[1]):
+                index, features = visual
+                h = h.index_copy(1, index, h.index_select(1, index) + features[i][None].to(h.dtype))
+        return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
+
+
+_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def text_step_for(language_model) -> TextStep | None:
+    """The model's TextStep (made, and its weights fused, on first use), or None where it does not apply: another
+    text stack, or a model something trains."""
+    if not supports(language_model) or not can_fuse(language_model):
+        return None
+    step = _STEPS.get(language_model)
+    if step is None:
+        step = _STEPS[language_model] = TextStep(language_model)
+    return step

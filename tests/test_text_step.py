@@ -1,0 +1,65 @@
+"""Our text stack (model/text_step.py) is transformers' Qwen3-VL text stack: its RMSNorm bit for bit, and, compiled
+(`prefill_compile`: the prefill's layer functions and the eviction's gather-and-rotate), the same logits, tokens
+and cache as eager, with one compilation for every layer and piece length."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import Qwen3VLForConditionalGeneration
+
+from streaming_vlm.data.video import VideoReader
+from streaming_vlm.inference.engine import StreamingEngine
+from streaming_vlm.inference.testvideo import write_video
+from streaming_vlm.model.text_step import rms_norm, text_step_for
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("vid") / "game.mp4", seconds=6, fps=24, width=160, height=96)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_is_the_models(tiny_ckpt, dtype):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, dtype=dtype)
+    norm = model.model.language_model.layers[0].input_layernorm
+    with torch.no_grad():
+        norm.weight.normal_()
+        x = torch.randn(1, 7, norm.weight.shape[0], dtype=dtype) * 3
+        assert torch.equal(rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
+
+
+def test_text_step_only_for_a_model_nothing_trains(tiny_ckpt):
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    assert text_step_for(model.model.language_model) is None
+    model.requires_grad_(False)
+    step = text_step_for(model.model.language_model)
+    assert step is not None and text_step_for(model.model.language_model) is step
+
+
+def test_compiled_prefill_and_eviction_stream_as_eager(tiny_ckpt, tiny_processor, video):
+    from torch._dynamo.utils import counters
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
+    runs = {}
+    for compiled in (False, True):
+        cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 5,
+               "min_new_tokens": 3, "decode_mode": "dynamic", "prefill_compile": compiled}
+        engine = StreamingEngine(model, tiny_processor, cfg)
+        engine.score_trace = []
+        graphs = counters["stats"]["unique_graphs"]
+        engine.start(previous_text="Earlier: a quiet first half, nil nil.")
+        outs = list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 6)))
+        runs[compiled] = (engine, outs, counters["stats"]["unique_graphs"] - graphs)
+    (eager, eager_out, eager_graphs), (comp, comp_out, comp_graphs) = runs[False], runs[True]
+    assert eager_graphs == 0 and comp.cache.compile and comp.cache.tokens_evicted > 0
+    # the two layer functions, for lengths > 1 and for the decode forwards' length 1 (specialised by torch), and
+    # the gather-and-rotate: not one graph per layer, piece or eviction
+    assert 3 <= comp_graphs <= 6, comp_graphs
+    assert [o["text"] for o in comp_out] == [o["text"] for o in eager_out]
+    diff = max((a - b).abs().max().item() for a, b in zip(comp.score_trace, eager.score_trace))
+    assert diff < 1e-4, f"compiled vs eager prefill: max |Δlogit| = {diff:.2e}"
+    assert comp.cache.ids() == eager.cache.ids()
+    for a, b in zip(comp.cache.layers, eager.cache.layers):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=0)
