@@ -2,12 +2,15 @@
 the vision tower and one decode step, and decode GEMVs separate vs fused.
 
     python bench/kernel_micro.py                 # prints the tables (CUDA only)
+    python bench/kernel_micro.py evict           # only these tables (attention, gemv, evict)
 
 Rows (attention: max |error| against fp32 math attention with the mask written out):
   prefill  792 queries (one 2B second) over 13.6K cached keys, 16 query / 8 K/V heads of 128, bottom-right causal
   vision   3072 patches (2 frames of 720p at the 2B budget), 16 heads of 64, no mask
   decode   1 query over 14.6K slots with an additive mask, replayed as a CUDA graph (what the slot step runs)
   gemv     the 28 layers' projections for one token: 7 products a layer vs q|k|v and gate|up fused (4 a layer)
+  evict    one eviction: the kept 13.5K of 14.3K tokens gathered into spare buffers and the moved keys rotated in
+           place, 28 layers of 8 K/V heads of 128: rotation eager, compiled (automatic / all-dims dynamic), none
 Used to pick `attention.chunk_attention` (prefill), torch's default for vision (cuDNN on an H200) and the fused step
 (`model/decode_step.py`). Results: BENCHMARKS.md.
 """
@@ -138,13 +141,59 @@ def gemv_rows() -> list[str]:
     return rows
 
 
+def eviction_rows() -> list[str]:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from streaming_vlm.inference import cache as cache_module
+    from streaming_vlm.model.mrope import rotation_table
+
+    layers, heads, dim, first, n, drop, spare = 28, 8, 128, 1100, 14300, 800, 900
+    m = n - drop
+    inv_freq = 1.0 / (5e6 ** (torch.arange(0, dim, 2, device=DEV).float() / dim))
+    kv = [(torch.randn(1, heads, n, dim, device=DEV, dtype=DT), torch.randn(1, heads, n, dim, device=DEV, dtype=DT))
+          for _ in range(layers)]
+    index = torch.cat([torch.arange(first, device=DEV), torch.arange(first + drop, n, device=DEV)])
+    cos, sin = rotation_table(torch.full((m - first,), -drop, device=DEV), inv_freq, DEV)
+    bufs = [(torch.empty(1, heads, m + spare, dim, device=DEV, dtype=DT),
+             torch.empty(1, heads, m + spare, dim, device=DEV, dtype=DT)) for _ in range(layers)]
+    cache_module.warm_up_rotation(bufs[0][0][..., :m, :], inv_freq)
+    dynamic = torch.compile(cache_module.rotate_in_place, dynamic=True)
+    variants = {"eager rotation (fp32 ops)": cache_module.rotate_in_place,
+                "compiled, automatic dynamic (the cache's)": cache_module._rotate_compiled(),
+                "compiled, all dims dynamic": dynamic, "no rotation": None}
+
+    def compact(rotate):
+        for (k, v), (kb, vb) in zip(kv, bufs):
+            torch.index_select(k, -2, index, out=kb[..., :m, :])
+            torch.index_select(v, -2, index, out=vb[..., :m, :])
+            if rotate is not None:
+                rotate(kb[..., first:m, :], cos, sin)
+
+    gb = layers * 2 * (n + m) * heads * dim * 2 / 1e9  # K and V read whole, kept part written
+    rows = ["| eviction: gather into spare buffers + rotation, 28 layers | ms | GB/s (gather bytes) | max error vs eager |",
+            "|---|---:|---:|---:|"]
+    compact(cache_module.rotate_in_place)
+    ref = bufs[0][0][..., :m, :].clone()
+    for name, rotate in variants.items():
+        compact(rotate)
+        err = (bufs[0][0][..., :m, :].float() - ref.float()).abs().max().item() if rotate is not None else float("nan")
+        _, us = timed(lambda: compact(rotate), 20)
+        rows.append(f"| {name} | {us / 1e3:.2f} | {gb / (us / 1e6):.0f} | {err:.3g} |")
+    return rows
+
+
 def main():
+    import sys
+
     if not torch.cuda.is_available():
         raise SystemExit("kernel_micro needs a CUDA device")
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print("\n".join(attention_rows()))
-    print()
-    print("\n".join(gemv_rows()))
+    tables = {"attention": attention_rows, "gemv": gemv_rows, "evict": eviction_rows}
+    for name in sys.argv[1:] or tables:
+        print("\n".join(tables[name]()))
+        print()
 
 
 if __name__ == "__main__":

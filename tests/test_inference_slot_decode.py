@@ -290,3 +290,14 @@ def test_lookahead_prepares_the_next_second_and_changes_nothing(tiny_ckpt, tiny_
     assert ahead.cache.ids() == plain.cache.ids()
     for a, b in zip(ahead.cache.layers, plain.cache.layers):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_two_stage_argmax_is_argmax():
+    from streaming_vlm.inference.graph_decode import first_argmax
+
+    g = torch.Generator().manual_seed(0)
+    for n in (151936, 1000, 128 * 7):
+        scores = torch.randn(n, generator=g)
+        assert first_argmax(scores).item() == scores.argmax().item()
+        scores[5] = scores[n - 3] = scores.max() + 1  # a tie: the first index wins, as with argmax
+        assert first_argmax(scores).tolist() == [5]

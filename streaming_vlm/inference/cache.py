@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.model.mrope import apply_rotation, rotation_table
@@ -84,7 +85,9 @@ class StreamingCache(DynamicCache):
         self.inv_freq = inv_freq.detach().float().cpu()
         self._inv_freq_on: dict[torch.device, torch.Tensor] = {}
         self.pos_mode = pos_mode
-        self.compile = bool(compile)  # gather and rotate through torch.compile (one fused kernel a layer)
+        self.compile = bool(compile)  # rotate the moved keys through torch.compile (one kernel a layer)
+        self.spare_tokens = 0  # room left in each layer's buffers after an eviction or a regrow (SpareLayer)
+        self.layer_class_to_replicate = lambda: SpareLayer(self)
         self.segments: list[Segment] = []
         self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
@@ -235,7 +238,7 @@ class StreamingCache(DynamicCache):
         for a, b, s in runs:
             shifts[a - first:b - first] = -s
         index, device, cos, sin = None, None, None, None
-        fn = _gather_rotate_compiled() if self.compile else gather_rotate
+        rotate = _rotate_compiled() if self.compile else rotate_in_place
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
@@ -246,7 +249,7 @@ class StreamingCache(DynamicCache):
                     if device not in self._inv_freq_on:
                         self._inv_freq_on[device] = self.inv_freq.to(device)
                     cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
-            layer.keys, layer.values = fn(layer.keys, layer.values, index, first, cos, sin)
+            layer.compact(index, first, cos, sin, rotate)
         self.rotations += len(runs)
 
     # ---- reporting -----------------------------------------------------------------------------------------
@@ -260,23 +263,80 @@ class StreamingCache(DynamicCache):
                 "rotations": self.rotations}
 
 
-def gather_rotate(keys: torch.Tensor, values: torch.Tensor, index: torch.Tensor, first: int,
-                  cos: torch.Tensor | None, sin: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's kept tokens (`index`, in their new order), keys from `first` on rotated by the per-token
-    (cos, sin) table (None: nothing moved)."""
-    keys, values = keys.index_select(-2, index), values.index_select(-2, index)
-    if cos is not None:
-        keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
-    return keys, values
+class SpareLayer(DynamicLayer):
+    """A DynamicLayer whose keys and values are views of buffers with room to spare (`cache.spare_tokens`): a
+    piece is written into the room, where DynamicLayer concatenates, a copy of every cached token of the layer
+    for every piece (a second's prefill, a decoded reply: ~10 ms a second for the 2B on an H200). The room is
+    made when an eviction compacts the layer into new buffers, or when a piece does not fit."""
+
+    def __init__(self, cache: "StreamingCache"):
+        super().__init__()
+        self.cache = cache
+        self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _room(self, total: int) -> bool:
+        if self.buffers is None:
+            return False
+        kbuf = self.buffers[0]
+        return (kbuf.shape[-2] >= total and self.keys.data_ptr() == kbuf.data_ptr()
+                and self.keys.stride() == kbuf.stride())
+
+    def _new_buffers(self, like: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (*like.shape[:-2], tokens + self.cache.spare_tokens, like.shape[-1])
+        self.buffers = (like.new_empty(shape), like.new_empty(shape))
+        return self.buffers
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n, add = self.get_seq_length(), key_states.shape[-2]
+        if not self._room(n + add):
+            kbuf, vbuf = self._new_buffers(key_states, n + add)
+            if n:
+                kbuf[..., :n, :].copy_(self.keys)
+                vbuf[..., :n, :].copy_(self.values)
+        kbuf, vbuf = self.buffers
+        kbuf[..., n:n + add, :].copy_(key_states)
+        vbuf[..., n:n + add, :].copy_(value_states)
+        self.keys, self.values = kbuf[..., :n + add, :], vbuf[..., :n + add, :]
+        return self.keys, self.values
+
+    def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None,
+                rotate) -> None:
+        """Keep the tokens at `index` (in that order) in new buffers, keys from `first` on rotated in place by
+        the per-token (cos, sin) table (None: nothing moved)."""
+        m = index.numel()
+        kbuf, vbuf = self._new_buffers(self.keys, m)
+        keys, values = kbuf[..., :m, :], vbuf[..., :m, :]
+        torch.index_select(self.keys, -2, index, out=keys)
+        torch.index_select(self.values, -2, index, out=values)
+        if cos is not None:
+            rotate(keys[..., first:, :], cos, sin)
+        self.keys, self.values = keys, values
+
+
+def rotate_in_place(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    keys.copy_(apply_rotation(keys, cos, sin))
 
 
 _COMPILED: list = []
 
 
-def _gather_rotate_compiled():
-    """`gather_rotate` through torch.compile, dynamic in the token counts: eagerly it is ~10 kernels a layer over
-    fp32 copies of the moved keys (the rotation's upcast, halves, products, sum, downcast); compiled, the rotation
-    is one pass. Made once per process."""
+def _rotate_compiled():
+    """`rotate_in_place` through torch.compile: eagerly it is ~10 kernels a layer over fp32 copies of the moved
+    keys (the rotation's upcast, halves, products, sum, downcast); compiled, one pass. Dynamic in the token count
+    only after it changes (torch's automatic dynamic shapes): fully dynamic shapes made the kernel's index
+    arithmetic, and so the kernel, several times slower. Made once per process."""
     if not _COMPILED:
-        _COMPILED.append(torch.compile(gather_rotate, dynamic=True))
+        _COMPILED.append(torch.compile(rotate_in_place))
     return _COMPILED[0]
+
+
+def warm_up_rotation(like: torch.Tensor, inv_freq: torch.Tensor) -> None:
+    """Compile the rotation now, for keys like `like` (B, heads, N, d) strided as a SpareLayer's, at two token
+    counts (the second makes the count dynamic), so that no stream second pays for it."""
+    rotate = _rotate_compiled()
+    for n in (17, 29):
+        buf = like.new_zeros(*like.shape[:-2], n + 8, like.shape[-1])
+        cos, sin = rotation_table(torch.arange(n - 3, device=like.device) - 5, inv_freq, like.device)
+        rotate(buf[..., 3:n, :], cos, sin)

@@ -42,7 +42,7 @@ from streaming_vlm.errors import UserError
 from streaming_vlm.inference.attention import (CHUNK_ATTENTION, attention_implementation, chunk_attention,
                                                sdpa_backend, streaming_attention_name)
 from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
-                                           StreamingCache)
+                                           StreamingCache, warm_up_rotation)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
@@ -202,6 +202,7 @@ class StreamingEngine:
         self.budget = check_cache_budget(self.template, cfg, query)
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
         self.cache = self.cache_class(self.inv_freq, cfg.pos_mode, compile=cfg.prefill_compile)
+        self.cache.spare_tokens = self.budget["per_second"]  # a second's pieces fit without a regrow
         self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
         with self.timings.section("preprocess"):
             full = self.template.encode_prefix(previous, query, start=0)
@@ -214,6 +215,10 @@ class StreamingEngine:
                 self.cache.add_segment(kind, ids[a:b], a, b)
         with self.timings.section("prefill"):
             self._forward(full)
+        if cfg.prefill_compile:  # compile now, not in the stream's first seconds and first eviction
+            if self.text_step is not None:
+                self.text_step.warm_up()
+            warm_up_rotation(self.cache.layers[0].keys, self.inv_freq)
         slots = self._slot_decoder(self.config.max_new_tokens)
         if slots is not None:
             slots.prepare()  # capture (and compile) the decode step before the first second, not during it

@@ -52,6 +52,18 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
 from streaming_vlm.model.text_step import text_step_for
 
+def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
+    """`scores.argmax(-1, keepdim=True)` for a 1-D `scores`, in two stages (the max of each of `rows` blocks, then
+    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks: compiled as one
+    reduction it ran as a single program, 115 us a step on an H200. Ties go to the first index, as argmax."""
+    if scores.numel() % rows:
+        return scores.argmax(-1, keepdim=True)
+    blocks = scores.view(rows, -1)
+    best, col = blocks.max(-1)
+    row = best.argmax(-1, keepdim=True)
+    return row * blocks.shape[1] + col.index_select(0, row)
+
+
 class SlotLayer(CacheLayerMixin):
     """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
 
@@ -148,8 +160,7 @@ class SlotDecoder:
         if self.noise is not None:
             u = self.noise.index_select(0, i)[0].clamp(min=1e-20)
             scores = scores / self.temperature - torch.log(-torch.log(u))
-        token = scores.argmax(-1, keepdim=True)
-        return torch.where(self.force >= 0, self.force, token)
+        return torch.where(self.force >= 0, self.force, first_argmax(scores))
 
     def _forward(self) -> torch.Tensor:
         if self.text_step is not None:
@@ -320,7 +331,6 @@ class SlotDecoder:
         a, b = self.base, self.filled
         if b > a:
             for src, dst in zip(self.layers, cache.layers):
-                dst.keys = torch.cat([dst.keys, src.keys[:, :, a:b]], dim=-2)
-                dst.values = torch.cat([dst.values, src.values[:, :, a:b]], dim=-2)
+                dst.update(src.keys[:, :, a:b], src.values[:, :, a:b])
         self.base = b
         return b - a

@@ -12,4 +12,4 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     device = torch.device(device)
     if device.type != "cuda" or tensor.device.type == "cuda":
         return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.contiguous().pin_memory().to(device, non_blocking=True)  # (an expanded view cannot be pinned)

@@ -113,11 +113,26 @@ class TextStep:
         self._compiled = None
 
     def compile(self) -> None:
-        """torch.compile the two layer functions, dynamic in the piece length: compiled on first use, once for
-        every layer and length (a length of 1 is specialised by torch and compiled once more)."""
+        """torch.compile the two layer functions: once for every layer, and dynamic in the piece length from its
+        second length on (torch's automatic dynamic shapes; the weights' shapes stay static: marked all dynamic,
+        the kernels' index arithmetic and the calls' guards cost several times more). A length of 1 is
+        specialised by torch and compiled once more. `warm_up` compiles them now."""
         if self._compiled is None:
-            self._compiled = (torch.compile(attention_inputs, dynamic=True),
-                              torch.compile(layer_output, dynamic=True))
+            self._compiled = (torch.compile(attention_inputs), torch.compile(layer_output))
+
+    @torch.inference_mode()
+    def warm_up(self, lengths: tuple[int, ...] = (2, 3)) -> None:
+        """Run the compiled layer functions on random pieces of two lengths, so that neither compilation falls
+        in a stream second."""
+        if self._compiled is None:
+            return
+        (pre, post), (w_in, w_out) = self._compiled, self.weights[0]
+        qkv = w_in[1]
+        for n in lengths:
+            h = torch.randn(1, n, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
+            cos, sin = self.lm.rotary_emb(h, torch.arange(n, device=qkv.device).expand(3, 1, n))
+            q, _, _ = pre(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
+            post(h, q.transpose(1, 2).contiguous().reshape(1, n, -1), *w_out, self.eps)
 
     def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, cache, attention, mask=None,
                  visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None,

@@ -152,9 +152,9 @@ class LockstepEngine(StreamingEngine):
     def _slot_decoder(self, max_new):
         return None  # ZeRO-3 hooks fetch weights inside every forward: eager decoding only
 
-    def _vision(self, enc):
+    def _vision(self, *args):
         with torch.no_grad():  # the vision tower ahead of the forward, under no_grad like `_run`
-            return getattr(StreamingEngine._vision, "__wrapped__", StreamingEngine._vision)(self, enc)
+            return getattr(StreamingEngine._vision, "__wrapped__", StreamingEngine._vision)(self, *args)
 
 
 def metrics_from_report(report: Mapping[str, Any]) -> dict[str, float]:
