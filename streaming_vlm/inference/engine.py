@@ -254,11 +254,11 @@ class StreamingEngine:
         the vision tower's kernels can run beside the decode's."""
         side = self._side_stream() if ahead else None
         with torch.cuda.stream(side) if side is not None else nullcontext():
-            with self.timings.section("preprocess", sync=not ahead):
+            with self.timings.section("preprocess", device=not ahead):
                 encoded = self.template.encode_second(second, start=0)
             video = None
             if encoded.pixel_values_videos is not None and self.vision_ahead:
-                with self.timings.section("vision", sync=not ahead):
+                with self.timings.section("vision", device=not ahead):
                     video = self._vision(encoded.pixel_values_videos, encoded.video_grid_thw)
         ready = None
         if side is not None:
@@ -390,7 +390,8 @@ class StreamingEngine:
                 meanwhile()
                 generated, fed = self._generate_on_cache(context, max_new, min_new)
             self.cache.extend_last((generated + closing)[fed:], written=False)
-        self.timings.add("decode", -spent[0])  # booked by while_decoding's own sections
+        if not self.timings.cuda:  # host time: while_decoding's own sections booked it (on CUDA it overlaps)
+            self.timings.add("decode", -spent[0])
         self.tokens_generated += len(generated)
         return generated + closing
 
@@ -532,28 +533,27 @@ class StreamingEngine:
     def _timed_forward(self, stage: str):
         """Time a forward as `stage`, minus the vision tower's share (hooked and booked as `vision`)."""
         visual = self.model.model.visual
-        spent = {"vision": 0.0}
         marks = {}
 
         def pre(*_):
-            marks["t0"] = self.timings.now()
+            marks["vision"] = self.timings.mark()
             marks["range"] = torch.profiler.record_function("stage:vision").__enter__()
 
         def post(*_):
             marks.pop("range").__exit__(None, None, None)
-            spent["vision"] += self.timings.now() - marks.pop("t0")
+            start, end = marks.pop("vision"), self.timings.mark()
+            self.timings.book("vision", start, end)
+            self.timings.book(stage, start, end, sign=-1.0)
 
         handles = [visual.register_forward_pre_hook(pre), visual.register_forward_hook(post)]
-        t0 = self.timings.now()
+        start = self.timings.mark()
         try:
             with torch.profiler.record_function(f"stage:{stage}"):  # includes the vision range
                 yield
         finally:
-            total = self.timings.now() - t0
             for h in handles:
                 h.remove()
-            self.timings.add("vision", spent["vision"])
-            self.timings.add(stage, total - spent["vision"])
+            self.timings.book(stage, start, self.timings.mark())
 
     # ---- reporting ----------------------------------------------------------------------------------------------
     def stats(self) -> dict:
