@@ -10,7 +10,7 @@ Rows (attention: max |error| against fp32 math attention with the mask written o
   decode   1 query over 14.6K slots with an additive mask, replayed as a CUDA graph (what the slot step runs)
   gemv     the 28 layers' projections for one token: 7 products a layer vs q|k|v and gate|up fused (4 a layer)
   evict    one eviction: the kept 13.5K of 14.3K tokens gathered into spare buffers and the moved keys rotated in
-           place, 28 layers of 8 K/V heads of 128: rotation eager, compiled (automatic / all-dims dynamic), none
+           place, 28 layers of 8 K/V heads of 128: rotation eager, compiled, the Triton kernel, none
 Used to pick `attention.chunk_attention` (prefill), torch's default for vision (cuDNN on an H200) and the fused step
 (`model/decode_step.py`). Results: BENCHMARKS.md.
 """
@@ -158,11 +158,16 @@ def eviction_rows() -> list[str]:
     cos, sin = rotation_table(torch.full((m - first,), -drop, device=DEV), inv_freq, DEV)
     bufs = [(torch.empty(1, heads, m + spare, dim, device=DEV, dtype=DT),
              torch.empty(1, heads, m + spare, dim, device=DEV, dtype=DT)) for _ in range(layers)]
-    cache_module.warm_up_rotation(bufs[0][0][..., :m, :], inv_freq)
-    dynamic = torch.compile(cache_module.rotate_in_place, dynamic=True)
+    from streaming_vlm.inference.rotation_kernel import rotate_in_place_cuda
+
+    compiled = cache_module._rotate_compiled()
+    for n_warm in (17, 29):  # compile for two token counts: dynamic from then on
+        warm = bufs[0][0][..., 3:n_warm, :]
+        compiled(warm, cos[:n_warm - 3], sin[:n_warm - 3])
+    assert rotate_in_place_cuda(bufs[0][0][..., 3:40, :], cos[:37], sin[:37]), "the Triton kernel did not apply"
     variants = {"eager rotation (fp32 ops)": cache_module.rotate_in_place,
-                "compiled, automatic dynamic (the cache's)": cache_module._rotate_compiled(),
-                "compiled, all dims dynamic": dynamic, "no rotation": None}
+                "torch.compile, automatic dynamic": compiled,
+                "Triton kernel (the cache's, rotation_kernel.py)": rotate_in_place_cuda, "no rotation": None}
 
     def compact(rotate):
         for (k, v), (kb, vb) in zip(kv, bufs):

@@ -44,6 +44,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from streaming_vlm.inference.rotation_kernel import rotate_in_place_cuda
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
@@ -238,7 +239,6 @@ class StreamingCache(DynamicCache):
         for a, b, s in runs:
             shifts[a - first:b - first] = -s
         index, device, cos, sin = None, None, None, None
-        rotate = _rotate_compiled() if self.compile else rotate_in_place
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
                 continue
@@ -249,7 +249,7 @@ class StreamingCache(DynamicCache):
                     if device not in self._inv_freq_on:
                         self._inv_freq_on[device] = self.inv_freq.to(device)
                     cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
-            layer.compact(index, first, cos, sin, rotate)
+            layer.compact(index, first, cos, sin, self.compile)
         self.rotations += len(runs)
 
     # ---- reporting -----------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ class SpareLayer(DynamicLayer):
         return self.keys, self.values
 
     def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                rotate) -> None:
+                compiled: bool = False) -> None:
         """Keep the tokens at `index` (in that order) in new buffers, keys from `first` on rotated in place by
         the per-token (cos, sin) table (None: nothing moved)."""
         m = index.numel()
@@ -311,12 +311,20 @@ class SpareLayer(DynamicLayer):
         torch.index_select(self.keys, -2, index, out=keys)
         torch.index_select(self.values, -2, index, out=values)
         if cos is not None:
-            rotate(keys[..., first:, :], cos, sin)
+            rotate_moved_keys(keys[..., first:, :], cos, sin, compiled)
         self.keys, self.values = keys, values
 
 
 def rotate_in_place(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
     keys.copy_(apply_rotation(keys, cos, sin))
+
+
+def rotate_moved_keys(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, compiled: bool) -> None:
+    """The eviction's rotation: one Triton kernel on CUDA (rotation_kernel.py), else through torch.compile
+    (`compiled`) or eagerly."""
+    if keys.device.type == "cuda" and rotate_in_place_cuda(keys, cos, sin):
+        return
+    (_rotate_compiled() if compiled else rotate_in_place)(keys, cos, sin)
 
 
 _COMPILED: list = []
@@ -333,10 +341,10 @@ def _rotate_compiled():
 
 
 def warm_up_rotation(like: torch.Tensor, inv_freq: torch.Tensor) -> None:
-    """Compile the rotation now, for keys like `like` (B, heads, N, d) strided as a SpareLayer's, at two token
-    counts (the second makes the count dynamic), so that no stream second pays for it."""
-    rotate = _rotate_compiled()
+    """Build the rotation now (the kernel and its check on CUDA, else the compiled function), for keys like `like`
+    (B, heads, N, d) strided as a SpareLayer's, at two token counts (the second makes the count dynamic), so that
+    no stream second pays for it."""
     for n in (17, 29):
         buf = like.new_zeros(*like.shape[:-2], n + 8, like.shape[-1])
         cos, sin = rotation_table(torch.arange(n - 3, device=like.device) - 5, inv_freq, like.device)
-        rotate(buf[..., 3:n, :], cos, sin)
+        rotate_moved_keys(buf[..., 3:n, :], cos, sin, compiled=True)
