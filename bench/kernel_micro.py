@@ -12,7 +12,7 @@ Rows (attention: max |error| against fp32 math attention with the mask written o
   evict    one eviction: the kept 13.5K of 14.3K tokens gathered into spare buffers and the moved keys rotated in
            place, 28 layers of 8 K/V heads of 128: rotation eager, compiled, the Triton kernel, none
 Used to pick `attention.chunk_attention` (prefill), torch's default for vision (cuDNN on an H200) and the fused step
-(`model/decode_step.py`). Results: BENCHMARKS.md.
+(`model/text_step.py`). Results: BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -23,6 +23,12 @@ stay bounded forever. In `native` mode tokens keep their positions (the ablation
 
 What to drop is not decided here: see `eviction.py`.
 
+**Buffers with room.** Each layer is a `SpareLayer`: its keys and values are views of buffers that keep
+`spare_tokens` of room (the engine sets a second's worth), so a piece or a decoded reply is written in place.
+transformers' DynamicLayer concatenates, which copies the whole cache once a piece and layer. `apply` gathers the
+kept tokens into new buffers (with room) and rotates the moved keys there in place: on CUDA one Triton kernel a
+layer (`rotation_kernel.py`), else eagerly or, with `compile`, through torch.compile.
+
 **Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
 the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
 their K/V are written by the next forward, in front of the next piece (`take_unwritten`). The layers then hold the

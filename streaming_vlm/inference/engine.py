@@ -10,13 +10,16 @@ training uses, placed at the cache's next position:
     stream(seconds)               step() over a source; with `lookahead`, second i+1 is read, encoded and run
                                   through the vision tower while reply i decodes on the device (`prepare`)
 
-The forward is transformers' own `Qwen3VLForConditionalGeneration.forward`, unpatched: we pass explicit 3-row
-mRoPE positions `(3, 1, L)` (3 rows = plain t/h/w positions, used as given; 4 rows would be read as packed
-sequences), `pixel_values_videos` / `video_grid_thw` for the new second only, and the `StreamingCache`. With a
-cache, Qwen3VLModel still runs the vision tower on the new pixels, scatters them at the `<|video_pad|>` tokens of
-the new chunk and adds the DeepStack features at those same positions after decoder layers 0..2 (its visual mask
-is built from the chunk's own input_ids), so DeepStack works on every second without a patch
-(tests/test_inference_parity.py checks it against one full forward).
+The forward of a model something trains (the training eval callback's), or of an eager / flash-attention model,
+is transformers' own `Qwen3VLForConditionalGeneration.forward`, unpatched: we pass explicit 3-row mRoPE positions
+`(3, 1, L)` (3 rows = plain t/h/w positions, used as given; 4 rows would be read as packed sequences),
+`pixel_values_videos` / `video_grid_thw` for the new second only, and the `StreamingCache`. With a cache,
+Qwen3VLModel still runs the vision tower on the new pixels, scatters them at the `<|video_pad|>` tokens of the new
+chunk and adds the DeepStack features at those same positions after decoder layers 0..2 (its visual mask is built
+from the chunk's own input_ids), so DeepStack works on every second without a patch. For an sdpa model nothing
+trains (what `load_model` returns) the same forward runs through `model/text_step.py`, our copy of the text
+layers over the model's weights, without the host syncs and with the vision and DeepStack features put in by
+index (`_run_text_step`). tests/test_inference_parity.py checks both against one full forward.
 
 Decode steps (text only, one token each) can instead run on fixed-size copies of the cache replayed as a CUDA graph
 (`graph_decode.SlotDecoder`, `decode_mode`); the decoded tokens' K/V are appended to the cache afterwards, so the

@@ -74,7 +74,7 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False):
 def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype=None, device=None,
                trust_remote_code: bool = False, **kwargs):
     """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model for inference: eval
-    mode, no parameter requiring grad (so the decode step may fuse its projections, model/decode_step.py)."""
+    mode, no parameter requiring grad (so our text stack may fuse its projections, model/text_step.py)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     path = _check_path(path)
