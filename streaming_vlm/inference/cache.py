@@ -337,10 +337,10 @@ _COMPILED: list = []
 
 
 def _rotate_compiled():
-    """`rotate_in_place` through torch.compile: eagerly it is ~10 kernels a layer over fp32 copies of the moved
-    keys (the rotation's upcast, halves, products, sum, downcast); compiled, one pass. Dynamic in the token count
-    only after it changes (torch's automatic dynamic shapes): fully dynamic shapes made the kernel's index
-    arithmetic, and so the kernel, several times slower. Made once per process."""
+    """`rotate_in_place` through torch.compile (off CUDA, or where the Triton kernel does not apply): eagerly it
+    is ~10 kernels a layer over fp32 copies of the moved keys (the rotation's upcast, halves, products, sum,
+    downcast); compiled, one. Dynamic in the token count once it changes (torch's automatic dynamic shapes).
+    Made once per process."""
     if not _COMPILED:
         _COMPILED.append(torch.compile(rotate_in_place))
     return _COMPILED[0]

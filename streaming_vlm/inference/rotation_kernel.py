@@ -1,10 +1,10 @@
 """The eviction's key rotation on CUDA as one Triton kernel a layer, in place.
 
 After an eviction every moved key is re-rotated by its own shift (`mrope.rotation_table`, cache.py). Eagerly that
-is ~10 kernels a layer over fp32 copies of the moved keys; through torch.compile one kernel, but its index
-arithmetic over dynamic strides ran it at ~0.4 TB/s: 3.5 ms a second for the 2B on an H200 on top of the gather
-(bench/kernel_micro.py evict). This kernel reads each key's two halves once, rotates them in fp32 with the table's
-(cos, sin) and writes them back in the cache dtype: the arithmetic of `mrope.apply_rotation`, one pass.
+is ~10 kernels a layer over fp32 copies of the moved keys; through torch.compile it still took 2.8 ms a second
+more than the gather alone for the 2B on an H200 (bench/kernel_micro.py evict; the cause was not looked into).
+This kernel reads each key's two halves once, rotates them in fp32 with the table's (cos, sin) and writes them
+back in the cache dtype: the arithmetic of `mrope.apply_rotation`, one pass, 0.5 ms more than the gather.
 
 `rotate_in_place_cuda` checks the kernel once per process against `apply_rotation` on a strided test tensor, and
 returns False (the caller rotates another way) where Triton is missing, the head size is not a power of two, or

@@ -14,8 +14,8 @@ gate|up, SiLU, down, residual), with the cache update and the attention call bet
   optimizer's flat buffers (DeepSpeed, FSDP) would no longer reach these weights. `load_model` returns such a
   model; a trainable one (the training eval callback's) keeps transformers' forward.
 - The two functions take the weights as arguments and have the same shapes in every layer, so
-  `torch.compile(dynamic=True)` compiles each once for all layers and all piece lengths (`TextStep.compile`; the
-  engine's `prefill_compile`): ~55 kernels a layer become ~12.
+  torch.compile compiles each once for all layers and piece lengths (`TextStep.compile`; the engine's
+  `prefill_compile`): a 2B second's prefill launched 1.7K kernels, 435 compiled (H200 profiles, BENCHMARKS.md).
 - The vision features go in with index ops at placeholder indices computed on the host, and the DeepStack features
   are added after the first layers the same way: no host sync.
 
@@ -114,8 +114,7 @@ class TextStep:
 
     def compile(self) -> None:
         """torch.compile the two layer functions: once for every layer, and dynamic in the piece length from its
-        second length on (torch's automatic dynamic shapes; the weights' shapes stay static: marked all dynamic,
-        the kernels' index arithmetic and the calls' guards cost several times more). A length of 1 is
+        second length on (torch's automatic dynamic shapes; the weights' shapes stay static). A length of 1 is
         specialised by torch and compiled once more. `warm_up` compiles them now."""
         if self._compiled is None:
             self._compiled = (torch.compile(attention_inputs), torch.compile(layer_output))
