@@ -1,6 +1,7 @@
 """Where one streamed second's time goes: torch.profiler over a few seconds after warm-up, per stage and per op.
 
     python bench/profile_second.py --size 2b            # on a GPU (random-init real-size model)
+    python bench/profile_second.py --size 2b --decode_compile --prefill_compile --lookahead   # as the CLI streams
     python bench/profile_second.py --size tiny --device cpu --height 96 --width 160
 
 Uses the stream_latency benchmark's model and frame source, 20 forced tokens per second, default decode mode.
@@ -60,6 +61,7 @@ def main(argv=None):
     p.add_argument("--rows", type=int, default=30)
     p.add_argument("--decode_compile", action="store_true")
     p.add_argument("--prefill_compile", action="store_true")
+    p.add_argument("--lookahead", action="store_true", help="profile engine.stream (lookahead) instead of step()")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width,
@@ -69,8 +71,12 @@ def main(argv=None):
                                                     if device.type == "cuda" else [])
     before = engine.timings.snapshot()
     with torch.profiler.profile(activities=acts) as prof:
-        for _ in range(args.seconds):
-            engine.step(next(source))
+        if args.lookahead:  # as the CLI streams: the next second prepared while this one decodes
+            for _ in zip(range(args.seconds), engine.stream(source)):
+                pass
+        else:
+            for _ in range(args.seconds):
+                engine.step(next(source))
         if device.type == "cuda":
             torch.cuda.synchronize()
     wall = engine.timings.diff(engine.timings.snapshot(), before)
