@@ -39,8 +39,8 @@ class StreamingConfig:
     decode_mode: str = "auto"
     sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto = default (torch's) | efficient | flash | cudnn | math
     decode_compile: bool = False  # torch.compile the fixed-buffer decode step before the stream (~50 s for the 2B)
-    # torch.compile the prefill's layer functions (model/text_step.py) and the eviction's gather-and-rotate
-    # (cache.py): dynamic shapes, compiled on first use
+    # torch.compile the prefill's layer functions (model/text_step.py; sdpa models nothing trains) and, off CUDA,
+    # the eviction's key rotation (cache.py; CUDA has a Triton kernel): compiled at start (a minute for the 2B)
     prefill_compile: bool = False
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
