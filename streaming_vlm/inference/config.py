@@ -40,7 +40,7 @@ class StreamingConfig:
     sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto = default (torch's) | efficient | flash | cudnn | math
     decode_compile: bool = False  # torch.compile the fixed-buffer decode step before the stream (~50 s for the 2B)
     # torch.compile the prefill's layer functions (model/text_step.py; sdpa models nothing trains) and, off CUDA,
-    # the eviction's key rotation (cache.py; CUDA has a Triton kernel): compiled at start (a minute for the 2B)
+    # the eviction's key rotation (cache.py; CUDA has a Triton kernel): compiled at start (~9 s for the 2B, H200)
     prefill_compile: bool = False
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
