@@ -20,8 +20,8 @@ Five modes, side by side in the same process and on the same frames:
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
 - `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
-- `full`       the same eager forward with a full, growing cache (no eviction): plain transformers attention over
-               everything seen, until out-of-memory or `--full_minutes`;
+- `full`       eager forwards with a full, growing cache (no eviction): transformers' own forward (our text stack
+               with `--baseline_forward text_step`) over everything seen, until out-of-memory or `--full_minutes`;
 - `anchor`     our engine, but every forward also re-rotates the whole key cache of every layer, as the anchor
                implementation does (it caches un-rotated keys and re-applies mRoPE to all of them at every decoded
                token). Cost emulation: the rotation is by the recomputed angles × 0, so the numbers are ours and the
@@ -133,8 +133,12 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         minutes = min(minutes, args.full_minutes)
     if mode == "anchor":
         minutes = min(minutes, args.anchor_minutes)
+    baseline = mode in ("full", "anchor") and args.baseline_forward == "transformers"
+    if baseline:  # a model that "trains" keeps transformers' own forward (text_step.can_fuse), not our text stack
+        model.requires_grad_(True)
     engine = StreamingEngine(model, processor, cfg,
                              cache_class=AnchorRotationCache if mode == "anchor" else StreamingCache)
+    model.requires_grad_(False)
     if args.video:
         source = VideoFrameSource(args.video, args.fps, end=minutes * 60)
     else:
@@ -362,6 +366,8 @@ def parse_args(argv=None):
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--video", default=None, help="stream this file instead of random frames")
     p.add_argument("--decode_compile", action="store_true", help="torch.compile the streaming mode's decode step")
+    p.add_argument("--baseline_forward", default="transformers", choices=("transformers", "text_step"),
+                   help="the full and anchor modes' forward: transformers' own (default) or our text stack")
     p.add_argument("--prefill_compile", action="store_true",
                    help="torch.compile the streaming mode's prefill layer functions and eviction rotation")
     p.add_argument("--preprocess_device", default="auto",
