@@ -74,12 +74,13 @@ def rotate_in_place_cuda(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     """Rotate CUDA `keys` (B, H, N, d; last dim contiguous) in place by the per-token (N, d) float32 table;
     False (nothing done) where the kernel does not apply."""
     d = keys.shape[-1]
-    if keys.device.type != "cuda" or d & (d - 1) or keys.stride(-1) != 1 or not cos.is_contiguous():
+    if (keys.device.type != "cuda" or d & (d - 1) or keys.stride(-1) != 1 or not cos.is_contiguous()
+            or not sin.is_contiguous()):
         return False
     key = (keys.device, keys.dtype, d)
     if key not in _STATE:
         _STATE[key] = _works(*key)
     if not _STATE[key]:
         return False
-    _launch(keys, cos, sin.contiguous())
+    _launch(keys, cos, sin)
     return True
