@@ -14,9 +14,11 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Five modes, side by side in the same process and on the same frames:
+Six modes, side by side in the same process and on the same frames:
 - `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction, decode steps
                replayed as one CUDA graph over fixed slot buffers (`decode_mode=auto`; eager off CUDA/with FA2);
+- `copied`     `streaming` with the cache outside the slot decoder's banks (as before they existed): each reply
+               copies the cache into the slots first and appends its tokens back after;
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
 - `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
@@ -57,7 +59,8 @@ from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
-MODES = ("streaming", "stepwise", "eager", "full", "anchor")
+ENGINE_MODES = ("streaming", "copied", "stepwise")  # our engine as the CLI runs it (and two variants)
+MODES = ("streaming", "copied", "stepwise", "eager", "full", "anchor")
 
 
 class AnchorRotationCache(StreamingCache):
@@ -120,9 +123,9 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
            "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
            "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
            "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
-           "decode_mode": "auto" if mode in ("streaming", "stepwise") else "dynamic",
-           "decode_compile": args.decode_compile and mode in ("streaming", "stepwise"),
-           "prefill_compile": args.prefill_compile and mode in ("streaming", "stepwise"),
+           "decode_mode": "auto" if mode in ENGINE_MODES else "dynamic",
+           "decode_compile": args.decode_compile and mode in ENGINE_MODES,
+           "prefill_compile": args.prefill_compile and mode in ENGINE_MODES,
            "preprocess_device": args.preprocess_device, "lookahead": mode != "stepwise"}
     minutes = args.minutes
     if mode == "full":
@@ -147,6 +150,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
     engine.start()
+    if mode == "copied":  # the cache leaves the banks at its first eviction; then each reply copies it in
+        engine.cache.use_banks(None)
     started = engine.timings.snapshot()  # the split counts stream seconds, not start's prefill and compilation
     rows, oom, frames = [], False, 0
     wall0 = time.perf_counter()

@@ -170,6 +170,51 @@ def test_decoders_share_one_compiled_step(tiny_ckpt, tiny_processor, video):
     assert counters["stats"]["unique_graphs"] == graphs
 
 
+def test_replies_decode_in_place_on_alternating_banks(tiny_ckpt, tiny_processor, video):
+    """The cache lives in the decoder's two banks: each eviction compacts it into the other one, and each reply
+    decodes on the bank that holds it (no copy of the cache before it, its tokens taken in place after)."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "text_sink": 8, "text_sliding_window": 12,
+                                                     "temperature": 0, "max_new_tokens": 6, "min_new_tokens": 4,
+                                                     "decode_mode": "slots"})
+    engine.start(previous_text="Earlier: a quiet first half, nil nil.")
+    used = []
+    for second in VideoReader(video, fps=2.0).seconds(0, 6):
+        engine.step(second)
+        slots = engine.slots
+        used.append((slots.active, slots.in_place, slots._bank_holding(engine.cache)))
+    assert engine.cache.tokens_evicted > 0
+    assert all(in_place and holding == active for active, in_place, holding in used), used
+    assert {active for active, _, _ in used} == {0, 1}, "evictions alternate the banks"
+    engine.cache.check()
+
+
+def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):
+    """The bank is the compiled step's argument: switching banks traces nothing new (a recompilation would cost
+    the ~50 s of compiling the 2B step again, mid-stream)."""
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    engine, _ = _run(model, tiny_processor, video, "slots")
+    slots = engine.slots
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    slots._step_fn = torch.compile(slots._step, backend=record, dynamic=False)
+    slots.load(engine.cache)
+    traced = []
+    for bank in (slots.active, 1 - slots.active):
+        slots.active = bank
+        slots.first_slot.fill_(slots.base)
+        slots.step_index.zero_()
+        with torch.inference_mode():
+            slots._run_steps(1, record=False)
+        traced.append(len(graphs))
+    assert traced[0] >= 1 and traced[1] == traced[0], traced
+
+
 def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, video):
     """What the compiler sees of a step: one grouped-query SDPA per layer over the unrepeated slot K/V. Under
     torch 2.11 a switch made inside the compiled function was not traced, and transformers' sdpa (K/V repeated

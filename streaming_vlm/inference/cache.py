@@ -29,6 +29,11 @@ transformers' DynamicLayer concatenates, which copies the whole cache once a pie
 kept tokens into new buffers (with room) and rotates the moved keys there in place: on CUDA one Triton kernel a
 layer (`rotation_kernel.py`), else eagerly or, with `compile`, through torch.compile.
 
+**Banks.** `use_banks` gives the cache two fixed buffer pairs per layer to use instead of new buffers: each
+eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) owns them
+and has a CUDA graph captured over each, so it decodes on the cache's own buffers: no copy of the cache into its
+slots before a reply (a full-cache copy a second, ~1 ms for the 2B on an H200), nor of the reply back after it.
+
 **Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
 the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
 their K/V are written by the next forward, in front of the next piece (`take_unwritten`). The layers then hold the
@@ -94,7 +99,8 @@ class StreamingCache(DynamicCache):
         self.pos_mode = pos_mode
         self.compile = bool(compile)  # rotate the moved keys through torch.compile (one kernel a layer)
         self.spare_tokens = 0  # room left in each layer's buffers after an eviction or a regrow (SpareLayer)
-        self.layer_class_to_replicate = lambda: SpareLayer(self)
+        self.layer_class_to_replicate = lambda: SpareLayer(self, len(self.layers))
+        self.banks: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # [bank][layer] -> (keys, values)
         self.segments: list[Segment] = []
         self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
@@ -258,6 +264,23 @@ class StreamingCache(DynamicCache):
             layer.compact(index, first, cos, sin, self.compile)
         self.rotations += len(runs)
 
+    def use_banks(self, banks: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
+        """Take layer buffers from these fixed (keys, values) pairs, `banks[b][layer]`, alternating between the
+        banks (see "Banks"); a piece that fits neither gets buffers of its own, as without banks."""
+        self.banks = banks
+
+    def bank_buffers(self, layer: int, current, like: torch.Tensor, tokens: int):
+        """The bank pair for `layer` that `current` (the layer's buffers now) is not, if it holds `tokens` tokens of
+        `like`'s shape and kind; else None."""
+        for bank in self.banks or ():
+            keys, values = bank[layer]
+            if current is not None and keys.data_ptr() == current[0].data_ptr():
+                continue
+            if (keys.shape[-2] >= tokens and keys.shape[:-2] == like.shape[:-2] and keys.shape[-1] == like.shape[-1]
+                    and keys.dtype == like.dtype and keys.device == like.device):
+                return keys, values
+        return None
+
     # ---- reporting -----------------------------------------------------------------------------------------
     def summary(self) -> dict:
         kinds: dict[str, int] = {}
@@ -273,11 +296,11 @@ class SpareLayer(DynamicLayer):
     """A DynamicLayer whose keys and values are views of buffers with room to spare (`cache.spare_tokens`): a
     piece is written into the room, where DynamicLayer concatenates, a copy of every cached token of the layer
     for every piece (a second's prefill, a decoded reply: ~10 ms a second for the 2B on an H200). The room is
-    made when an eviction compacts the layer into new buffers, or when a piece does not fit."""
+    made when an eviction compacts the layer into new buffers (or the other bank), or when a piece does not fit."""
 
-    def __init__(self, cache: "StreamingCache"):
+    def __init__(self, cache: "StreamingCache", index: int):
         super().__init__()
-        self.cache = cache
+        self.cache, self.index = cache, index
         self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _room(self, total: int) -> bool:
@@ -288,9 +311,22 @@ class SpareLayer(DynamicLayer):
                 and self.keys.stride() == kbuf.stride())
 
     def _new_buffers(self, like: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (*like.shape[:-2], tokens + self.cache.spare_tokens, like.shape[-1])
-        self.buffers = (like.new_empty(shape), like.new_empty(shape))
+        banked = self.cache.bank_buffers(self.index, self.buffers, like, tokens)
+        if banked is not None:
+            self.buffers = banked
+        else:
+            shape = (*like.shape[:-2], tokens + self.cache.spare_tokens, like.shape[-1])
+            self.buffers = (like.new_empty(shape), like.new_empty(shape))
         return self.buffers
+
+    def grow(self, count: int) -> None:
+        """Take in the next `count` tokens, already written into the buffers' room (by the slot decoder, decoding
+        on this bank)."""
+        n = self.get_seq_length()
+        if not self._room(n + count):
+            raise ValueError(f"{count} tokens past the layer's {n} are not in its buffers")
+        kbuf, vbuf = self.buffers
+        self.keys, self.values = kbuf[..., :n + count, :], vbuf[..., :n + count, :]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:

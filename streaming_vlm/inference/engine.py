@@ -21,9 +21,10 @@ trains (what `load_model` returns) the same forward runs through `model/text_ste
 layers over the model's weights, without the host syncs and with the vision and DeepStack features put in by
 index (`_run_text_step`). tests/test_inference_parity.py checks both against one full forward.
 
-Decode steps (text only, one token each) can instead run on fixed-size copies of the cache replayed as a CUDA graph
-(`graph_decode.SlotDecoder`, `decode_mode`); the decoded tokens' K/V are appended to the cache afterwards, so the
-cache, its segments and eviction are the same either way.
+Decode steps (text only, one token each) can instead run on fixed-size buffers replayed as a CUDA graph
+(`graph_decode.SlotDecoder`, `decode_mode`): the cache's layers live in the decoder's two banks of buffers, so a
+reply decodes in place and its tokens then join the cache's layers. The cache, its segments and eviction are the
+same either way.
 """
 
 from __future__ import annotations
@@ -216,15 +217,16 @@ class StreamingEngine:
         for kind, a, b in ((SINK, 0, n_sys), (PREVIOUS, n_sys, n_prev), (QUERY, n_prev, len(ids))):
             if b > a:
                 self.cache.add_segment(kind, ids[a:b], a, b)
+        slots = self._slot_decoder(self.config.max_new_tokens)
+        if slots is not None:
+            slots.prepare()  # capture (and compile) the decode step before the first second, not during it
+            self.cache.use_banks(slots.bank_buffers())  # the cache lives in the decoder's buffers (cache.py)
         with self.timings.section("prefill"):
             self._forward(full)
         if cfg.prefill_compile:  # compile now, not in the stream's first seconds and first eviction
             if self.text_step is not None:
                 self.text_step.warm_up()
             warm_up_rotation(self.cache.layers[0].keys, self.inv_freq)
-        slots = self._slot_decoder(self.config.max_new_tokens)
-        if slots is not None:
-            slots.prepare()  # capture (and compile) the decode step before the first second, not during it
 
     def stream(self, seconds: Iterable[Second]) -> Iterator[dict]:
         """Step through `seconds`, one segment each. With `config.lookahead`, the next second is read and

@@ -2,11 +2,14 @@
 
 Eager decoding of a 28-layer model is launch-bound (~1.2K small kernels per token, ~20 ms on an H200 while the
 weights take ~1 ms to read). A CUDA graph replays all of them in one launch, but needs every tensor shape and
-address fixed. The streaming cache's are not (it grows by a second, then evicts and compacts), so decoding works on
-a copy:
+address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
+one graph captured over each. The streaming cache lives in them (`bank_buffers`, `StreamingCache.use_banks`): it
+grows in place by a second, and each eviction compacts it from one bank into the other. So a reply decodes on the
+cache's own buffers:
 
-    load(cache, context)   once per reply: the cache's N tokens -> slots [0, N) of per-layer buffers of
-                           `capacity` slots; `context` (the cache's ids) marks the tokens the repetition penalty sees
+    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache elsewhere, e.g. one
+                           not given the banks, is copied into bank 0), close the slots from N on; `context` (the
+                           cache's ids) marks the tokens the repetition penalty sees
     generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
                            logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
                            over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
@@ -15,7 +18,8 @@ a copy:
                            tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
                            slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
                            tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
-    store(cache)           the decoded tokens' K/V (slots [N, filled)) appended to the cache's layers
+    store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers: in place on a bank,
+                           else appended from bank 0
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
 device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
@@ -109,14 +113,18 @@ class SlotDecoder:
             raise ValueError("CUDA graphs need a CUDA device")
         shape = (1, cfg.num_key_value_heads, self.capacity, getattr(cfg, "head_dim", None)
                  or cfg.hidden_size // cfg.num_attention_heads)
+        shape = (*shape[:2], self.capacity + 1, shape[3])  # + the scratch slot the capture's warm-up writes
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.layers = [SlotLayer(torch.zeros(shape, dtype=self.dtype, device=dev),
+        self.banks = [[SlotLayer(torch.zeros(shape, dtype=self.dtype, device=dev),
                                  torch.zeros(shape, dtype=self.dtype, device=dev), self.slot)
-                       for _ in range(cfg.num_hidden_layers)]
-        self.kv = Cache(layers=self.layers)
+                       for _ in range(cfg.num_hidden_layers)] for _ in range(2)]
+        self.kvs = [Cache(layers=bank) for bank in self.banks]
+        self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
+        self.active = 0  # the bank the next steps run on
+        self.in_place = False  # the loaded cache lives in the active bank: store() only extends its layers
         self.neg = torch.finfo(self.dtype).min
-        self.mask = torch.full((1, 1, 1, self.capacity), self.neg, dtype=self.dtype, device=dev)
+        self.mask = torch.full((1, 1, 1, self.capacity + 1), self.neg, dtype=self.dtype, device=dev)
         self.input_ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
         self.positions = torch.zeros((3, 1, 1), dtype=torch.long, device=dev)
         # the sampler's state, all on the device so a step needs nothing from the host
@@ -136,7 +144,6 @@ class SlotDecoder:
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
-        self.graph: torch.cuda.CUDAGraph | None = None
         # the step's text stack: ours with fused q|k|v and gate|up products where it applies (model/text_step.py)
         self.text_step = text_step_for(lm) if fused_step else None
         # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
@@ -147,6 +154,32 @@ class SlotDecoder:
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
+
+    @property
+    def layers(self) -> list[SlotLayer]:
+        return self.banks[self.active]
+
+    @property
+    def kv(self) -> Cache:
+        return self.kvs[self.active]
+
+    @property
+    def graph(self) -> torch.cuda.CUDAGraph | None:
+        return self.graphs[self.active]
+
+    def bank_buffers(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The banks' buffers without the scratch slot, for `StreamingCache.use_banks`."""
+        return [[(layer.keys[:, :, :self.capacity], layer.values[:, :, :self.capacity]) for layer in bank]
+                for bank in self.banks]
+
+    def _bank_holding(self, cache) -> int | None:
+        """The bank every layer of `cache` lives in, if any."""
+        for b, bank in enumerate(self.banks):
+            if len(cache.layers) == len(bank) and all(
+                    src.keys.data_ptr() == dst.keys.data_ptr() and src.values.data_ptr() == dst.values.data_ptr()
+                    for src, dst in zip(cache.layers, bank)):
+                return b
+        return None
 
     # ---- the step ---------------------------------------------------------------------------------------------
     def _sample(self) -> torch.Tensor:
@@ -162,13 +195,13 @@ class SlotDecoder:
             scores = scores / self.temperature - torch.log(-torch.log(u))
         return torch.where(self.force >= 0, self.force, first_argmax(scores))
 
-    def _forward(self) -> torch.Tensor:
+    def _forward(self, kv: Cache) -> torch.Tensor:
         if self.text_step is not None:
             hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
-                                    self.kv, slot_attention, self.mask)
+                                    kv, slot_attention, self.mask)
         else:
             hidden = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
-                                                     attention_mask=self.mask, past_key_values=self.kv,
+                                                     attention_mask=self.mask, past_key_values=kv,
                                                      use_cache=True).last_hidden_state
         return self.model.lm_head(hidden[:, -1])[0]
 
@@ -177,9 +210,9 @@ class SlotDecoder:
         the compiled function: traced inside it, torch 2.11's dynamo kept transformers' sdpa (K/V repeated per
         query head, 1.3 ms a step over 14.6K slots on an H200)."""
         with attention_implementation(self.model.model.language_model.config, SLOT_ATTENTION):
-            self._step_fn()
+            self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
 
-    def _step(self) -> None:
+    def _step(self, kv: Cache) -> None:
         """Sample (or take the forced token), feed it at slot N+i / position p+i, leave the next scores."""
         i = self.step_index
         token = self._sample()
@@ -190,15 +223,16 @@ class SlotDecoder:
         self.slot.copy_(slot)
         self.positions.copy_((self.first_position + i).view(1, 1, 1).expand(3, 1, 1))
         self.mask.index_fill_(-1, slot, 0)
-        self.scores.copy_(self._forward().float())
+        self.scores.copy_(self._forward(kv).float())
         self.step_index.add_(1)
 
     @contextmanager
     def _undone(self):
-        """Steps run inside leave the sampler state and mask as they found them (the K/V they wrote sit in slots
-        that `load` or the real steps rewrite)."""
-        state = (self.scores, self.seen, self.tokens, self.step_index, self.mask)
+        """Steps run inside leave the sampler state and mask as they found them, and write their K/V at the
+        scratch slot, past the `capacity` slots (a bank may hold the cache)."""
+        state = (self.scores, self.seen, self.tokens, self.step_index, self.mask, self.first_slot)
         saved = [t.clone() for t in state]
+        self.first_slot.fill_(self.capacity)
         try:
             yield
         finally:
@@ -206,23 +240,31 @@ class SlotDecoder:
                 buf.copy_(old)
 
     def _capture(self) -> None:
+        """Capture the active bank's graph, after two real warm-up steps (at the scratch slot)."""
         with self._undone():
             stream = torch.cuda.Stream(self.device)
             stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(stream):
                 for _ in range(2):  # warm-up: allocator pools, lazily built or compiled kernels, outside the graph
+                    self.step_index.zero_()
                     self._call_step()
             torch.cuda.current_stream(self.device).wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
                 self._call_step()
+            self.graphs[self.active] = graph
 
     @torch.inference_mode()
     def prepare(self) -> None:
-        """Compile and capture the step now (the engine calls this before the stream), not in the first reply:
-        with `compile=True` that takes ~50 s for the 2B."""
-        if self.use_graph and self.graph is None:
-            self._capture()
+        """Compile and capture the step now, for both banks (the engine calls this before the stream), not in the
+        first reply: with `compile=True` that takes ~50 s for the 2B."""
+        if self.use_graph:
+            active = self.active
+            for b in range(len(self.banks)):
+                self.active = b
+                if self.graph is None:
+                    self._capture()
+            self.active = active
         elif not self.use_graph and self.compiled:
             with self._undone():
                 self._call_step()
@@ -246,13 +288,18 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
-        """Copy the streaming cache's tokens into slots [0, N), close every later slot, mark `context` as seen."""
+        """Decode on the bank holding the streaming cache's N tokens (else copy them into bank 0's slots [0, N)),
+        close every later slot, mark `context` as seen."""
         n = cache.get_seq_length()
         if n > self.capacity:
             raise ValueError(f"cache holds {n} tokens, slot buffers {self.capacity}")
-        for src, dst in zip(cache.layers, self.layers):
-            dst.keys[:, :, :n].copy_(src.keys)
-            dst.values[:, :, :n].copy_(src.values)
+        bank = self._bank_holding(cache)
+        self.in_place = bank is not None
+        self.active = bank if self.in_place else 0
+        if not self.in_place:
+            for src, dst in zip(cache.layers, self.layers):
+                dst.keys[:, :, :n].copy_(src.keys)
+                dst.values[:, :, :n].copy_(src.values)
         self.mask.fill_(self.neg)
         self.mask[..., :n] = 0
         self.seen.zero_()
@@ -327,9 +374,13 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def store(self, cache) -> int:
-        """Append the decoded tokens' K/V (slots [N, filled)) to the streaming cache's layers."""
+        """Add the decoded tokens' K/V (slots [N, filled)) to the streaming cache's layers: in place when it lives
+        in the active bank, else by appending."""
         a, b = self.base, self.filled
-        if b > a:
+        if b > a and self.in_place:
+            for layer in cache.layers:
+                layer.grow(b - a)
+        elif b > a:
             for src, dst in zip(self.layers, cache.layers):
                 dst.update(src.keys[:, :, a:b], src.values[:, :, a:b])
         self.base = b
