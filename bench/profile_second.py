@@ -62,6 +62,7 @@ def main(argv=None):
     p.add_argument("--decode_compile", action="store_true")
     p.add_argument("--prefill_compile", action="store_true")
     p.add_argument("--lookahead", action="store_true", help="profile engine.stream (lookahead) instead of step()")
+    p.add_argument("--trace", default=None, help="also write the profile as a Chrome trace here (.json or .json.gz)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width,
@@ -80,6 +81,8 @@ def main(argv=None):
         if device.type == "cuda":
             torch.cuda.synchronize()
     wall = engine.timings.diff(engine.timings.snapshot(), before)
+    if args.trace:
+        prof.export_chrome_trace(args.trace)
     print(stage_table(prof, wall, args.seconds))
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=args.rows, max_name_column_width=60))

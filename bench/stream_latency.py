@@ -14,11 +14,13 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Six modes, side by side in the same process and on the same frames:
+Seven modes, side by side in the same process and on the same frames:
 - `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction, decode steps
                replayed as one CUDA graph over fixed slot buffers (`decode_mode=auto`; eager off CUDA/with FA2);
 - `copied`     `streaming` with the cache outside the slot decoder's banks (as before they existed): each reply
                copies the cache into the slots first and appends its tokens back after;
+- `per_layer`  `streaming` with the prefill run layer by layer (its two compiled layer functions called from
+               Python), not as the one compiled whole-stack call (`TextStep.stack`);
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
 - `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
@@ -59,8 +61,9 @@ from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
-ENGINE_MODES = ("streaming", "copied", "stepwise")  # our engine as the CLI runs it (and two variants)
-MODES = ("streaming", "copied", "stepwise", "eager", "full", "anchor")
+ENGINE_MODES = ("streaming", "copied", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
+VARIANTS = ("copied", "per_layer", "stepwise")
+MODES = ("streaming", "copied", "per_layer", "stepwise", "eager", "full", "anchor")
 
 
 class AnchorRotationCache(StreamingCache):
@@ -136,6 +139,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         minutes = min(minutes, args.full_minutes)
     if mode == "anchor":
         minutes = min(minutes, args.anchor_minutes)
+    if mode in VARIANTS and args.variant_minutes:
+        minutes = min(minutes, args.variant_minutes)
     baseline = mode in ("full", "anchor") and args.baseline_forward == "transformers"
     if baseline:  # a model that "trains" keeps transformers' own forward (text_step.can_fuse), not our text stack
         model.requires_grad_(True)
@@ -152,6 +157,9 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
     engine.start()
     if mode == "copied":  # the cache leaves the banks at its first eviction; then each reply copies it in
         engine.cache.use_banks(None)
+    stack = engine.text_step._stack if engine.text_step is not None else None
+    if mode == "per_layer" and stack is not None:
+        engine.text_step._stack = None  # (shared by the model's engines: put back below)
     started = engine.timings.snapshot()  # the split counts stream seconds, not start's prefill and compilation
     rows, oom, frames = [], False, 0
     wall0 = time.perf_counter()
@@ -172,6 +180,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         if args.wall_cap_s and wall > args.wall_cap_s:
             break
     wall = time.perf_counter() - wall0
+    if engine.text_step is not None:
+        engine.text_step._stack = stack
     stats = summarize(mode, size, rows, engine, wall, frames, oom, device, started)
     del engine
     gc.collect()
@@ -181,7 +191,8 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
 
 
 def check_graph(size, model, processor, args, device, seconds: int) -> dict:
-    """Greedy decoding, graph vs eager, on the same frames: max |Δlogit| over the first decoded tokens and how many
+    """Greedy decoding, graph (with the streaming mode's compile flags) vs all-eager, on the same frames: max
+    |Δlogit| over the first decoded tokens and how many
     seconds produce identical tokens (bf16 kernels differ between the two paths, so greedy paths may part later)."""
 
     runs = {}
@@ -190,7 +201,10 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
                "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
                "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.0,  # greedy = argmax
                "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
-               "max_pixels": args.max_pixels, "decode_mode": mode}
+               "max_pixels": args.max_pixels, "decode_mode": mode,
+               # the graph run as the streaming mode runs (compiled prefill and decode), against all-eager
+               "decode_compile": args.decode_compile and mode == "auto",
+               "prefill_compile": args.prefill_compile and mode == "auto"}
         engine = StreamingEngine(model, processor, cfg)
         engine.score_trace = []
         engine.start()
@@ -215,6 +229,9 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
            "graph_used": graph.slots is not None and graph.slots.graph is not None,
            "slot_capacity": graph.slots.capacity if graph.slots is not None else None}
     print(f"[{size}] graph check: {out}", flush=True)
+    if not first and diff > 0.25 * scale:
+        raise SystemExit(f"[{size}] graph check failed: the graph run's first second differs from the eager "
+                         f"run's (max |Δlogit| {diff:.3g} at logits up to {scale:.3g})")
     return out
 
 
@@ -357,6 +374,8 @@ def parse_args(argv=None):
     p.add_argument("--minutes", type=float, default=60.0, help="stream minutes for the streaming mode")
     p.add_argument("--full_minutes", type=float, default=10.0, help="cap for the full-cache run (or OOM first)")
     p.add_argument("--anchor_minutes", type=float, default=5.0, help="cap for the anchor-rotation run")
+    p.add_argument("--variant_minutes", type=float, default=0.0,
+                   help=f"cap for the engine variants ({', '.join(VARIANTS)}); 0 = --minutes")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     p.add_argument("--wall_cap_s", type=float, default=0.0, help="stop any run after this many wall seconds")
     p.add_argument("--fps", type=float, default=2.0)

@@ -230,6 +230,7 @@ class StreamingCache(DynamicCache):
             return 0
         return seg.span if seg.has_vision else b - a
 
+    @torch.inference_mode()  # new buffers of the same kind as the forwards' (a compiled forward guards on it)
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
         # Runs of surviving tokens (in their new order) that moved by the same amount. Usually one or two (after
         # the dropped second; after a trimmed middle of the previous text). They are rotated in one pass a layer,
@@ -263,6 +264,24 @@ class StreamingCache(DynamicCache):
                     cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
             layer.compact(index, first, cos, sin, self.compile)
         self.rotations += len(runs)
+
+    def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
+        """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:
+        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)`. None before
+        the first forward (no layer buffers yet)."""
+        layers = self.layers
+        if not layers or not all(isinstance(layer, SpareLayer) and layer.buffers is not None for layer in layers):
+            return None
+        n = layers[0].get_seq_length()
+        if any(layer.get_seq_length() != n for layer in layers):
+            raise AssertionError("cache layers hold different token counts")
+        rooms = [layer.make_room(count) for layer in layers]
+        return [k for k, _ in rooms], [v for _, v in rooms], n
+
+    def grow(self, count: int) -> None:
+        """Take in `count` tokens that a forward wrote into every layer's room (see `reserve`)."""
+        for layer in self.layers:
+            layer.grow(count)
 
     def use_banks(self, banks: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
         """Take layer buffers from these fixed (keys, values) pairs, `banks[b][layer]`, alternating between the
@@ -328,16 +347,23 @@ class SpareLayer(DynamicLayer):
         kbuf, vbuf = self.buffers
         self.keys, self.values = kbuf[..., :n + count, :], vbuf[..., :n + count, :]
 
+    def make_room(self, add: int, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Buffers that hold this layer's tokens and room for `add` more (new ones, the tokens copied, where the
+        current ones are too small)."""
+        n = self.get_seq_length()
+        if not self._room(n + add):
+            kbuf, vbuf = self._new_buffers(self.keys if like is None else like, n + add)
+            if n:
+                kbuf[..., :n, :].copy_(self.keys)
+                vbuf[..., :n, :].copy_(self.values)
+            self.keys, self.values = kbuf[..., :n, :], vbuf[..., :n, :]
+        return self.buffers
+
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n, add = self.get_seq_length(), key_states.shape[-2]
-        if not self._room(n + add):
-            kbuf, vbuf = self._new_buffers(key_states, n + add)
-            if n:
-                kbuf[..., :n, :].copy_(self.keys)
-                vbuf[..., :n, :].copy_(self.values)
-        kbuf, vbuf = self.buffers
+        kbuf, vbuf = self.make_room(add, like=key_states)
         kbuf[..., n:n + add, :].copy_(key_states)
         vbuf[..., n:n + add, :].copy_(value_states)
         self.keys, self.values = kbuf[..., :n + add, :], vbuf[..., :n + add, :]
@@ -382,6 +408,7 @@ def _rotate_compiled():
     return _COMPILED[0]
 
 
+@torch.inference_mode()  # as evictions run (`_gather_and_rotate`): a compiled function guards on it
 def warm_up_rotation(like: torch.Tensor, inv_freq: torch.Tensor) -> None:
     """Build the rotation now (the kernel and its check on CUDA, else the compiled function), for keys like `like`
     (B, heads, N, d) strided as a SpareLayer's, at two token counts (the second makes the count dynamic), so that

@@ -225,7 +225,7 @@ class StreamingEngine:
             self._forward(full)
         if cfg.prefill_compile:  # compile now, not in the stream's first seconds and first eviction
             if self.text_step is not None:
-                self.text_step.warm_up()
+                self.text_step.warm_up(self.cache)
             warm_up_rotation(self.cache.layers[0].keys, self.inv_freq)
 
     def stream(self, seconds: Iterable[Second]) -> Iterator[dict]:
@@ -512,9 +512,15 @@ class StreamingEngine:
             index = to_device(index, self.device)
             hidden = hidden.index_copy(1, index, embeds[None].to(hidden.dtype))
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
-        with sdpa_backend(self.config.sdpa_backend, self.device):
-            hidden = self.text_step(hidden, to_device(positions[:, None, :], self.device), self.cache,
-                                    chunk_attention, None, visual, compiled=self.config.prefill_compile)
+        positions = to_device(positions[:, None, :], self.device)
+        out = None
+        if visual is not None and self.config.prefill_compile:  # a second's piece: the compiled whole stack
+            out = self.text_step.stack(hidden, positions, self.cache, visual)
+        if out is None:
+            with sdpa_backend(self.config.sdpa_backend, self.device):
+                out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual,
+                                     compiled=self.config.prefill_compile)
+        hidden = out
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
         return logits

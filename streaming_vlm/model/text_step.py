@@ -77,6 +77,39 @@ def layer_output(h, attn_out, o_proj, o_bias, norm, gate_up, down, eps: float):
     return h + F.linear(F.silu(gate) * up, down)
 
 
+def causal_from_bottom_right(q, k, v, scaling: float):
+    """(1, heads, L, d) queries of the newest L of the S cached keys/values (1, kv_heads, S, d): each sees every
+    key up to its own. On CUDA in half precision the flash kernel, whose `is_causal` is bottom-right when L < S
+    (what SDPA's `causal_lower_right` bias dispatches to, called directly so that torch.compile traces it);
+    elsewhere SDPA with the boolean mask. Returns (1, L, heads·d)."""
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256:
+        out = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, is_causal=True,
+                                                                 return_debug_mask=False, scale=scaling)[0]
+    else:
+        mask = (torch.arange(n_k, device=q.device)[None, :]
+                <= torch.arange(n_q, device=q.device)[:, None] + (n_k - n_q))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scaling, enable_gqa=True)
+    return out.transpose(1, 2).reshape(1, n_q, -1)
+
+
+def stack_forward(h, cos, sin, weights, keys, values, n: int, index, deepstack, final_norm, eps: float,
+                  heads: int, kv_heads: int, scaling: float):
+    """The whole text stack over a piece with vision, as one function for torch.compile: every layer writes its
+    K/V into its cache buffers (`keys`/`values`, room for the piece from token `n` on) and attends over
+    [0, n + L); the DeepStack features are added at `index` after the first layers."""
+    L = h.shape[1]
+    for i, ((w_in, w_out), kbuf, vbuf) in enumerate(zip(weights, keys, values)):
+        q, k, v = attention_inputs(h, *w_in, cos, sin, eps, heads, kv_heads)
+        kbuf[:, :, n:n + L].copy_(k)
+        vbuf[:, :, n:n + L].copy_(v)
+        out = causal_from_bottom_right(q, kbuf[:, :, :n + L], vbuf[:, :, :n + L], scaling)
+        h = layer_output(h, out, *w_out, eps)
+        if i < len(deepstack):
+            h = h.index_copy(1, index, h.index_select(1, index) + deepstack[i][None].to(h.dtype))
+    return rms_norm(h, final_norm, eps)
+
+
 def _alias_rows(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One (sum of rows, in) matrix whose row blocks become the given linears' weights (and biases)."""
     weight = torch.cat([lin.weight.detach() for lin in linears])
@@ -111,21 +144,37 @@ class TextStep:
                                   attn.k_norm.weight),
                                  (attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight,
                                   gate_up, mlp.down_proj.weight)))
+        self.scaling = float(language_model.layers[0].self_attn.scaling)
         self._compiled = None
+        self._stack = None
 
     def compile(self) -> None:
         """torch.compile the two layer functions: once for every layer, and dynamic in the piece length from its
         second length on (torch's automatic dynamic shapes; the weights' shapes stay static). A length of 1 is
-        specialised by torch and compiled once more. `warm_up` compiles them now."""
+        specialised by torch and compiled once more. And the whole stack for pieces with vision (`stack_forward`,
+        one call, so its ~430 kernels are launched by one generated wrapper, not from Python layer by layer).
+        `warm_up` compiles them now."""
         if self._compiled is None:
             self._compiled = (torch.compile(attention_inputs), torch.compile(layer_output))
+            # every dimension dynamic: one compilation for any piece, vision or cache length (its guards cost
+            # ~200 us of host time a call: once a second here, where the layer functions are called 56 times)
+            self._stack = torch.compile(stack_forward, dynamic=True)
 
     @torch.inference_mode()
-    def warm_up(self, lengths: tuple[int, ...] = (2, 3)) -> None:
-        """Run the compiled layer functions on random pieces of two lengths, so that neither compilation falls
-        in a stream second."""
+    def warm_up(self, cache=None, lengths: tuple[int, ...] = (2, 3)) -> None:
+        """Run the compiled layer functions on random pieces of two lengths, and the compiled stack on a random
+        piece with vision in `cache`'s room (nothing is added to it), so that no compilation falls in a stream
+        second."""
         if self._compiled is None:
             return
+        if cache is not None:
+            qkv = self.weights[0][0][1]
+            vision = 4
+            h = torch.randn(1, vision + 3, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
+            index = torch.arange(1, vision + 1, device=qkv.device)
+            deepstack = [torch.randn(vision, qkv.shape[1], device=qkv.device, dtype=qkv.dtype) for _ in range(3)]
+            self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), cache, (index, deepstack),
+                       keep=False)
         (pre, post), (w_in, w_out) = self._compiled, self.weights[0]
         qkv = w_in[1]
         for n in lengths:
@@ -154,6 +203,25 @@ class TextStep:
                 index, features = visual
                 h = h.index_copy(1, index, h.index_select(1, index) + features[i][None].to(h.dtype))
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
+
+
+    def stack(self, hidden: torch.Tensor, positions: torch.Tensor, cache,
+              visual: tuple[torch.Tensor, list[torch.Tensor]], keep: bool = True) -> torch.Tensor | None:
+        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision, its K/V
+        written straight into the streaming cache's buffers (`cache.reserve`) and attending bottom-right causally
+        (the engine's chunk attention); then taken into the cache (`keep=False`: left in its room, unused).
+        Returns the final-norm hidden states, or None where it does not apply (not compiled, or the cache has
+        no layer buffers yet): call the step itself then."""
+        room = cache.reserve(hidden.shape[1]) if self._stack is not None else None
+        if room is None:
+            return None
+        keys, values, n = room
+        cos, sin = self.lm.rotary_emb(hidden, positions)
+        out = self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
+                          self.lm.norm.weight, self.eps, self.heads, self.kv_heads, self.scaling)
+        if keep:
+            cache.grow(hidden.shape[1])
+        return out
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
