@@ -39,8 +39,9 @@ class StreamingConfig:
     decode_mode: str = "auto"
     sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto = default (torch's) | efficient | flash | cudnn | math
     decode_compile: bool = False  # torch.compile the fixed-buffer decode step before the stream (~50 s for the 2B)
-    # torch.compile the prefill's layer functions (model/text_step.py; sdpa models nothing trains) and, off CUDA,
-    # the eviction's key rotation (cache.py; CUDA has a Triton kernel): compiled at start (~9 s for the 2B, H200)
+    # torch.compile the prefill (model/text_step.py; sdpa models nothing trains): a second's piece as one whole-stack
+    # call, other pieces layer by layer; and, off CUDA, the eviction's key rotation (cache.py; CUDA has a Triton
+    # kernel). Compiled at start (its time with the whole stack not measured apart from the decode step's)
     prefill_compile: bool = False
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path

@@ -235,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode_compile", action="store_true",
                    help="torch.compile the decode step (cuda_graph/slots decoding; compiles once at start)")
     p.add_argument("--prefill_compile", action="store_true",
-                   help="torch.compile the prefill's layer functions (sdpa) and, off CUDA, the eviction's key "
-                        "rotation; compiled at start")
+                   help="torch.compile the prefill (sdpa: a second's piece as one whole-stack call) and, off "
+                        "CUDA, the eviction's key rotation; compiled at start")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--preprocess_device", default=d.preprocess_device,
                    help="where frames are resized and normalised: auto (the model's GPU if it runs on one, else the "
