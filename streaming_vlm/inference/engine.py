@@ -514,7 +514,9 @@ class StreamingEngine:
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
         positions = to_device(positions[:, None, :], self.device)
         out = None
-        if visual is not None and self.config.prefill_compile:  # a second's piece: the compiled whole stack
+        # a second's piece: the compiled whole stack (its attention is the flash kernel on CUDA: only where the
+        # SDPA kernel choice is left to torch)
+        if visual is not None and self.config.prefill_compile and self.config.sdpa_backend in ("auto", "default"):
             out = self.text_step.stack(hidden, positions, self.cache, visual)
         if out is None:
             with sdpa_backend(self.config.sdpa_backend, self.device):

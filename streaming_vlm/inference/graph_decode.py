@@ -23,7 +23,7 @@ cache's own buffers:
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
 device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
-the graph's GPU time (5.3 ms for 2B at 14.6K slots on an H200: kernel-bound, BENCHMARKS.md). Gumbel-max over
+the graph's GPU time (2B at 14.6K slots on an H200, compiled: 2.6 ms, kernel-bound, BENCHMARKS.md). Gumbel-max over
 `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
 seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
 
