@@ -265,7 +265,7 @@ class SlotDecoder:
                 if self.graph is None:
                     self._capture()
             self.active = active
-        elif not self.use_graph and self.compiled:
+        elif self.compiled:
             with self._undone():
                 self._call_step()
 

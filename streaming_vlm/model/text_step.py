@@ -77,6 +77,11 @@ def layer_output(h, attn_out, o_proj, o_bias, norm, gate_up, down, eps: float):
     return h + F.linear(F.silu(gate) * up, down)
 
 
+def add_deepstack(h, index, features):
+    """DeepStack: a layer's vision features added to the residual stream at the vision tokens (`index`)."""
+    return h.index_copy(1, index, h.index_select(1, index) + features[None].to(h.dtype))
+
+
 def causal_from_bottom_right(q, k, v, scaling: float):
     """(1, heads, L, d) queries of the newest L of the S cached keys/values (1, kv_heads, S, d): each sees every
     key up to its own. On CUDA in half precision the flash kernel, whose `is_causal` is bottom-right when L < S
@@ -93,8 +98,8 @@ def causal_from_bottom_right(q, k, v, scaling: float):
     return out.transpose(1, 2).reshape(1, n_q, -1)
 
 
-def stack_forward(h, cos, sin, weights, keys, values, n: int, index, deepstack, final_norm, eps: float,
-                  heads: int, kv_heads: int, scaling: float):
+def stack_forward(h, cos, sin, weights, keys, values, n: int, index, deepstack, final_norm, final_eps: float,
+                  eps: float, heads: int, kv_heads: int, scaling: float):
     """The whole text stack over a piece with vision, as one function for torch.compile: every layer writes its
     K/V into its cache buffers (`keys`/`values`, room for the piece from token `n` on) and attends over
     [0, n + L); the DeepStack features are added at `index` after the first layers."""
@@ -106,8 +111,8 @@ def stack_forward(h, cos, sin, weights, keys, values, n: int, index, deepstack, 
         out = causal_from_bottom_right(q, kbuf[:, :, :n + L], vbuf[:, :, :n + L], scaling)
         h = layer_output(h, out, *w_out, eps)
         if i < len(deepstack):
-            h = h.index_copy(1, index, h.index_select(1, index) + deepstack[i][None].to(h.dtype))
-    return rms_norm(h, final_norm, eps)
+            h = add_deepstack(h, index, deepstack[i])
+    return rms_norm(h, final_norm, final_eps)
 
 
 def _alias_rows(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -200,8 +205,7 @@ class TextStep:
             out, _ = attention(layer.self_attn, q, k, v, mask, scaling=layer.self_attn.scaling)
             h = post(h, out.reshape(*h.shape[:2], -1), *w_out, self.eps)
             if visual is not None and i < len(visual[1]):
-                index, features = visual
-                h = h.index_copy(1, index, h.index_select(1, index) + features[i][None].to(h.dtype))
+                h = add_deepstack(h, visual[0], visual[1][i])
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
 
 
@@ -218,7 +222,8 @@ class TextStep:
         keys, values, n = room
         cos, sin = self.lm.rotary_emb(hidden, positions)
         out = self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
-                          self.lm.norm.weight, self.eps, self.heads, self.kv_heads, self.scaling)
+                          self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
+                          self.scaling)
         if keep:
             cache.grow(hidden.shape[1])
         return out
