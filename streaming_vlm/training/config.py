@@ -34,9 +34,12 @@ class Plan:
     processor_path: str
     output_dir: str
     data_sources: dict[str, dict]  # name -> data config (plain dict)
+    deepspeed_auto: bool = False  # chosen by world size (`deepspeed: auto`)
 
     def summary(self) -> str:
         ds = f"ZeRO-{self.zero_stage} ({self.deepspeed_config})" if self.deepspeed_config else "no DeepSpeed"
+        if self.deepspeed_auto:
+            ds += f" (deepspeed auto: {self.world_size} process{'es' if self.world_size > 1 else ''})"
         return (f"world size {self.world_size} | global batch {self.global_batch} = {self.per_device_batch}/device x "
                 f"grad-accum {self.grad_accum} x {self.world_size} | {ds} | model {self.model_path} | "
                 f"output {self.output_dir}")
@@ -76,8 +79,23 @@ def batch_arithmetic(global_batch: int | None, per_device: int, grad_accum: int 
     return derived, global_batch
 
 
-def resolve_deepspeed(name: str | None) -> tuple[str | None, int | None]:
-    """`deepspeed.config`: a json in configs/deepspeed/ (by file name or stem) or a path -> (abs path, ZeRO stage)."""
+# `deepspeed.config: auto` (configs/deepspeed/auto.yaml), by world size: one process has nothing to partition, so
+# ZeRO's per-layer gather/release, bucketing and fp32 master copies are pure overhead there -> plain torch (fused
+# AdamW over fp32 weights, bf16 autocast); several processes -> ZeRO-3, the recipe's memory layout. A named config
+# (`deepspeed=zero3`, `deepspeed=zero2`, a .json path) or `deepspeed=none` is used as given, whatever the world size.
+AUTO_SINGLE_PROCESS = None
+AUTO_MULTI_PROCESS = "zero3.json"
+
+
+def auto_deepspeed(world: int) -> str | None:
+    return AUTO_SINGLE_PROCESS if world <= 1 else AUTO_MULTI_PROCESS
+
+
+def resolve_deepspeed(name: str | None, world: int = 1) -> tuple[str | None, int | None]:
+    """`deepspeed.config`: a json in configs/deepspeed/ (by file name or stem), a path, or `auto` (by world size)
+    -> (abs path, ZeRO stage)."""
+    if str(name) == "auto":
+        name = auto_deepspeed(world)
     if not name:
         return None, None
     path = Path(str(name))
@@ -85,7 +103,8 @@ def resolve_deepspeed(name: str | None) -> tuple[str | None, int | None]:
         path = CONFIG_DIR / "deepspeed" / (path.name if path.suffix else f"{path.name}.json")
     if not path.is_file():
         options = sorted(p.stem for p in (CONFIG_DIR / "deepspeed").glob("*.json"))
-        raise UserError(f"DeepSpeed config not found: {name} (choose one of {', '.join(options)} or a .json path)")
+        raise UserError(f"DeepSpeed config not found: {name} (choose auto, one of {', '.join(options)} or a .json "
+                        "path)")
     try:
         ds = json.loads(path.read_text())
     except ValueError as err:
@@ -136,7 +155,7 @@ def check_model_path(model_cfg) -> str:
 def plan(cfg, world_size: int | None = None) -> Plan:
     """Validate `cfg` (composed Hydra config) and derive the run plan. Raises UserError on bad input."""
     world = world_size or launch_world_size()
-    ds_path, stage = resolve_deepspeed((cfg.get("deepspeed") or {}).get("config"))
+    ds_path, stage = resolve_deepspeed((cfg.get("deepspeed") or {}).get("config"), world)
     t = cfg.trainer
     grad_accum, global_batch = batch_arithmetic(t.get("global_batch_size"), t.per_device_train_batch_size,
                                                 t.get("gradient_accumulation_steps"), world, stage)
@@ -165,11 +184,12 @@ def plan(cfg, world_size: int | None = None) -> Plan:
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),
-                data_sources=sources)
+                data_sources=sources,
+                deepspeed_auto=str((cfg.get("deepspeed") or {}).get("config")) == "auto")
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
-_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl"}
+_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
@@ -208,9 +228,19 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         # accelerate's cpu=True path never enables DeepSpeed; on a CPU-only host the run is on CPU regardless
         # (see cpu_deepspeed.py for the multi-rank gloo launch).
         kwargs["use_cpu"] = False
+    from streaming_vlm.training.checkpointing import parse_mode
+
+    try:  # true | false | auto: the Trainer sets checkpointing up unless false; CheckpointPolicy picks the layers
+        kwargs["gradient_checkpointing"] = parse_mode(t.get("gradient_checkpointing", False)) != "false"
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if kwargs.get("gradient_checkpointing"):
         kwargs.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
     import torch
+
+    if torch.cuda.is_available() and kwargs.get("dataloader_pin_memory", True):
+        # batches arrive in pinned memory: copy them to the GPU without stalling the host
+        kwargs.setdefault("accelerator_config", {"non_blocking": True})
 
     if kwargs.get("use_cpu") or not torch.cuda.is_available():
         kwargs.pop("tf32", None)  # TF32 is a CUDA (Ampere+) setting; TrainingArguments rejects it elsewhere
