@@ -57,6 +57,10 @@ def summarize(prof, wall_s: float) -> str:
     out += ["", "| top kernels | calls | GPU time (s) |", "|---|---:|---:|"]
     for name, us, count in sorted(rows, key=lambda r: -r[1])[:15]:
         out.append(f"| `{name[:90]}` | {count} | {us / 1e6:.3f} |")
+    if not rows:  # no GPU: the host's own operators instead
+        out += ["", "| top CPU operators | calls | self CPU time (s) |", "|---|---:|---:|"]
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:15]:
+            out.append(f"| `{e.key[:90]}` | {e.count} | {e.self_cpu_time_total / 1e6:.3f} |")
     return "\n".join(out)
 
 

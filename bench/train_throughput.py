@@ -70,7 +70,7 @@ VARIANTS = {
     "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero"]
-ESTIMATE_S = {"2b": 75, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
+ESTIMATE_S = {"2b": 60, "4b": 90}  # a run's start-up + steps, to decide whether it still fits the time budget
 
 
 def _free_port() -> int:
@@ -229,8 +229,11 @@ def run_variant(name: str, size: str, args, model: Path, data: Path, runs: Path,
         stop(proc)
     wall = time.time() - t0
     text = log.read_text(errors="replace")
-    chose = [ln.strip() for ln in text.splitlines()
-             if ln.startswith(("kernels:", "activation checkpointing")) or ln.startswith("world size")]
+    chose = []  # what the run printed about its choices (a progress bar may share the line)
+    for ln in text.splitlines():
+        for marker in ("world size ", "kernels: ", "activation checkpointing auto:"):
+            if marker in ln and ln[ln.index(marker):].strip() not in chose:
+                chose.append(ln[ln.index(marker):].strip())
     recs = read_records(run_dir / "train_losses.jsonl")
     print(f"[{size} {name}] {status} in {wall:.0f} s, {len(recs)} steps recorded", flush=True)
     if status != "ok":
@@ -276,7 +279,7 @@ def dry_run_all(sizes, args, model: Path, data: Path, out: Path) -> list[str]:
 
 
 # ---- loader ---------------------------------------------------------------------------------------------------
-def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48, max_s: float = 30.0) -> dict:
+def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48, max_s: float = 20.0) -> dict:
     """Windows/s of the training DataLoader as train.py builds it (default `data.num_workers`), after start-up."""
     import torch
     from hydra import compose, initialize_config_dir
@@ -295,7 +298,8 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48,
     workers = int(cfg.data.num_workers)
     dataset, collator, _ = build_train(data_sources(cfg), load_processor(str(model)))
     loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collator,
-                        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0))
+                        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),
+                        persistent_workers=workers > 0)  # several passes over the windows without restarts
     skip = max(workers, 1)  # the first window of each worker pays its start-up
     seen, t_start, t0 = 0, None, time.time()
     while seen < max_windows + skip and time.time() - t0 < max_s:
@@ -357,7 +361,8 @@ def report(results, loader, kernel_lines, args, data) -> str:
     out = [f"## Training throughput (`bench/train_throughput.py{' --tiny' if args.tiny else ''}`), {when}", "",
            f"Device: {device_line()}.",
            f"Random-init checkpoints (`python -m streaming_vlm.model.tiny --size ...`); synthetic "
-           f"{'tiny' if args.tiny else '1280x720'} games ({data}); stage-1 windows of 24 s at 2 fps, stride 12 s: "
+           f"{'tiny' if args.tiny else '1280x720'} games ({data}); stage-1 windows of "
+           f"{'8 s (--tiny)' if args.tiny else '24 s'} at 2 fps, stride {'4' if args.tiny else '12'} s: "
            f"~{sample.get('tokens_per_window', 0):,.0f} tokens and ~{sample.get('vision_per_window', 0):,.0f} vision "
            f"tokens per window, {100 * sample.get('label_frac', 0):.1f}% of tokens labelled. Global batch "
            f"{args.global_batch} windows per step on one {'CPU process' if args.tiny else 'GPU'}; {args.warmup} "
@@ -368,7 +373,8 @@ def report(results, loader, kernel_lines, args, data) -> str:
         out += ["The 4B checkpoint was built in the background (nice 19, 4 threads) while the 2B rows ran.", ""]
     for r in ok:
         if r["variant"] == "defaults":
-            out += [f"What `train.py experiment=stage1_{r['size']}` chose ({r['size']}):", ""]
+            experiment = "stage1_2b" if r["size"] == "tiny" else f"stage1_{r['size']}"
+            out += [f"What `train.py experiment={experiment}` chose ({r['size']}):", ""]
             out += [f"- {c}" for c in r["chose"]] + [""]
     for r in ok:
         if r.get("profile"):
@@ -457,15 +463,16 @@ def main(argv=None) -> int:
                 continue
         model = ensure_model(cache / size / "model", size)
         for name in names:
-            estimate = ESTIMATE_S.get(size, 60) * (1.5 if name == "anchor" else 1.0)
+            estimate = ESTIMATE_S.get(size, 60) * (1.3 if name == "anchor" else 1.0)
             if left() < estimate:
                 results.append({"variant": name, "size": size, "error": f"skipped: {left():.0f} s of the time budget "
                                                                        f"left, a run needs ~{estimate:.0f} s"})
                 continue
             results.append(run_variant(name, size, args, model, data, cache / "runs", out / "logs",
-                                       timeout_s=min(left() - 5, 600), profile=name == "defaults" and size == sizes[0]))
+                                       timeout_s=min(left() - 5, 3 * estimate if not args.tiny else 900),
+                                       profile=name == "defaults" and size == sizes[0]))
             (out / "results.json").write_text(json.dumps({"rows": results, "loader": loader}, indent=2))
-        if size == sizes[0] and left() > 60:
+        if size == sizes[0] and left() > 40:
             loader = loader_rate(size, args, model, data)
             print(f"loader: {loader}", flush=True)
         shutil.rmtree(cache / "runs", ignore_errors=True)
