@@ -4,6 +4,7 @@ training eval callback. A plain dict with the same keys works wherever a config 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -12,6 +13,9 @@ from streaming_vlm.errors import UserError
 POS_MODES = ("contiguous", "native")
 DECODE_MODES = ("auto", "cuda_graph", "slots", "dynamic")
 SDPA_BACKENDS = ("auto", "default", "efficient", "flash", "cudnn", "math")
+# More frames a second than any camera gives is a typo (1e9), not a setting: reject it before anything is read.
+MAX_FPS = 120.0
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
 @dataclass
@@ -81,7 +85,12 @@ class StreamingConfig:
             if not cond:
                 raise UserError(message)
 
-        need(isinstance(self.fps, (int, float)) and self.fps > 0, f"fps must be > 0, got {self.fps}")
+        check_types(self)
+        need(math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS,
+             f"fps must be > 0 and at most {MAX_FPS} frames per second, got {self.fps}")
+        for name in ("temperature", "repetition_penalty", "start"):
+            need(math.isfinite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
+        need(self.end is None or math.isfinite(self.end), f"end must be a finite number, got {self.end}")
         need(int(self.window_size) >= 1, f"window_size must be >= 1 second, got {self.window_size}")
         need(self.text_sink >= 0 and self.text_sliding_window >= 0,
              "text_sink and text_sliding_window must be >= 0")
@@ -109,6 +118,21 @@ class StreamingConfig:
             need(value is None or value > 0, f"{name} must be > 0")
         self.window_size = int(self.window_size)
         return self
+
+
+def check_types(config: StreamingConfig) -> None:
+    """Every field holds a value of its declared type (a `--set KEY=abc` or a YAML typo is one clear line)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        declared = [t.strip() for t in str(f.type).split("|")]
+        if value is None and "None" in declared:
+            continue
+        allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
+        if not allowed:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            kinds = " or ".join(n if n != "None" else "null" for n in declared)
+            raise UserError(f"{f.name} must be {kinds}, got {value!r}")
 
 
 def _device_ok(name: str) -> bool:

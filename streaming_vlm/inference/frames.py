@@ -44,6 +44,8 @@ class VideoFrameSource:
             self.file_duration = self.reader.duration  # opens the file: missing/corrupt fails here, not mid-stream
         except VideoError as err:
             raise UserError(str(err)) from None
+        if self.start > 0 and self.start >= self.file_duration:
+            raise UserError(f"start {self.start:g} s is past the end of the video ({self.file_duration:.1f} s): {path}")
 
     @property
     def duration(self) -> float:

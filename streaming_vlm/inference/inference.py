@@ -12,13 +12,19 @@ Python:
     results["segments"]  # [{"start", "end", "text", "silent", "timings", ...}, ...]
 
 `--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
-at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on.
+at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on. A line
+that is not UTF-8 is reported on stderr and skipped; the stream goes on.
+
+Output files follow streaming_vlm/output_files.py: checked before the model loads, streamed to `<output>.partial`,
+renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file and
+never replaces an existing output.
 """
 
 from __future__ import annotations
 
 import argparse
 import queue
+import signal
 import sys
 import threading
 import time
@@ -29,13 +35,23 @@ from streaming_vlm.inference.timing import STAGES
 
 
 def stdin_questions(stream=None) -> "queue.Queue[str | None]":
-    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input."""
+    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input.
+
+    Lines are read as bytes and decoded one by one, so a line that is not UTF-8 is reported and skipped instead of
+    ending the input (and with it the questions)."""
     q: "queue.Queue[str | None]" = queue.Queue()
-    stream = stream or sys.stdin
+    stream = stream if stream is not None else sys.stdin
+    stream = getattr(stream, "buffer", stream)
 
     def pump():
         try:
-            for line in stream:
+            for number, raw in enumerate(stream, start=1):
+                try:
+                    line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                except UnicodeDecodeError as err:
+                    print(f"error: stdin line {number} is not UTF-8 (byte {err.start}); question skipped",
+                          file=sys.stderr, flush=True)
+                    continue
                 if line.strip():
                     q.put(line.strip())
         finally:
@@ -70,17 +86,23 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     from streaming_vlm.inference.engine import StreamingEngine, build_template, check_cache_budget
     from streaming_vlm.inference.frames import VideoFrameSource
     from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
-    from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
+    from streaming_vlm.model.loading import (check_attn_implementation, check_weights, load_model, load_processor,
+                                             resolve_device)
+    from streaming_vlm.output_files import check_outputs
 
     cfg = StreamingConfig.from_any(config)
     # Cheap checks first, so bad input fails in a second, before any weights load.
     check_attn_implementation(cfg.attn_implementation)
+    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json},
+                  inputs=(cfg.video_path, cfg.model_path))
     if source is None:
         if not cfg.video_path:
             raise UserError("video_path is required")
         source = VideoFrameSource(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end)
     if model is None and not cfg.model_path:
         raise UserError("model_path is required")
+    if model is None:
+        check_weights(cfg.model_path)
     device = resolve_device(cfg.device)
     processor = processor if processor is not None else load_processor(cfg.model_path)
     check_cache_budget(build_template(processor, cfg), cfg, cfg.query)
@@ -136,6 +158,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 return
             yield second
 
+    finished = False  # a clean end (end of video, Ctrl-C, SIGTERM) publishes the outputs; a failure keeps .partial
     try:
         answer_all(_drain(questions))
         for segment in engine.stream(read_seconds()):
@@ -161,10 +184,14 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 if item is None:
                     break
                 answer_all([item])
+        finished = True
+    except KeyboardInterrupt:
+        finished = True
+        raise
     finally:
         bar.close()
         for w in writers:
-            w.close()
+            w.close(commit=finished)
 
     wall = time.perf_counter() - wall0
     stream_seconds = sum(s["end"] - s["start"] for s in segments)
@@ -252,8 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the stream like Ctrl-C: a clean end, so the output is published."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    _stop_on_sigterm()
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
     args["lookahead"] = not args.pop("no_lookahead")

@@ -12,6 +12,7 @@ import os
 import torch
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.model.weights import check_weights  # noqa: F401  (re-exported: loading checks before it loads)
 
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -78,6 +79,7 @@ def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype
     from transformers import Qwen3VLForConditionalGeneration
 
     path = _check_path(path)
+    check_weights(path)
     check_attn_implementation(attn_implementation)
     target = resolve_device(device) if device is not None else None
     torch_dtype = resolve_dtype(dtype, target)

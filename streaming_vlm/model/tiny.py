@@ -77,6 +77,8 @@ _REAL_SIZES = {
     "4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
 }
 SIZES = ("tiny", "2b", "4b")
+# Written into every checkpoint folder built here. A folder without it is the user's: never rebuilt or deleted.
+FACTORY_MARKER = ".built_by_streaming_vlm"
 
 
 def build_config(size: str = "tiny"):
@@ -180,6 +182,8 @@ def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, 
     if torch_dtype is None:
         raise UserError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
     config = build_config(size)
+    if out.is_dir() and any(out.iterdir()) and not is_factory_checkpoint(out):
+        raise UserError(f"{out} exists and was not written by this factory; it is left alone: choose a new folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -197,7 +201,13 @@ def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, 
     # Older transformers (5.17 on the GPU machine) look for the per-processor files, as on the hub.
     processor.image_processor.save_pretrained(out)
     processor.video_processor.save_pretrained(out)
+    (out / FACTORY_MARKER).write_text(f"built by streaming_vlm.model.tiny: size {size}, seed {seed}\n")
     return out
+
+
+def is_factory_checkpoint(path: str | os.PathLike) -> bool:
+    """A folder this factory wrote (its marker file is there): the only kind it may rebuild or replace."""
+    return (Path(path) / FACTORY_MARKER).is_file()
 
 
 @cli_entry

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.model.weights import check_weights
 from streaming_vlm.training import checkpoints
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -121,15 +122,30 @@ def check_data(sources: dict[str, dict]) -> None:
             raise UserError(f"data file not found: {path} ({hint})")
 
 
+def check_buildable(path: str) -> None:
+    """A checkpoint may be built at `path` only if nothing is there, or a checkpoint our factory built (its marker
+    file says so). Any other folder is the user's: it is never replaced or deleted."""
+    from streaming_vlm.model.tiny import is_factory_checkpoint  # light: no torch
+
+    if os.path.exists(path) and not checkpoints.has_model_weights(path) and not is_factory_checkpoint(path):
+        raise UserError(f"model.name_or_path={path} exists but holds no model (no config.json + weights) and was not "
+                        "built by this project, so it is left alone; point it at a model or at a new folder")
+
+
 def check_model_path(model_cfg) -> str:
     path = str(model_cfg.name_or_path)
     if model_cfg.get("build_if_missing"):
+        if checkpoints.has_model_weights(path):
+            check_weights(path)
+        else:
+            check_buildable(path)
         return path
     looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
     if looks_local and not checkpoints.has_model_weights(path):
         if not os.path.isdir(path):
             raise UserError(f"model path not found: {path} (set model.name_or_path=...)")
         raise UserError(f"not a model checkpoint (no config.json + weights): {path}")
+    check_weights(path)
     return path
 
 
