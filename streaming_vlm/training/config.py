@@ -235,6 +235,14 @@ def check_output_dir(output_dir: str) -> None:
         raise UserError(f"output_dir {path} is not writable: {err.strerror or err}") from None
 
 
+def check_output_dir_override(argv: list[str]) -> None:
+    """`output_dir=...` on the command line is checked before Hydra, which makes it its run folder first thing (an
+    unwritable one would end in Hydra's traceback). Values with interpolations are checked later, in plan()."""
+    values = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith("output_dir=")]
+    if values and "${" not in values[-1]:
+        check_output_dir(values[-1])
+
+
 def plan(cfg, world_size: int | None = None) -> Plan:
     """Validate `cfg` (composed Hydra config) and derive the run plan. Raises UserError on bad input."""
     check_values(cfg)
