@@ -31,7 +31,6 @@ import time
 
 from streaming_vlm.errors import UserError, cli_entry
 from streaming_vlm.inference.config import POS_MODES, StreamingConfig
-from streaming_vlm.inference.timing import STAGES
 
 
 def stdin_questions(stream=None) -> "queue.Queue[str | None]":
@@ -81,28 +80,30 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
     is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
     """
+    from streaming_vlm.model.weights import check_weights
+    from streaming_vlm.output_files import check_outputs
+
+    # Cheap checks first, so bad input fails in a second, before torch is imported or any weights load.
+    cfg = StreamingConfig.from_any(config)
+    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json},
+                  inputs=(cfg.video_path, cfg.model_path))
+    if model is None and cfg.model_path:
+        check_weights(cfg.model_path)
+
     import torch
 
     from streaming_vlm.inference.engine import StreamingEngine, build_template, check_cache_budget
     from streaming_vlm.inference.frames import VideoFrameSource
     from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
-    from streaming_vlm.model.loading import (check_attn_implementation, check_weights, load_model, load_processor,
-                                             resolve_device)
-    from streaming_vlm.output_files import check_outputs
+    from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
 
-    cfg = StreamingConfig.from_any(config)
-    # Cheap checks first, so bad input fails in a second, before any weights load.
     check_attn_implementation(cfg.attn_implementation)
-    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json},
-                  inputs=(cfg.video_path, cfg.model_path))
     if source is None:
         if not cfg.video_path:
             raise UserError("video_path is required")
         source = VideoFrameSource(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end)
     if model is None and not cfg.model_path:
         raise UserError("model_path is required")
-    if model is None:
-        check_weights(cfg.model_path)
     device = resolve_device(cfg.device)
     processor = processor if processor is not None else load_processor(cfg.model_path)
     check_cache_budget(build_template(processor, cfg), cfg, cfg.query)
@@ -215,6 +216,8 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
 
 
 def format_timings(results: dict) -> str:
+    from streaming_vlm.inference.timing import STAGES
+
     t = results["timings"]
     n = max(len(results["segments"]), 1)
     stages = ", ".join(f"{s} {t.get(s, 0.0):.2f}s ({1000 * t.get(s, 0.0) / n:.1f} ms/s)" for s in STAGES)

@@ -173,17 +173,18 @@ def build_processor():
 
 
 def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = "float32") -> Path:
-    """Write a loadable checkpoint directory: config, safetensors weights, tokenizer, processor, chat template."""
+    """Write a loadable checkpoint directory: config, safetensors weights, tokenizer, processor, chat template.
+    Only into a new or empty folder, or one this factory built (its marker file): never over a user's files."""
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not is_factory_checkpoint(out):
+        raise UserError(f"{out} exists and was not written by this factory; it is left alone: choose a new folder")
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    out = Path(out)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise UserError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
     config = build_config(size)
-    if out.is_dir() and any(out.iterdir()) and not is_factory_checkpoint(out):
-        raise UserError(f"{out} exists and was not written by this factory; it is left alone: choose a new folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
