@@ -181,7 +181,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 def run_generate(args) -> int:
     # every cheap check first: the output, the engine settings, the reference; then the engine is imported
-    check_outputs({"--out": args.out}, (args.reference, args.model_path, args.video_root))
+    check_outputs({"--out": args.out}, (args.reference, args.model_path))
     overrides = _overrides(args.set)
     if args.model_path:
         overrides["model_path"] = args.model_path
