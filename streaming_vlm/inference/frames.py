@@ -3,21 +3,22 @@
 The engine only needs an iterator of `Second`s with absolute timestamps, so a live source (a camera, an RTMP
 reader) plugs in by implementing `FrameSource`. Two sources ship:
 
-- `VideoFrameSource`: a file, read with decord at a strict `fps` (the default; `--fps 4` gives 4 frames, i.e. two
-  temporal patches, per second);
+- `VideoFrameSource`: a file at a strict `fps` (`--fps 4` gives 4 frames, i.e. two temporal patches, per second),
+  the frames training's decord reader takes, decoded with PyAV on a read-ahead thread (`video_file.py`);
 - `SyntheticFrameSource`: random frames of a given size, for benchmarks and tests that need no file.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
 from streaming_vlm.data.stream_template import Second
-from streaming_vlm.data.video import VideoError, VideoReader
 from streaming_vlm.errors import UserError
+from streaming_vlm.inference.video_file import ReadAhead, probe, read_seconds
 
 
 @runtime_checkable
@@ -32,18 +33,22 @@ class FrameSource(Protocol):
 
 
 class VideoFrameSource:
-    """A video file read with decord at `fps`, from `start` to `end` (default: the end of the file)."""
+    """A video file at `fps`, from `start` to `end` (default: the end of the file), read `read_ahead` seconds
+    ahead of the consumer on a background thread."""
 
-    def __init__(self, path, fps: float = 2.0, start: float = 0.0, end: float | None = None, block: int = 16):
+    live = False  # a file's next second is there already: the engine may read it while a reply decodes
+
+    def __init__(self, path, fps: float = 2.0, start: float = 0.0, end: float | None = None, read_ahead: int = 4):
         if fps <= 0:
             raise UserError(f"fps must be > 0, got {fps}")
-        self.fps = float(fps)
-        self.start, self.end, self.block = float(start), end, block
-        self.reader = VideoReader(path, fps=self.fps)
-        try:
-            self.file_duration = self.reader.duration  # opens the file: missing/corrupt fails here, not mid-stream
-        except VideoError as err:
-            raise UserError(str(err)) from None
+        self.path, self.fps = str(path), float(fps)
+        self.start, self.end, self.read_ahead = float(start), end, read_ahead
+        if not os.path.isfile(self.path):
+            raise UserError(f"video not found: {self.path}")
+        if os.path.getsize(self.path) == 0:
+            raise UserError(f"video is empty (0 bytes): {self.path}")
+        native, frames = probe(self.path)  # opens the file: a corrupt one fails here, not mid-stream
+        self.file_duration = frames / native
 
     @property
     def duration(self) -> float:
@@ -51,10 +56,7 @@ class VideoFrameSource:
         return max(0.0, end - self.start)
 
     def __iter__(self) -> Iterator[Second]:
-        try:
-            yield from self.reader.iter_seconds(self.start, self.end, block=self.block)
-        except VideoError as err:
-            raise UserError(str(err)) from None
+        return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))
 
 
 class SyntheticFrameSource:

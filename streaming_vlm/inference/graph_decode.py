@@ -1,7 +1,7 @@
 """`SlotDecoder`: one-token decode steps over fixed-size KV buffers, captured once as a CUDA graph.
 
-Eager decoding of a 28-layer model is launch-bound (~1.2K small kernels per token, ~20 ms on an H200 while the
-weights take ~1 ms to read). A CUDA graph replays all of them in one launch, but needs every tensor shape and
+Eager decoding of a 28-layer model is launch-bound: a token is ~a thousand small kernels, each launched from
+Python, for far less GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape and
 address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
 one graph captured over each. The streaming cache lives in them (`bank_buffers`, `StreamingCache.use_banks`): it
 grows in place by a second, and each eviction compacts it from one bank into the other. So a reply decodes on the
@@ -22,28 +22,18 @@ cache's own buffers:
                            else appended from bank 0
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
-device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
-the graph's GPU time (2B at 14.6K slots on an H200, compiled: 2.6 ms, kernel-bound, BENCHMARKS.md). Gumbel-max over
-`softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
-seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
+device->host copy before the next launch; here launches queue ahead and a token costs the graph's GPU time.
+Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
+stream, so a seeded run is reproducible per path, not across paths; greedy decoding is identical.
 
-Eviction, prefill and vision stay outside the graph. For a Qwen3-VL model nothing trains, the step's text stack is
-`text_step.TextStep` (the engine's prefill runs the same): the decoder layers' forward over the model's own
-weights, with q|k|v and gate|up each one matrix-vector product (2B on an H200: 2.7 ms/token through the engine,
-compiled, vs 3.9 with transformers' stack). Any other text stack, or a model something trains, is called as is
-(`model.model.language_model`, `fused_step=False` too) with a `transformers.Cache` whose layers are the buffers,
-the explicit 4-D mask used as given by transformers' mask code. On CPU (or with `use_graph=False`)
-the same step runs eagerly: that is what the parity tests check against the dynamic path.
+Eviction, prefill and vision stay outside the graph. The step's text stack is the model's `text_step.TextStep`
+(the engine's prefill runs the same), with `slot_attention`: SDPA with `enable_gqa` over all `capacity` slots and
+an additive mask over the open ones, so each K/V head is read once and a step costs the same at any fill level
+(flat decode latency across history). Off CUDA (or with `use_graph=False`) the same step runs eagerly: that is
+what the parity tests check against the reference path.
 
-The buffers attend over all `capacity` slots every step (masked), so a step costs the same at any fill level: flat
-decode latency across history, at the price of reading a few thousand masked keys. The step's attention is
-`slot_attention` (registered with transformers' AttentionInterface, used only inside the step): SDPA with
-`enable_gqa`, so each K/V head is read once. transformers' sdpa path repeats K/V per query head first, which over
-14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
-
-`compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become
-~430, and on an H200 the 2B step (transformers' stack) went from 5.3 to 3.1 ms of GPU time (BENCHMARKS.md).
-Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
+`compile=True` runs the step through torch.compile before capture (fewer, fused kernels in the graph); `prepare()`
+compiles and captures before the stream.
 """
 
 from __future__ import annotations
@@ -53,13 +43,23 @@ from contextlib import contextmanager
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
-from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
 from streaming_vlm.model.text_step import text_step_for
+
+
+def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                   **kwargs):
+    """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
+    grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
+    mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                           enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
 
 def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     """`scores.argmax(-1, keepdim=True)` for a 1-D `scores`, in two stages (the max of each of `rows` blocks, then
-    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks: compiled as one
-    reduction it ran as a single program, 115 us a step on an H200. Ties go to the first index, as argmax."""
+    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks (compiled as one
+    reduction it runs as a single program). Ties go to the first index, as argmax."""
     if scores.numel() % rows:
         return scores.argmax(-1, keepdim=True)
     blocks = scores.view(rows, -1)
@@ -102,7 +102,7 @@ class SlotDecoder:
 
     def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4, compile: bool = False, fused_step: bool = True):
+                 chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
         cfg = lm.config
         param = next(model.parameters())
@@ -144,11 +144,13 @@ class SlotDecoder:
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
         self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
-        # the step's text stack: ours with fused q|k|v and gate|up products where it applies (model/text_step.py)
-        self.text_step = text_step_for(lm) if fused_step else None
-        # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
-        # graph like the eager step. dynamo caches by code object, so a new decoder of the same shapes (a new
-        # engine per chunk) reuses the compiled step (tested)
+        # the step's text stack: ours, with fused q|k|v and gate|up products (model/text_step.py)
+        self.text_step = text_step_for(lm)
+        if self.text_step is None:
+            raise ValueError("the slot decoder runs our text stack: a Qwen3-VL model nothing trains")
+        # torch.compile fuses the step's small kernels (norms, rotary, sampler), captured in the graph like the
+        # eager step. dynamo caches by code object, so a new decoder of the same shapes (a new engine per chunk)
+        # reuses the compiled step (tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
@@ -196,21 +198,13 @@ class SlotDecoder:
         return torch.where(self.force >= 0, self.force, first_argmax(scores))
 
     def _forward(self, kv: Cache) -> torch.Tensor:
-        if self.text_step is not None:
-            hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
-                                    kv, slot_attention, self.mask)
-        else:
-            hidden = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
-                                                     attention_mask=self.mask, past_key_values=kv,
-                                                     use_cache=True).last_hidden_state
+        hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
+                                kv, slot_attention, self.mask)
         return self.model.lm_head(hidden[:, -1])[0]
 
     def _call_step(self) -> None:
-        """Run the step (eager or compiled) with the slot attention selected. The switch is made here, outside
-        the compiled function: traced inside it, torch 2.11's dynamo kept transformers' sdpa (K/V repeated per
-        query head, 1.3 ms a step over 14.6K slots on an H200)."""
-        with attention_implementation(self.model.model.language_model.config, SLOT_ATTENTION):
-            self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
+        """Run the step (eager or compiled) on the active bank."""
+        self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
 
     def _step(self, kv: Cache) -> None:
         """Sample (or take the forced token), feed it at slot N+i / position p+i, leave the next scores."""
@@ -257,7 +251,7 @@ class SlotDecoder:
     @torch.inference_mode()
     def prepare(self) -> None:
         """Compile and capture the step now, for both banks (the engine calls this before the stream), not in the
-        first reply: with `compile=True` that takes ~50 s for the 2B."""
+        first reply."""
         if self.use_graph:
             active = self.active
             for b in range(len(self.banks)):
@@ -270,8 +264,8 @@ class SlotDecoder:
                 self._call_step()
 
     def _run_steps(self, n: int, record: bool = True) -> None:
-        """n steps, queued with no host sync (one graph launch each on CUDA). Capturing several steps in one graph
-        was measured and bought nothing: the launch costs ~10 us, the step's kernels ~5 ms (BENCHMARKS.md)."""
+        """n steps, queued with no host sync (one graph launch each on CUDA; a launch costs far less than the
+        step's kernels, so several steps in one graph buy nothing)."""
         for _ in range(n):
             if record and self.trace is not None:
                 self.trace.append(self.scores.clone())
