@@ -1,8 +1,8 @@
 """`SlotDecoder`: one-token decode steps over fixed-size KV buffers, captured once as a CUDA graph.
 
-Eager decoding of a 28-layer model is launch-bound: a token is ~a thousand small kernels, each launched from
-Python, for far less GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape and
-address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
+Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python, for far less
+GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape
+and address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
 one graph captured over each. The streaming cache lives in them (`bank_buffers`, `StreamingCache.use_banks`): it
 grows in place by a second, and each eviction compacts it from one bank into the other. So a reply decodes on the
 cache's own buffers:

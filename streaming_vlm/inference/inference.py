@@ -18,6 +18,7 @@ at the current second, answered, printed (`Q: …` / `A: …`) and written to th
 from __future__ import annotations
 
 import argparse
+import os
 import queue
 import sys
 import threading
@@ -241,8 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def persist_compile_caches() -> None:
+    """Keep torch.compile's on-disk caches (Inductor's FX-graph and kernel caches, Triton's kernels) in the user's
+    cache directory unless the environment names others, so that a second start reuses what the first compiled
+    instead of compiling it again (torch's default is a directory under /tmp)."""
+    root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "streaming-vlm")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(root, "triton"))
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    persist_compile_caches()  # before anything compiles
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
     streaming_inference(args)
