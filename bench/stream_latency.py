@@ -17,14 +17,12 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Seven modes, side by side in the same process and on the same frames:
+Six modes, side by side in the same process and on the same frames:
 - `streaming`  our engine with the plan it picks in `start()` (the CLI's): StreamingCache, eviction before each
                second, one key rotation per eviction, on CUDA a compiled whole-stack prefill and decode steps
                replayed as one CUDA graph over fixed slot buffers;
-- `copied`     `streaming` with the cache outside the slot decoder's banks (as before they existed): each reply
-               copies the cache into the slots first and appends its tokens back after;
-- `per_layer`  `streaming` with the prefill run layer by layer (its two compiled layer functions called from
-               Python), not as the one compiled whole-stack call (`TextStep.stack`);
+- `per_layer`  `streaming` with the prefill run eagerly layer by layer, not as the one compiled whole-stack call
+               (`Plan(compiled=False)`; the decode step stays graphed but not compiled);
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
 - `eager`      the same engine on the reference path (`Plan(fast=False)`: transformers' forward, one eager forward
@@ -68,9 +66,9 @@ from streaming_vlm.inference.engine import Plan, StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
-ENGINE_MODES = ("streaming", "copied", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
-VARIANTS = ("copied", "per_layer", "stepwise")
-MODES = ("streaming", "copied", "per_layer", "stepwise", "eager", "full", "anchor")
+ENGINE_MODES = ("streaming", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
+VARIANTS = ("per_layer", "stepwise")
+MODES = ("streaming", "per_layer", "stepwise", "eager", "full", "anchor")
 
 
 class AnchorRotationCache(StreamingCache):
@@ -145,7 +143,11 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         minutes = min(minutes, args.anchor_minutes)
     if mode in VARIANTS and args.variant_minutes:
         minutes = min(minutes, args.variant_minutes)
-    engine = StreamingEngine(model, processor, cfg, plan=None if mode in ENGINE_MODES else Plan(fast=False),
+    plan = None if mode in ("streaming", "stepwise") else Plan(fast=False)
+    if mode == "per_layer":
+        plan = Plan(fast=True, cuda_graph=device.type == "cuda",
+                    preprocess_device=str(device) if device.type == "cuda" else None)
+    engine = StreamingEngine(model, processor, cfg, plan=plan,
                              cache_class=AnchorRotationCache if mode == "anchor" else StreamingCache)
     if args.video:
         source = VideoFrameSource(args.video, args.fps, end=minutes * 60)
@@ -156,11 +158,6 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     engine.start()
     print(f"[{size}] {mode}: {engine.plan.describe()}", flush=True)
-    if mode == "copied":  # the cache leaves the banks at its first eviction; then each reply copies it in
-        engine.cache.use_banks(None)
-    stack = engine.text_step._stack if engine.text_step is not None else None
-    if mode == "per_layer" and stack is not None:
-        engine.text_step._stack = None  # (shared by the model's engines: put back below)
     started = engine.timings.snapshot()  # the split counts stream seconds, not start's prefill and compilation
     rows, oom, frames = [], False, 0
     wall0 = time.perf_counter()
@@ -181,8 +178,6 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         if args.wall_cap_s and wall > args.wall_cap_s:
             break
     wall = time.perf_counter() - wall0
-    if engine.text_step is not None:
-        engine.text_step._stack = stack
     stats = summarize(mode, size, rows, engine, wall, frames, oom, device, started)
     del engine
     gc.collect()

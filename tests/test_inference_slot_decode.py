@@ -89,10 +89,14 @@ def test_cuda_graph_mode_needs_cuda(tiny_ckpt, tiny_processor, video):
 
 
 def _sampler(model, temperature, penalty=1.0, seed=0):
+    from streaming_vlm.inference.cache import StreamingCache
     from streaming_vlm.inference.graph_decode import SlotDecoder
 
     gen = torch.Generator().manual_seed(seed)
-    return SlotDecoder(model, 8, use_graph=False, im_end_id=151645, max_steps=4, temperature=temperature,
+    text = model.config.text_config
+    banks = StreamingCache(model.model.language_model.rotary_emb.inv_freq).make_banks(
+        text.num_hidden_layers, text.num_key_value_heads, text.head_dim, 8, torch.float32, torch.device("cpu"))
+    return SlotDecoder(model, banks, use_graph=False, im_end_id=151645, max_steps=4, temperature=temperature,
                        repetition_penalty=penalty, generator=gen)
 
 
@@ -180,8 +184,9 @@ def test_decoders_share_one_compiled_step(tiny_ckpt, tiny_processor, video):
 
 
 def test_replies_decode_in_place_on_alternating_banks(tiny_ckpt, tiny_processor, video):
-    """The cache lives in the decoder's two banks: each eviction compacts it into the other one, and each reply
-    decodes on the bank that holds it (no copy of the cache before it, its tokens taken in place after)."""
+    """The decoder steps over the cache's two banks: each eviction compacts the cache into the other one, and
+    each reply decodes on the bank that holds it (no copy of the cache before it, its tokens taken in place
+    after); the next stream's cache takes the same banks over."""
     model = _frozen(tiny_ckpt)
     engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "text_sink": 8, "text_sliding_window": 12,
                                                      "temperature": 0, "max_new_tokens": 6, "min_new_tokens": 4},
@@ -191,11 +196,16 @@ def test_replies_decode_in_place_on_alternating_banks(tiny_ckpt, tiny_processor,
     for second in VideoReader(video, fps=2.0).seconds(0, 6):
         engine.step(second)
         slots = engine.slots
-        used.append((slots.active, slots.in_place, slots._bank_holding(engine.cache)))
+        used.append((slots.active, slots._bank_holding(engine.cache)))
     assert engine.cache.tokens_evicted > 0
-    assert all(in_place and holding == active for active, in_place, holding in used), used
-    assert {active for active, _, _ in used} == {0, 1}, "evictions alternate the banks"
+    assert all(holding == active for active, holding in used), used
+    assert {active for active, _ in used} == {0, 1}, "evictions alternate the banks"
     engine.cache.check()
+    banks, slots = engine.cache.banks, engine.slots
+    engine.start()
+    assert engine.cache.banks is banks and engine.slots is slots
+    engine.step(VideoReader(video, fps=2.0).seconds(0, 1)[0])
+    assert slots._bank_holding(engine.cache) is not None
 
 
 def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):

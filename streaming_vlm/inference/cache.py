@@ -29,10 +29,11 @@ transformers' DynamicLayer concatenates, which copies the whole cache once a pie
 kept tokens into new buffers (with room) and rotates the moved keys there in place: on CUDA one Triton kernel a
 layer (`rotation_kernel.py`), else eagerly (`mrope.apply_rotation`).
 
-**Banks.** `use_banks` gives the cache two fixed buffer pairs per layer to use instead of new buffers: each
-eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) owns them
-and has a CUDA graph captured over each, so it decodes on the cache's own buffers: no copy of the cache into its
-slots before a reply (a full-cache copy a second), nor of the reply back after it.
+**Banks.** The cache owns two fixed buffer pairs per layer (`make_banks`), used instead of new buffers: each
+eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) takes
+them and captures a CUDA graph over each, so it decodes on the cache's own buffers: no copy of the cache into its
+slots before a reply, nor of the reply back after it. A stream's next cache takes the banks over (`banks=`), so
+the captured graphs stay valid.
 
 **Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
 the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
@@ -90,7 +91,7 @@ class Keep:
 
 
 class StreamingCache(DynamicCache):
-    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous"):
+    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous", banks: list | None = None):
         super().__init__()
         if pos_mode not in POS_MODES:
             raise ValueError(f"pos_mode must be one of {POS_MODES}, got {pos_mode!r}")
@@ -99,7 +100,8 @@ class StreamingCache(DynamicCache):
         self.pos_mode = pos_mode
         self.spare_tokens = 0  # room left in each layer's buffers after an eviction or a regrow (SpareLayer)
         self.layer_class_to_replicate = lambda: SpareLayer(self, len(self.layers))
-        self.banks: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # [bank][layer] -> (keys, values)
+        # [bank][layer] -> (keys, values) of `capacity` slots + one scratch slot (the decoder's, never cached)
+        self.banks: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = banks
         self.segments: list[Segment] = []
         self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
@@ -265,8 +267,8 @@ class StreamingCache(DynamicCache):
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
         """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:
-        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)`. None before
-        the first forward (no layer buffers yet)."""
+        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)` to keep them.
+        None before the first forward (no layer buffers yet)."""
         layers = self.layers
         if not layers or not all(isinstance(layer, SpareLayer) and layer.buffers is not None for layer in layers):
             return None
@@ -281,16 +283,20 @@ class StreamingCache(DynamicCache):
         for layer in self.layers:
             layer.grow(count)
 
-    def use_banks(self, banks: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        """Take layer buffers from these fixed (keys, values) pairs, `banks[b][layer]`, alternating between the
-        banks (see "Banks"); a piece that fits neither gets buffers of its own, as without banks."""
-        self.banks = banks
+    def make_banks(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
+                   device: torch.device) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Allocate the two banks (see "Banks"): per layer, keys and values of `capacity` slots + one scratch."""
+        shape = (1, kv_heads, capacity + 1, head_dim)
+        self.banks = [[(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                       for _ in range(layers)] for _ in range(2)]
+        return self.banks
 
     def bank_buffers(self, layer: int, current, like: torch.Tensor, tokens: int):
-        """The bank pair for `layer` that `current` (the layer's buffers now) is not, if it holds `tokens` tokens of
-        `like`'s shape and kind; else None."""
+        """The bank pair for `layer` that `current` (the layer's buffers now) is not, without its scratch slot, if
+        it holds `tokens` tokens of `like`'s shape and kind; else None (a piece that fits no bank gets buffers of
+        its own)."""
         for bank in self.banks or ():
-            keys, values = bank[layer]
+            keys, values = (buf[..., :-1, :] for buf in bank[layer])
             if current is not None and keys.data_ptr() == current[0].data_ptr():
                 continue
             if (keys.shape[-2] >= tokens and keys.shape[:-2] == like.shape[:-2] and keys.shape[-1] == like.shape[-1]

@@ -226,7 +226,9 @@ class StreamingEngine:
         if not self.ready:
             self._set_up()
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
-        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode)
+        # the banks (and the decoder's graphs over them) carry over from the last stream's cache
+        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode,
+                                      banks=self.cache.banks if self.cache is not None else None)
         self.cache.spare_tokens = self.budget["per_second"]  # a second's pieces fit without a regrow
         self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
         with self.timings.section("preprocess"):
@@ -241,11 +243,10 @@ class StreamingEngine:
         slots = self._slot_decoder(self.config.max_new_tokens)
         if slots is not None:
             slots.prepare()  # capture (and compile) the decode step before the first second, not during it
-            self.cache.use_banks(slots.bank_buffers())  # the cache lives in the decoder's buffers (cache.py)
         with self.timings.section("prefill"):
             self._forward(full)
         if self.plan.compiled:  # compile the whole-stack prefill now, not in the stream's first second
-            self.text_step.warm_up(self.cache)
+            self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
 
     def _set_up(self) -> None:
         """Choose the plan (unless given), log it in one line and build what it needs."""
@@ -465,8 +466,12 @@ class StreamingEngine:
         longest = max(self.config.max_new_tokens, self.config.max_answer_tokens)  # the closing tokens are not fed
         capacity = self.budget["bound"] + longest + 8
         if self.slots is None or self.slots.capacity < capacity:
-            cfg = self.config
-            self.slots = SlotDecoder(self.model, capacity, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id,
+            cfg, text = self.config, self.model.model.language_model.config
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            param = next(self.model.parameters())
+            banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
+                                          param.dtype, param.device)
+            self.slots = SlotDecoder(self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id,
                                      max_steps=longest, temperature=cfg.temperature,
                                      repetition_penalty=cfg.repetition_penalty, generator=self.generator,
                                      compile=self.plan.compiled)
@@ -553,10 +558,11 @@ class StreamingEngine:
             hidden = hidden.index_copy(1, index, embeds[None].to(hidden.dtype))
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
         positions = to_device(positions[:, None, :], self.device)
-        out = None
-        if visual is not None and self.plan.compiled:  # a second's piece: the compiled whole stack
-            out = self.text_step.stack(hidden, positions, self.cache, visual)
-        if out is None:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
+        room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
+        if room is not None:  # a second's piece: the compiled whole stack, straight into the cache's buffers
+            out = self.text_step.stack(hidden, positions, *room, visual)
+            self.cache.grow(hidden.shape[1])
+        else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
             out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
         hidden = out
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])

@@ -2,14 +2,13 @@
 
 Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python, for far less
 GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape
-and address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
-one graph captured over each. The streaming cache lives in them (`bank_buffers`, `StreamingCache.use_banks`): it
-grows in place by a second, and each eviction compacts it from one bank into the other. So a reply decodes on the
-cache's own buffers:
+and address fixed. The decoder steps over the streaming cache's two banks of per-layer K/V buffers (`capacity` slots
++ one scratch slot, `StreamingCache.make_banks`), with one graph captured over each. The cache grows in place by a
+second, and each eviction compacts it from one bank into the other. So a reply decodes on the cache's own buffers:
 
-    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache elsewhere, e.g. one
-                           not given the banks, is copied into bank 0), close the slots from N on; `context` (the
-                           cache's ids) marks the tokens the repetition penalty sees
+    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache outside the banks is
+                           an error), close the slots from N on; `context` (the cache's ids) marks the tokens the
+                           repetition penalty sees
     generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
                            logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
                            over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
@@ -18,8 +17,7 @@ cache's own buffers:
                            tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
                            slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
                            tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
-    store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers: in place on a bank,
-                           else appended from bank 0
+    store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
 device->host copy before the next launch; here launches queue ahead and a token costs the graph's GPU time.
@@ -98,31 +96,24 @@ class SlotLayer(CacheLayerMixin):
 
 
 class SlotDecoder:
-    """Fixed K/V slot buffers + an on-device sampler, stepped as one CUDA graph per token (eagerly off CUDA)."""
+    """An on-device sampler stepped over the cache's banks, as one CUDA graph per token (eagerly off CUDA)."""
 
-    def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
+    def __init__(self, model, banks, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
                  chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
-        cfg = lm.config
         param = next(model.parameters())
-        self.model, self.capacity = model, int(capacity)
+        self.model, self.capacity = model, banks[0][0][0].shape[-2] - 1  # (the last slot is the scratch slot)
         self.device, self.dtype = param.device, param.dtype
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
         if self.use_graph and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        shape = (1, cfg.num_key_value_heads, self.capacity, getattr(cfg, "head_dim", None)
-                 or cfg.hidden_size // cfg.num_attention_heads)
-        shape = (*shape[:2], self.capacity + 1, shape[3])  # + the scratch slot the capture's warm-up writes
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.banks = [[SlotLayer(torch.zeros(shape, dtype=self.dtype, device=dev),
-                                 torch.zeros(shape, dtype=self.dtype, device=dev), self.slot)
-                       for _ in range(cfg.num_hidden_layers)] for _ in range(2)]
+        self.banks = [[SlotLayer(keys, values, self.slot) for keys, values in bank] for bank in banks]
         self.kvs = [Cache(layers=bank) for bank in self.banks]
         self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
         self.active = 0  # the bank the next steps run on
-        self.in_place = False  # the loaded cache lives in the active bank: store() only extends its layers
         self.neg = torch.finfo(self.dtype).min
         self.mask = torch.full((1, 1, 1, self.capacity + 1), self.neg, dtype=self.dtype, device=dev)
         self.input_ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
@@ -168,11 +159,6 @@ class SlotDecoder:
     @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
         return self.graphs[self.active]
-
-    def bank_buffers(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The banks' buffers without the scratch slot, for `StreamingCache.use_banks`."""
-        return [[(layer.keys[:, :, :self.capacity], layer.values[:, :, :self.capacity]) for layer in bank]
-                for bank in self.banks]
 
     def _bank_holding(self, cache) -> int | None:
         """The bank every layer of `cache` lives in, if any."""
@@ -282,18 +268,13 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
-        """Decode on the bank holding the streaming cache's N tokens (else copy them into bank 0's slots [0, N)),
-        close every later slot, mark `context` as seen."""
+        """Decode on the bank holding the streaming cache's N tokens, close every later slot, mark `context` as
+        seen."""
         n = cache.get_seq_length()
-        if n > self.capacity:
-            raise ValueError(f"cache holds {n} tokens, slot buffers {self.capacity}")
         bank = self._bank_holding(cache)
-        self.in_place = bank is not None
-        self.active = bank if self.in_place else 0
-        if not self.in_place:
-            for src, dst in zip(cache.layers, self.layers):
-                dst.keys[:, :, :n].copy_(src.keys)
-                dst.values[:, :, :n].copy_(src.values)
+        if bank is None:
+            raise ValueError(f"the streaming cache ({n} tokens) does not live in the decoder's banks")
+        self.active = bank
         self.mask.fill_(self.neg)
         self.mask[..., :n] = 0
         self.seen.zero_()
@@ -368,14 +349,9 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def store(self, cache) -> int:
-        """Add the decoded tokens' K/V (slots [N, filled)) to the streaming cache's layers: in place when it lives
-        in the active bank, else by appending."""
+        """Take the decoded tokens' K/V (slots [N, filled), written in the cache's bank) into its layers."""
         a, b = self.base, self.filled
-        if b > a and self.in_place:
-            for layer in cache.layers:
-                layer.grow(b - a)
-        elif b > a:
-            for src, dst in zip(self.layers, cache.layers):
-                dst.update(src.keys[:, :, a:b], src.values[:, :, a:b])
+        if b > a:
+            cache.grow(b - a)
         self.base = b
         return b - a

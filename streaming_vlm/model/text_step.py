@@ -164,19 +164,19 @@ class TextStep:
         if self._stack is None:
             self._stack = torch.compile(stack_forward, dynamic=True)
 
+    WARM_UP_TOKENS = 7
+
     @torch.inference_mode()
-    def warm_up(self, cache) -> None:
-        """Run the compiled stack on a random piece with vision in `cache`'s room (nothing is added to it), so
-        that no compilation falls in a stream second."""
-        if self._stack is None:
-            return
+    def warm_up(self, keys: list[torch.Tensor], values: list[torch.Tensor], n: int) -> None:
+        """Run the compiled stack on a random piece of `WARM_UP_TOKENS` with vision, written in the buffers' room
+        after their `n` tokens (and left there, unused), so that no compilation falls in a stream second."""
         qkv = self.weights[0][0][1]
-        vision = 4
-        h = torch.randn(1, vision + 3, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
+        vision = self.WARM_UP_TOKENS - 3
+        h = torch.randn(1, self.WARM_UP_TOKENS, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
         index = torch.arange(1, vision + 1, device=qkv.device)
         deepstack = [torch.randn(vision, qkv.shape[1], device=qkv.device, dtype=qkv.dtype) for _ in range(3)]
-        self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), cache, (index, deepstack),
-                   keep=False)
+        self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), keys, values, n,
+                   (index, deepstack))
 
     def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, cache, attention, mask=None,
                  visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
@@ -196,24 +196,17 @@ class TextStep:
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
 
 
-    def stack(self, hidden: torch.Tensor, positions: torch.Tensor, cache,
-              visual: tuple[torch.Tensor, list[torch.Tensor]], keep: bool = True) -> torch.Tensor | None:
-        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision, its K/V
-        written straight into the streaming cache's buffers (`cache.reserve`) and attending bottom-right causally
-        (the engine's chunk attention); then taken into the cache (`keep=False`: left in its room, unused).
-        Returns the final-norm hidden states, or None where it does not apply (not compiled, or the cache has
-        no layer buffers yet): call the step itself then."""
-        room = cache.reserve(hidden.shape[1]) if self._stack is not None else None
-        if room is None:
-            return None
-        keys, values, n = room
+    def stack(self, hidden: torch.Tensor, positions: torch.Tensor, keys: list[torch.Tensor],
+              values: list[torch.Tensor], n: int, visual: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
+        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision: each
+        layer's K/V written straight into its buffers (`keys`/`values`, the cache's, holding `n` tokens and room
+        for the piece) and attending bottom-right causally. Returns the final-norm hidden states."""
+        if self._stack is None:
+            raise RuntimeError("TextStep.stack before compile()")
         cos, sin = self.lm.rotary_emb(hidden, positions)
-        out = self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
-                          self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
-                          self.scaling)
-        if keep:
-            cache.grow(hidden.shape[1])
-        return out
+        return self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
+                           self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
+                           self.scaling)
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
