@@ -63,12 +63,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streaming_vlm.inference.cache import StreamingCache  # noqa: E402
 from streaming_vlm.inference.engine import Plan, StreamingEngine  # noqa: E402
-from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
+from streaming_vlm.data.stream_template import Second  # noqa: E402
+from streaming_vlm.inference.frames import VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
 ENGINE_MODES = ("streaming", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
 VARIANTS = ("per_layer", "stepwise")
 MODES = ("streaming", "per_layer", "stepwise", "eager", "full", "anchor")
+
+
+class SyntheticFrameSource:
+    """`seconds` seconds of random uint8 frames (height × width) at `fps`, with absolute times from `start`."""
+
+    def __init__(self, seconds: float, fps: float = 2.0, height: int = 448, width: int = 448, start: float = 0.0,
+                 seed: int = 0):
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.seconds, self.fps, self.height, self.width = float(seconds), float(fps), height, width
+        self.start = float(start)
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def duration(self) -> float:
+        return self.seconds
+
+    def __iter__(self) -> Iterator[Second]:
+        first = math.ceil(round(self.start * self.fps, 6))
+        for s in range(int(math.floor(self.start)), int(math.ceil(self.start + self.seconds))):
+            ticks = range(max(first, math.ceil(round(s * self.fps, 6))), math.ceil(round((s + 1) * self.fps, 6)))
+            times = [k / self.fps for k in ticks]
+            frames = self.rng.integers(0, 256, size=(len(times), self.height, self.width, 3), dtype=np.uint8)
+            yield Second(float(s), float(s + 1), frames, times)
 
 
 class AnchorRotationCache(StreamingCache):

@@ -64,22 +64,24 @@ def test_slot_masking_is_what_makes_it_exact(tiny_ckpt, tiny_processor, video):
     model = _frozen(tiny_ckpt)
     engine, _ = _run(model, tiny_processor, video, "slots")
     slots = engine.slots
-    slots.load(engine.cache)
-    n = slots.base
+    pos, logits = engine.cache.next_position, engine._last_logits
+
+    def one_step(open_all=False):  # greedy: feed the token these logits pick, return the next scores
+        slots.load(engine.cache)
+        if open_all:
+            slots.mask.zero_()  # open every slot
+        slots.generate(logits, pos, 2, 2)
+        return slots.scores.clone()
+
+    n = engine.cache.get_seq_length()
     assert 0 < n < slots.capacity
-    pos = engine.cache.next_position
-    good = slots.step(1879, pos).clone()
-    slots.load(engine.cache)
+    good = one_step()
     with torch.no_grad():
         for layer in slots.layers:  # stale content past the cache's end, as after an eviction
             layer.keys[:, :, n:].normal_()
             layer.values[:, :, n:].normal_()
-    again = slots.step(1879, pos).clone()
-    torch.testing.assert_close(again, good, atol=1e-5, rtol=0)  # masked: stale slots change nothing
-    slots.load(engine.cache)
-    slots.mask.zero_()  # open every slot
-    leaked = slots.step(1879, pos)
-    assert (leaked - good).abs().max().item() > 1e-3
+    torch.testing.assert_close(one_step(), good, atol=1e-5, rtol=0)  # masked: stale slots change nothing
+    assert (one_step(open_all=True) - good).abs().max().item() > 1e-3
 
 
 def test_cuda_graph_mode_needs_cuda(tiny_ckpt, tiny_processor, video):

@@ -1,20 +1,15 @@
 """Frame sources: anything that yields the stream's whole seconds as template `Second`s, in order.
 
 The engine only needs an iterator of `Second`s with absolute timestamps, so a live source (a camera, an RTMP
-reader) plugs in by implementing `FrameSource`. Two sources ship:
-
-- `VideoFrameSource`: a file at a strict `fps` (`--fps 4` gives 4 frames, i.e. two temporal patches, per second),
-  the frames training's decord reader takes, decoded with PyAV on a read-ahead thread (`video_file.py`);
-- `SyntheticFrameSource`: random frames of a given size, for benchmarks and tests that need no file.
+reader) plugs in by implementing `FrameSource`. `VideoFrameSource` reads a file at a strict `fps` (`--fps 4` gives
+4 frames, i.e. two temporal patches, per second): the frames training's decord reader takes, decoded with PyAV on
+a read-ahead thread (`video_file.py`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Iterator, Protocol, runtime_checkable
-
-import numpy as np
 
 from streaming_vlm.data.stream_template import Second
 from streaming_vlm.errors import UserError
@@ -57,27 +52,3 @@ class VideoFrameSource:
 
     def __iter__(self) -> Iterator[Second]:
         return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))
-
-
-class SyntheticFrameSource:
-    """`seconds` seconds of random uint8 frames (height × width) at `fps`, with absolute times from `start`."""
-
-    def __init__(self, seconds: float, fps: float = 2.0, height: int = 448, width: int = 448, start: float = 0.0,
-                 seed: int = 0):
-        if fps <= 0:
-            raise UserError(f"fps must be > 0, got {fps}")
-        self.seconds, self.fps, self.height, self.width = float(seconds), float(fps), height, width
-        self.start = float(start)
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def duration(self) -> float:
-        return self.seconds
-
-    def __iter__(self) -> Iterator[Second]:
-        first = math.ceil(round(self.start * self.fps, 6))
-        for s in range(int(math.floor(self.start)), int(math.ceil(self.start + self.seconds))):
-            ticks = range(max(first, math.ceil(round(s * self.fps, 6))), math.ceil(round((s + 1) * self.fps, 6)))
-            times = [k / self.fps for k in ticks]
-            frames = self.rng.integers(0, 256, size=(len(times), self.height, self.width, 3), dtype=np.uint8)
-            yield Second(float(s), float(s + 1), frames, times)

@@ -39,7 +39,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
 
 from streaming_vlm.model.text_step import text_step_for
 
@@ -66,33 +65,26 @@ def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     return row * blocks.shape[1] + col.index_select(0, row)
 
 
-class SlotLayer(CacheLayerMixin):
-    """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
+class SlotLayer:
+    """One layer's K/V buffers (a bank's); `update` writes the new token at the shared device-side slot index."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor):
-        super().__init__()
         self.keys, self.values, self.slot = keys, values, slot
-        self.is_initialized = True
 
-    def lazy_initialization(self, key_states, value_states) -> None:  # buffers are allocated up front
-        pass
-
-    def update(self, key_states, value_states, *args, **kwargs):
+    def update(self, key_states, value_states):
         self.keys.index_copy_(2, self.slot, key_states)
         self.values.index_copy_(2, self.slot, value_states)
         return self.keys, self.values
 
-    def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
-        return self.keys.shape[-2], 0
 
-    def get_seq_length(self, *args, **kwargs) -> int:
-        return 0  # only read when no positions are given; ours always are
+class SlotBank:
+    """A bank's layers, updated as `TextStep` updates a cache: `update(k, v, layer)`."""
 
-    def get_max_length(self) -> int:
-        return self.keys.shape[-2]
+    def __init__(self, layers):
+        self.layers = list(layers)
 
-    def get_max_cache_shape(self) -> int:  # older name of get_max_length
-        return self.keys.shape[-2]
+    def update(self, key_states, value_states, layer: int):
+        return self.layers[layer].update(key_states, value_states)
 
 
 class SlotDecoder:
@@ -110,8 +102,7 @@ class SlotDecoder:
             raise ValueError("CUDA graphs need a CUDA device")
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.banks = [[SlotLayer(keys, values, self.slot) for keys, values in bank] for bank in banks]
-        self.kvs = [Cache(layers=bank) for bank in self.banks]
+        self.banks = [SlotBank(SlotLayer(keys, values, self.slot) for keys, values in bank) for bank in banks]
         self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
         self.active = 0  # the bank the next steps run on
         self.neg = torch.finfo(self.dtype).min
@@ -134,7 +125,6 @@ class SlotDecoder:
         self.first_slot = torch.zeros(1, dtype=torch.long, device=dev)  # N
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
-        self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
         # the step's text stack: ours, with fused q|k|v and gate|up products (model/text_step.py)
         self.text_step = text_step_for(lm)
         if self.text_step is None:
@@ -150,11 +140,11 @@ class SlotDecoder:
 
     @property
     def layers(self) -> list[SlotLayer]:
-        return self.banks[self.active]
+        return self.banks[self.active].layers
 
     @property
-    def kv(self) -> Cache:
-        return self.kvs[self.active]
+    def kv(self) -> SlotBank:
+        return self.banks[self.active]
 
     @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
@@ -163,9 +153,9 @@ class SlotDecoder:
     def _bank_holding(self, cache) -> int | None:
         """The bank every layer of `cache` lives in, if any."""
         for b, bank in enumerate(self.banks):
-            if len(cache.layers) == len(bank) and all(
+            if len(cache.layers) == len(bank.layers) and all(
                     src.keys.data_ptr() == dst.keys.data_ptr() and src.values.data_ptr() == dst.values.data_ptr()
-                    for src, dst in zip(cache.layers, bank)):
+                    for src, dst in zip(cache.layers, bank.layers)):
                 return b
         return None
 
@@ -181,9 +171,9 @@ class SlotDecoder:
         if self.noise is not None:
             u = self.noise.index_select(0, i)[0].clamp(min=1e-20)
             scores = scores / self.temperature - torch.log(-torch.log(u))
-        return torch.where(self.force >= 0, self.force, first_argmax(scores))
+        return first_argmax(scores)
 
-    def _forward(self, kv: Cache) -> torch.Tensor:
+    def _forward(self, kv: SlotBank) -> torch.Tensor:
         hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
                                 kv, slot_attention, self.mask)
         return self.model.lm_head(hidden[:, -1])[0]
@@ -192,8 +182,8 @@ class SlotDecoder:
         """Run the step (eager or compiled) on the active bank."""
         self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
 
-    def _step(self, kv: Cache) -> None:
-        """Sample (or take the forced token), feed it at slot N+i / position p+i, leave the next scores."""
+    def _step(self, kv: SlotBank) -> None:
+        """Sample the next token, feed it at slot N+i / position p+i, leave the next scores."""
         i = self.step_index
         token = self._sample()
         self.tokens.index_copy_(0, i.clamp(max=self.max_steps - 1), token)
@@ -297,7 +287,6 @@ class SlotDecoder:
         self.first_slot.fill_(self.base)
         self.first_position.fill_(int(position))
         self.min_new.fill_(int(min_new))
-        self.force.fill_(-1)
         if self.noise is not None:
             self.noise[:max_new].uniform_(generator=self.generator)
         generated: list[int] = []
@@ -332,20 +321,6 @@ class SlotDecoder:
                 generated.append(token)
         self.filled = self.base + fed
         return generated, fed
-
-    @torch.inference_mode()
-    def step(self, token: int, position: int) -> torch.Tensor:
-        """Feed one given token at the next slot (no sampling); returns the logits for the token after it."""
-        if self.filled >= self.capacity:
-            raise ValueError("slot buffers full")
-        self.step_index.zero_()
-        self.first_slot.fill_(self.filled)
-        self.first_position.fill_(int(position))
-        self.force.fill_(int(token))
-        self._run_steps(1, record=False)
-        self.force.fill_(-1)
-        self.filled += 1
-        return self.scores
 
     @torch.inference_mode()
     def store(self, cache) -> int:

@@ -44,11 +44,7 @@ def probe(path: str) -> tuple[float, int]:
     try:
         stream = container.streams.video[0]
         native = float(stream.average_rate or stream.guessed_rate or 0)
-        frames = stream.frames
-        if not frames and stream.duration is not None:
-            frames = round(float(stream.duration * stream.time_base) * native)
-        if not frames and container.duration:
-            frames = round(container.duration / 1e6 * native)
+        frames = stream.frames or round((container.duration or 0) / 1e6 * native)
     finally:
         container.close()
     if native <= 0 or not frames:
@@ -113,51 +109,37 @@ def _second(s: int, frames: list[np.ndarray], times: list[float], height: int, w
 
 
 class ReadAhead:
-    """Iterate `seconds` on a background thread, up to `depth` items ahead of the consumer; exceptions are
-    re-raised in the consumer. `close()` (or garbage collection of the iterator) stops the thread."""
+    """Iterate `items` on a background thread, up to `depth` items ahead of the consumer; an exception there is
+    raised in the consumer. Closing the iterator (or dropping it) stops the thread."""
 
-    _DONE = object()
-
-    def __init__(self, seconds: Iterator[Second], depth: int = 4):
-        self.items: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    def __init__(self, items: Iterator, depth: int = 4):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._pump, args=(seconds,), name="video-read-ahead", daemon=True)
-        self.thread.start()
+        threading.Thread(target=self._pump, args=(items,), name="video-read-ahead", daemon=True).start()
 
-    def _pump(self, seconds) -> None:
+    def _pump(self, items) -> None:
         try:
-            for item in seconds:
+            for item in items:
                 if not self._put(item):
                     return
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            self._put(StopIteration())
+        except Exception as err:  # noqa: BLE001 - raised in the consumer
             self._put(err)
-            return
-        finally:
-            close = getattr(seconds, "close", None)
-            if close is not None:
-                close()
-        self._put(self._DONE)
 
     def _put(self, item) -> bool:
         while not self.stop.is_set():
             try:
-                self.items.put(item, timeout=0.1)
+                self.queue.put(item, timeout=0.1)
                 return True
             except queue.Full:
-                continue
+                pass
         return False
 
-    def __iter__(self) -> Iterator[Second]:
+    def __iter__(self) -> Iterator:
         try:
-            while True:
-                item = self.items.get()
-                if item is self._DONE:
-                    return
-                if isinstance(item, BaseException):
+            while not isinstance(item := self.queue.get(), StopIteration):
+                if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
-            self.close()
-
-    def close(self) -> None:
-        self.stop.set()
+            self.stop.set()
