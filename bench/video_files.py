@@ -8,48 +8,44 @@ and detail to code, at any size and frame rate.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streaming_vlm.inference.testvideo import encode_h264  # noqa: E402
+
 
 def write_broadcast_like(path, seconds: float, fps: int, width: int, height: int, seed: int = 0,
                          preset: str = "veryfast", gop: int | None = None) -> Path:
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     # a pitch texture twice as wide as the frame, panned across
-    yy, xx = np.mgrid[0:height, 0:2 * width]
+    _, xx = np.mgrid[0:height, 0:2 * width]
     stripes = ((xx // max(8, width // 12)) % 2).astype(np.int16) * 18
     grain = rng.integers(-12, 12, size=(height, 2 * width), dtype=np.int16)
     pitch = np.stack([40 + stripes + grain, 120 + stripes + grain, 40 + grain], -1).clip(0, 255).astype(np.uint8)
     players = rng.uniform(0, 1, size=(22, 4))  # x, y, vx, vy
-    container = av.open(str(path), "w")
-    stream = container.add_stream("libx264", rate=fps)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    stream.options = {"preset": preset, "g": str(gop or 2 * fps), "bf": "2"}
-    n = max(1, int(round(seconds * fps)))
     size = max(4, height // 40)
-    for i in range(n):
-        t = i / fps
-        pan = int((np.sin(t / 7) * 0.5 + 0.5) * (width - 1))
-        frame = pitch[:, pan:pan + width].copy()
-        for k, (x, y, vx, vy) in enumerate(players):
-            px = int(((x + 0.05 * t * (vx - 0.5)) % 1) * (width - size))
-            py = int(((y + 0.05 * t * (vy - 0.5)) % 1) * (height - size))
-            frame[py:py + size, px:px + size] = (230, 30, 30) if k < 11 else (240, 240, 240)
-        bar = frame[height - height // 12:, :]
-        bar[:] = 20
-        bar[:, (i * 7) % width:(i * 7) % width + width // 10] = 200
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-    for packet in stream.encode():
-        container.mux(packet)
-    container.close()
-    return path
+
+    def frames():
+        for i in range(max(1, int(round(seconds * fps)))):
+            t = i / fps
+            pan = int((np.sin(t / 7) * 0.5 + 0.5) * (width - 1))
+            frame = pitch[:, pan:pan + width].copy()
+            for k, (x, y, vx, vy) in enumerate(players):
+                px = int(((x + 0.05 * t * (vx - 0.5)) % 1) * (width - size))
+                py = int(((y + 0.05 * t * (vy - 0.5)) % 1) * (height - size))
+                frame[py:py + size, px:px + size] = (230, 30, 30) if k < 11 else (240, 240, 240)
+            bar = frame[height - height // 12:, :]
+            bar[:] = 20
+            bar[:, (i * 7) % width:(i * 7) % width + width // 10] = 200
+            yield frame
+
+    return encode_h264(path, frames(), fps, width, height,
+                       {"preset": preset, "g": str(gop or 2 * fps), "bf": "2"})
 
 
 def main(argv=None) -> None:
