@@ -409,9 +409,9 @@ class StreamingEngine:
         """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
 
         Fast path: tokens are decoded and sampled on the slot buffers (graph_decode.py); reference: one eager
-        forward each on the cache, sampled on the host. Neither feeds the reply's tail (the last sampled token when `max_new` is
-        reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next forward as the
-        cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
+        forward each on the cache, sampled on the host. Neither feeds the reply's tail (the last sampled token when
+        `max_new` is reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next
+        forward as the cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
 
         `while_decoding` runs once the first steps are queued (slot path; before the first step on the dynamic
         path, which waits for every token anyway); its host time is not booked as decode."""

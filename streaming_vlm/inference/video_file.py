@@ -31,7 +31,7 @@ def _open(path: str):
     try:
         container = av.open(path)
     except (av.error.FFmpegError, OSError) as err:
-        raise UserError(f"cannot open video {path}: {err}") from None
+        raise UserError(f"cannot decode video {path}: {str(err).splitlines()[0]}") from None
     if not container.streams.video:
         container.close()
         raise UserError(f"no video stream in {path}")
