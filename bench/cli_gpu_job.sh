@@ -8,8 +8,9 @@
 # the project's synthetic generator) and the random-init checkpoints (python -m streaming_vlm.model.tiny), in
 # parallel; run the CLI with only the seed's flags (bench/stream_latency.py --cli): 2B on the 1080p50 file with
 # empty compile caches (cold start), 2B on the 720p30 file (warm: same shapes, caches filled), 4B on the 1080p50
-# file (cold for the 4B), 2B on the 1080p50 file again (warm, same file); then the bench's random-frame mode
-# briefly. Prints one markdown table; logs, VTTs and JSON rows go to $OUT (default outputs/cli_gpu_job).
+# file (cold for the 4B); then, while time is left, the bench's random-frame mode briefly and 2B on the 1080p50
+# file again (warm). Steps stop short of JOB_BUDGET_S (default 510 s); the table is printed either way. Logs, VTTs
+# and JSON rows go to $OUT (default outputs/cli_gpu_job).
 set -u
 cd "$(dirname "$0")/.."
 TINY=0; [ "${1:-}" = "--tiny" ] && TINY=1
@@ -24,14 +25,16 @@ WORK=${WORK:-/tmp/cli_gpu_job}; rm -rf "$WORK"; mkdir -p "$WORK"
 # cold start = empty compile caches (Inductor's FX graph / kernel caches and Triton's); later runs reuse them
 export TORCHINDUCTOR_CACHE_DIR=$WORK/inductor TRITON_CACHE_DIR=$WORK/triton
 T0=$SECONDS
+BUDGET=${JOB_BUDGET_S:-510}
+left() { echo $((BUDGET - (SECONDS - T0))); }
 log() { echo "[cli_gpu_job +$((SECONDS - T0))s] $*" | tee -a "$OUT/job.log"; }
 
 if [ $TINY = 1 ]; then
   SIZES=(tiny tiny); V1=(--width 320 --height 180 --fps 50 --seconds 6); V2=(--width 256 --height 144 --fps 30 --seconds 8)
-  CLI_TIMEOUT=900; BENCH=(--smoke --modes streaming --minutes 0.15 --check_seconds 2 --record "$OUT/bench.md")
+  BUDGET=${JOB_BUDGET_S:-3600}; BENCH=(--smoke --modes streaming --minutes 0.15 --check_seconds 2 --record "$OUT/bench.md")
 else
   SIZES=(2b 4b); V1=(--width 1920 --height 1080 --fps 50 --seconds 120); V2=(--width 1280 --height 720 --fps 30 --seconds 240)
-  CLI_TIMEOUT=200; BENCH=(--sizes 2b --modes streaming --minutes 1 --check_seconds 4 --record "$OUT/bench.md")
+  BENCH=(--sizes 2b --modes streaming --minutes 1 --check_seconds 4 --record "$OUT/bench.md")
 fi
 "$PY" -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, \
 'av', av.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))" | tee -a "$OUT/job.log"
@@ -47,21 +50,25 @@ cat "$OUT"/make_*.log | tee -a "$OUT/job.log"
 log "prepared"
 
 A=${SIZES[0]^^}; B=${SIZES[1]^^}
-cli() {  # label model video
+cli() {  # label model video min_seconds_left
+  if [ "$(left)" -lt "$4" ]; then log "skipped (budget): $1"; return; fi
   log "CLI: $1"
   "$PY" bench/stream_latency.py --cli --label "$1" --model_path "$2" --video "$3" --out_dir "$OUT" \
-    --cli_timeout $CLI_TIMEOUT 2>&1 | grep "^json: " | sed 's/^json: //' >> "$OUT/cli_rows.jsonl"
+    --cli_timeout $(( $(left) - 20 )) 2>&1 | grep "^json: " | sed 's/^json: //' >> "$OUT/cli_rows.jsonl"
   tail -1 "$OUT/cli_rows.jsonl" | cut -c1-400
 }
-cli "$A 1080p50 cold" "$WORK/ckpt_a" "$WORK/v1080p50.mp4"
-cli "$A 720p30 warm" "$WORK/ckpt_a" "$WORK/v720p30.mp4"
-cli "$B 1080p50 cold" "$WORK/ckpt_b" "$WORK/v1080p50.mp4"
-cli "$A 1080p50 warm" "$WORK/ckpt_a" "$WORK/v1080p50.mp4"
-
-log "bench, random frames"
-timeout 150 "$PY" bench/stream_latency.py "${BENCH[@]}" --out_dir "$OUT" > "$OUT/bench.log" 2>&1 \
-  || log "bench exited $? (see $OUT/bench.log)"
-grep -A4 "^| size" "$OUT/bench.log" | head -6
+cli "$A 1080p50 cold" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
+cli "$A 720p30 warm" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 60
+cli "$B 1080p50 cold" "$WORK/ckpt_b" "$WORK/v1080p50.mp4" 60
+if [ "$(left)" -gt 90 ]; then
+  log "bench, random frames"
+  timeout $(( $(left) - 10 )) "$PY" bench/stream_latency.py "${BENCH[@]}" --out_dir "$OUT" > "$OUT/bench.log" 2>&1 \
+    || log "bench exited $? (see $OUT/bench.log)"
+  grep -A4 "^| size" "$OUT/bench.log" | head -6
+else
+  log "skipped (budget): bench"
+fi
+cli "$A 1080p50 warm" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
 
 log "done"
 echo
