@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.model.hub import looks_like_hub_id, resolve_hub_id
 from streaming_vlm.training import checkpoints
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -162,6 +163,9 @@ def plan(cfg, world_size: int | None = None) -> Plan:
         raise UserError(f"resume={resume} is not a complete checkpoint directory (checkpoint-N with COMPLETE)")
     if cfg.model.lora.enabled and cfg.model.lora.r < 1:
         raise UserError(f"model.lora.r must be >= 1, got {cfg.model.lora.r}")
+    if looks_like_hub_id(model_path) and not cfg.get("dry_run"):
+        # no network and not cached: one clear line now, not minutes of retries inside from_pretrained
+        model_path = resolve_hub_id(model_path)
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),
