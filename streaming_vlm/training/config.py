@@ -105,9 +105,10 @@ def data_sources(cfg) -> dict[str, dict]:
 
 
 def check_data(sources: dict[str, dict]) -> None:
-    from streaming_vlm.training.data import resolve_file
+    from streaming_vlm.training.data import repeat_count, resolve_file
 
     for key, d in sources.items():
+        repeat_count(d, key)
         if d.get("generate"):
             continue  # built on first use when missing
         if not d.get("train_file"):
