@@ -20,13 +20,6 @@ from streaming_vlm.data.stream_template import PREVIOUS_ROLE, Second, StreamTemp
 
 
 @pytest.fixture(scope="session")
-def hub_like_ckpt(tmp_path_factory):
-    from streaming_vlm.model.tiny import build_checkpoint
-
-    return build_checkpoint(tmp_path_factory.mktemp("hub") / "hub-like-qwen3vl", size="tiny", seed=0, hub_like=True)
-
-
-@pytest.fixture(scope="session")
 def hub_like_processor(hub_like_ckpt):
     from transformers import AutoProcessor
 
