@@ -2,7 +2,8 @@
 role): stage 1 trains on windows with previous text, stage 2 starts from it with the win-rate eval callback, the CLI
 streams the result with --previous_text past the first eviction (the folded words and the previous text stay in
 the cache's token ids), and the eval CLI generates with it. The trained checkpoint gives exactly the token layout it
-was trained on.
+was trained on. The trainings run as subprocesses (train.py); the two CLIs run their `main` in-process (the same
+entry points, minus their import time).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def _args(data, ckpt, out, experiment, steps):
 
 def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt, tmp_path):
     from streaming_vlm.data.dataset import build_train_dataset
+    from streaming_vlm.eval.cli import main as eval_main
+    from streaming_vlm.inference.inference import main as inference_main
     from streaming_vlm.inference import StreamingConfig, StreamingEngine
     from streaming_vlm.inference.cache import PREVIOUS as PREVIOUS_KIND
     from streaming_vlm.inference.cache import REPLY
@@ -96,8 +99,8 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
     vtt = tmp_path / "out.vtt"
     flags = {"--previous_text": PREVIOUS, "--window_size": 2, "--max_new_tokens": 3, "--min_new_tokens": 2,
              "--seed": 0, "--device": "cpu", "--min_pixels": 4096, "--max_pixels": 4096}
-    _run("-m", "streaming_vlm.inference.inference", "--model_path", s2, "--video_path", video, "--output_path", vtt,
-         "--no_progress", *[str(x) for kv in flags.items() for x in kv])
+    inference_main(["--model_path", str(s2), "--video_path", str(video), "--output_path", str(vtt), "--no_progress",
+                    *[str(x) for kv in flags.items() for x in kv]])  # the CLI's main, in-process
     assert vtt.read_text().count(" --> ") == 5
     # the same settings in-process: what the cache holds after the evictions
     config = StreamingConfig.from_any({k.lstrip("-"): v for k, v in flags.items()} | {"progress": False})
@@ -118,8 +121,9 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
 
     # the eval CLI generates with it
     out = tmp_path / "predictions.jsonl"
-    _run("-m", "streaming_vlm.eval", "generate", "--reference", data / "eval_inf.jsonl", "--video-root", data,
-         "--out", out, "--model_path", s2, "--set", "temperature=0", "--set", "window_size=2", "--set",
-         "max_new_tokens=2", "--set", "device=cpu", "--set", "min_pixels=4096", "--set", "max_pixels=4096")
+    assert eval_main([str(a) for a in (
+        "generate", "--reference", data / "eval_inf.jsonl", "--video-root", data, "--out", out, "--model_path", s2,
+        "--set", "temperature=0", "--set", "window_size=2", "--set", "max_new_tokens=2", "--set", "device=cpu",
+        "--set", "min_pixels=4096", "--set", "max_pixels=4096")]) in (0, None)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 12 and all(isinstance(r["text"], str) for r in rows)
