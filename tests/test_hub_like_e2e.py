@@ -9,31 +9,12 @@ entry points, minus their import time).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from test_train_e2e import train  # train.py in a subprocess, with the test environment
 
-ROOT = Path(__file__).resolve().parents[1]
 PREVIOUS = "Blue keep the ball in midfield and look for a gap"
-
-
-def _env():
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
-
-
-def _run(*cmd, timeout=600):
-    r = subprocess.run([sys.executable, *map(str, cmd)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                       timeout=timeout)
-    assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +27,7 @@ def data(tmp_path_factory):
 
 
 def _args(data, ckpt, out, experiment, steps):
-    return ["train.py", f"experiment={experiment}", f"data.root={data}", "data.generate=null",
+    return [f"experiment={experiment}", f"data.root={data}", "data.generate=null",
             f"model.name_or_path={ckpt}", f"output_dir={out}", f"trainer.max_steps={steps}",
             "trainer.global_batch_size=2", "trainer.save_steps=100"]
 
@@ -65,7 +46,7 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
 
     # stage 1: every step's windows; the ones after the first carry previous text (the hub template drops it)
     s1 = tmp_path / "stage1"
-    _run(*_args(data, hub_like_ckpt, s1, "smoke_stage1", 2), "eval=none", "data.min_words=1")
+    train(_args(data, hub_like_ckpt, s1, "smoke_stage1", 2) + ["eval=none", "data.min_words=1"])
     hub_processor = load_processor(hub_like_ckpt)
     cfg = {"root": str(data), "train_file": str(data / "train_with_seeks.jsonl"), "window": 8, "stride": 4,
            "min_words": 1, "text_sink": 64, "text_sliding_window": 64, "min_pixels": 4096, "max_pixels": 4096,
@@ -87,9 +68,9 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
 
     # stage 2 from stage 1, with the win-rate eval callback (baseline: the initial model) on one held-out game
     s2 = tmp_path / "stage2"
-    r = _run(*_args(data, hub_like_ckpt, s2, "smoke_stage2", 1), f"init_from={s1}", "data.min_words=1",
-             "eval=win_rate", "eval.minutes=0.2", "eval.max_streams=1", "eval.segment_seconds=4", "eval.min_words=1",
-             "eval.inference.window_size=2", "eval.inference.max_new_tokens=3")
+    r = train(_args(data, hub_like_ckpt, s2, "smoke_stage2", 1) + [
+        f"init_from={s1}", "data.min_words=1", "eval=win_rate", "eval.minutes=0.2", "eval.max_streams=1",
+        "eval.segment_seconds=4", "eval.min_words=1", "eval.inference.window_size=2", "eval.inference.max_new_tokens=3"])
     assert f"model {s1}" in r.stdout
     win = json.loads((s2 / "win_rate.json").read_text())
     assert win and all(v["eval/votes"] > 0 for v in win.values())
