@@ -15,6 +15,7 @@ import torch
 from test_train_e2e import train  # train.py in a subprocess, with the test environment
 
 PREVIOUS = "Blue keep the ball in midfield and look for a gap"
+pytestmark = pytest.mark.slow  # two train.py runs, two streams and an eval: minutes on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")

@@ -127,8 +127,7 @@ def check_model_path(model_cfg) -> str:
     path = str(model_cfg.name_or_path)
     if model_cfg.get("build_if_missing"):
         return path
-    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
-    if looks_local and not checkpoints.has_model_weights(path):
+    if not looks_like_hub_id(path) and not checkpoints.has_model_weights(path):
         if not os.path.isdir(path):
             raise UserError(f"model path not found: {path} (set model.name_or_path=...)")
         raise UserError(f"not a model checkpoint (no config.json + weights): {path}")
