@@ -13,6 +13,7 @@ import torch
 
 from streaming_vlm.errors import UserError
 from streaming_vlm.model.weights import check_weights  # noqa: F401  (re-exported: loading checks before it loads)
+from streaming_vlm.model.hub import looks_like_hub_id, resolve_hub_id
 
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -67,13 +68,14 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def _check_path(path: str | os.PathLike) -> str:
+    """A checked local directory, or a hub id resolved once (model/hub.py: no network = one clear line)."""
     path = str(path)
-    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
-    if looks_local:
-        if not os.path.isdir(path):
-            raise UserError(f"model path not found: {path}")
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise UserError(f"not a model checkpoint (no config.json): {path}")
+    if looks_like_hub_id(path):
+        return resolve_hub_id(path)
+    if not os.path.isdir(path):
+        raise UserError(f"model path not found: {path}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise UserError(f"not a model checkpoint (no config.json): {path}")
     return path
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from streaming_vlm.errors import UserError
 from streaming_vlm.model.weights import check_weights
+from streaming_vlm.model.hub import looks_like_hub_id, resolve_hub_id
 from streaming_vlm.training import checkpoints
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -105,9 +106,10 @@ def data_sources(cfg) -> dict[str, dict]:
 
 
 def check_data(sources: dict[str, dict]) -> None:
-    from streaming_vlm.training.data import resolve_file
+    from streaming_vlm.training.data import repeat_count, resolve_file
 
     for key, d in sources.items():
+        repeat_count(d, key)
         if d.get("generate"):
             continue  # built on first use when missing
         if not d.get("train_file"):
@@ -140,8 +142,7 @@ def check_model_path(model_cfg) -> str:
         else:
             check_buildable(path)
         return path
-    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
-    if looks_local and not checkpoints.has_model_weights(path):
+    if not looks_like_hub_id(path) and not checkpoints.has_model_weights(path):
         if not os.path.isdir(path):
             raise UserError(f"model path not found: {path} (set model.name_or_path=...)")
         raise UserError(f"not a model checkpoint (no config.json + weights): {path}")
@@ -275,6 +276,9 @@ def plan(cfg, world_size: int | None = None) -> Plan:
         raise UserError(f"model.lora.r must be >= 1, got {cfg.model.lora.r}")
     if not cfg.get("dry_run"):
         check_output_dir(str(cfg.output_dir))
+    if looks_like_hub_id(model_path) and not cfg.get("dry_run"):
+        # no network and not cached: one clear line now, not minutes of retries inside from_pretrained
+        model_path = resolve_hub_id(model_path)
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),

@@ -193,7 +193,7 @@ def run(cfg) -> dict | None:
     from streaming_vlm.training import tracking
     from streaming_vlm.training.callbacks import HeldoutLoss, StepRecorder, build_config_callbacks
     from streaming_vlm.training.curve import write_curve
-    from streaming_vlm.training.data import build_heldout, build_train, ensure_generated, set_expected_total
+    from streaming_vlm.training.data import build_heldout_mix, build_train, ensure_generated, set_expected_total
     from streaming_vlm.training.model import ensure_tiny_checkpoint, load_for_training, parameter_report
     from streaming_vlm.training.trainer import StreamingTrainer
 
@@ -235,7 +235,7 @@ def run(cfg) -> dict | None:
                                loss_impl=str(cfg.trainer.get("loss_impl") or "selective"))
     trainer.add_callback(StepRecorder(trainer))
     if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
-        heldout = build_heldout(p.data_sources["data"], processor)
+        heldout = build_heldout_mix(p.data_sources, processor)
         if heldout is not None:
             trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
                                              int(cfg.eval.heldout.get("every_steps", 0))))
