@@ -139,6 +139,9 @@ def model_flops(cfg: dict, rec: dict, seq_sq: float) -> float:
 
 
 # ---- one variant ------------------------------------------------------------------------------------------------
+# The synthetic games are whole games (cut here into the experiment's 24 s / 12 s windows), not released windows.
+DATA_OVERRIDES = ["~extra_data.live_whisperx", "data.train_file=train_with_seeks.jsonl", "data.eval_file=null",
+                  "data.stage=stream", "data.repeat=1", "data.generate=null"]
 # --tiny: a CPU process, tiny frames and short windows (the plumbing is the same, the sizes are not)
 TINY_OVERRIDES = ["trainer.bf16=false", "trainer.use_cpu=true", "trainer.dataloader_pin_memory=false",
                   "data.min_pixels=3136", "data.max_pixels=4096", "data.total_pixels=65536", "data.num_workers=2",
@@ -152,8 +155,8 @@ def train_command(name: str, size: str, args, model: Path, data: Path, run_dir: 
     _, overrides, launcher = VARIANTS[name]
     steps = args.warmup + args.steps + (1 if profile else 0)
     experiment = "stage1_2b" if size == "tiny" else f"stage1_{size}"
-    argv = [f"experiment={experiment}", "~extra_data.live_whisperx", f"model.name_or_path={model}",
-            "model.build_if_missing=null", f"data.root={data}", "data.generate=null", f"output_dir={run_dir}",
+    argv = [f"experiment={experiment}", *DATA_OVERRIDES, f"model.name_or_path={model}",
+            "model.build_if_missing=null", f"data.root={data}", f"output_dir={run_dir}",
             f"trainer.max_steps={steps + 2}", "trainer.save_steps=1000000", "eval=none", "resume=never",
             "wandb.mode=disabled", f"trainer.global_batch_size={args.global_batch}", "trainer.logging_steps=1"]
     if profile:
@@ -290,9 +293,8 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48,
     from streaming_vlm.training.config import data_sources
     from streaming_vlm.training.data import build_train
 
-    overrides = [f"experiment={'stage1_2b' if size == 'tiny' else f'stage1_{size}'}", "~extra_data.live_whisperx",
-                 f"data.root={data}", "data.generate=null"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")]
-                                                              if args.tiny else [])
+    overrides = [f"experiment={'stage1_2b' if size == 'tiny' else f'stage1_{size}'}", *DATA_OVERRIDES,
+                 f"data.root={data}"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")] if args.tiny else [])
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=overrides)
     workers = int(cfg.data.num_workers)
