@@ -182,7 +182,8 @@ _TRAINER_VALUES = [
     ("save_steps", "int", 1, None, True), ("save_total_limit", "int", 0, None, True),
     ("dataloader_num_workers", "int", 0, None, True), ("data_seed", "int", 0, None, True),
     ("ddp_timeout", "int", 1, None, True), ("bf16", "bool", None, None, True), ("fp16", "bool", None, None, True),
-    ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool", None, None, True),
+    ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool_or_auto", None, None, True),
+    ("memory_fraction", "number", 0.05, 1, True),
     ("use_cpu", "bool", None, None, True),
 ]
 _DATA_VALUES = [
@@ -207,9 +208,12 @@ def check_value(key: str, value, kind: str, low, high, nullable: bool) -> None:
         if nullable:
             return
         raise UserError(f"{key} must be set (got null)")
-    if kind == "bool":
+    if kind == "bool_or_auto" and value == "auto":  # chosen at run time (gradient_checkpointing: see checkpointing.py)
+        return
+    if kind in ("bool", "bool_or_auto"):
         if not isinstance(value, bool):
-            raise UserError(f"{key} must be true or false, got {value!r}")
+            raise UserError(f"{key} must be true{',' if kind == 'bool_or_auto' else ' or'} false"
+                            f"{' or auto' if kind == 'bool_or_auto' else ''}, got {value!r}")
         return
     wanted = int if kind == "int" else (int, float)
     if isinstance(value, bool) or not isinstance(value, wanted):
