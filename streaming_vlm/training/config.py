@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,19 +245,20 @@ def check_values(cfg) -> None:
 
 
 def check_output_dir(output_dir: str) -> None:
-    """The run's output folder exists (or can be made) and is writable, before anything loads."""
+    """The run's output folder is, or can be made as, a writable folder; checked without leaving anything behind (a
+    dry run writes nothing)."""
     if not output_dir or output_dir == "None":
         raise UserError("output_dir is not set")
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output_dir {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+    path = Path(output_dir).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output_dir {output_dir} is not writable: {existing} is a file, not a folder")
+    try:  # a real probe (permission bits say nothing for root or on read-only mounts); removed on close
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
-        raise UserError(f"output_dir {path} is not writable: {err.strerror or err}") from None
+        raise UserError(f"output_dir {output_dir} is not writable: {existing}: {err.strerror or err}") from None
 
 
 def check_output_dir_override(argv: list[str]) -> None:
