@@ -100,7 +100,10 @@ class VideoReader:
 
     def read(self, t0: float, t1: float) -> Frames:
         """Frames for ticks in [t0, t1), decoded in one batch."""
-        indices = self.indices_between(t0, t1)
+        return self.frames_at(self.indices_between(t0, t1))
+
+    def frames_at(self, indices: list[int]) -> Frames:
+        """The native frames at `indices`, decoded in one batch."""
         if not indices:
             h, w = self.reader[0].shape[:2]
             return Frames(np.zeros((0, h, w, 3), np.uint8), [], [])
