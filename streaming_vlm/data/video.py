@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from streaming_vlm.data.stream_template import Second
+if TYPE_CHECKING:  # the template (and transformers behind it) loads only when seconds are built
+    from streaming_vlm.data.stream_template import Second
 
 
 _INHERITED_HANDLES: list = []  # decord handles a forked process got from its parent; kept alive, never used
@@ -121,6 +122,8 @@ class VideoReader:
         A frame belongs to the second its time falls in. `texts` maps a second's start to its words. Seconds past
         the end of the file are not returned; below 1 fps some seconds carry no frames.
         """
+        from streaming_vlm.data.stream_template import Second
+
         frames = self.read(math.floor(t0), math.ceil(t1))
         last = min(math.ceil(t1), math.ceil(self.duration))
         out = []

@@ -16,8 +16,8 @@ Workers:
   loads the model once); with devices, worker k runs on `cuda:<devices[k]>`. The remaining jobs are dealt round
   robin. If a worker dies, the others finish their jobs, then the run stops with one line saying how many videos
   are kept; the rerun resumes.
-- Under torchrun (WORLD_SIZE > 1): every rank takes jobs rank, rank + WORLD_SIZE, ... on `cuda:<LOCAL_RANK>` when
-  CUDA is present; a gloo barrier waits for all ranks, rank 0 merges.
+- Under torchrun (WORLD_SIZE > 1): every rank takes the missing jobs whose index is rank modulo WORLD_SIZE, on
+  `cuda:<LOCAL_RANK>` when CUDA is present; a gloo barrier waits for all ranks, rank 0 merges.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def prepare_parts(out_path, jobs, overrides, video_root) -> Path:
     if not parts.parent.is_dir():
         raise UserError(f"output folder does not exist: {parts.parent}")
     parts.mkdir(exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # torchrun ranks may write it at the same time
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, path)
     return parts
@@ -109,6 +109,8 @@ def _spawn(todo, jobs, overrides, video_root, parts: Path, workers: int, devices
         process = context.Process(target=_worker, args=(rank, share, jobs, settings, video_root, str(parts)),
                                   name=f"eval-generate-{rank}")
         process.start()
+        where = settings.get("device") or "default device"
+        print(f"worker {rank} (pid {process.pid}, {where}): {len(share)} videos", file=sys.stderr, flush=True)
         processes.append((rank, process))
     failed = []
     for rank, process in processes:
@@ -173,7 +175,8 @@ def generate_sharded(
             settings["device"] = f"cuda:{local_rank}"
         if not dist.is_initialized():
             dist.init_process_group("gloo")
-        run_jobs(todo[rank::world], jobs, settings, video_root, parts, inference)
+        # dealt by job index, not by position in `todo`: ranks that list the parts at different moments agree
+        run_jobs([i for i in todo if i % world == rank], jobs, settings, video_root, parts, inference)
         dist.barrier()
         if rank != 0:
             return None
