@@ -14,9 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from streaming_vlm.eval.baseline_protocol import BaselineProtocol, thin, windows
 from streaming_vlm.eval.chat_client import ChatClient
 from streaming_vlm.eval.generate import generation_jobs
 from streaming_vlm.eval.predictions import load_outputs
+from test_eval_openai_judge import ChatServer  # the real loopback chat-completions server of the judge tests
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-baseline-SECRET-9876"
@@ -43,61 +42,29 @@ def body_hash(body):
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-class VisionChatServer:
-    """POST /v1/chat/completions. `script` gives the first requests' treatment ("ok", "429", "503", "hang"),
-    then `default`. Answers carry a usage object (prompt 100 + 10 per image, completion 7)."""
+class VisionChatServer(ChatServer):
+    """The judge tests' real loopback server (`script` items "ok", "429", "500", "hang", then `default`), answering
+    like a vision commentator: text from the request's time range, and a usage object (prompt 100 + 10 per image,
+    completion 7). `answered` lists the bodies that got a 200."""
 
     def __init__(self, script=(), default="ok", port=0):
-        self.script, self.default = list(script), default
-        self.requests, self.answered = [], []  # bodies received / bodies answered with 200
-        self.lock, self.release = threading.Lock(), threading.Event()
-        server = self
+        super().__init__(script, default, port)
+        self.answered = []
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with server.lock:
-                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
-                                            "body": body})
-                    action = server.script.pop(0) if server.script else server.default
-                if action == "hang":
-                    server.release.wait(30)
-                    return
-                if action in ("429", "503"):
-                    payload, status = b'{"error": {"message": "slow down"}}', int(action)
-                else:
-                    images = sum(1 for part in body["messages"][1]["content"] if part["type"] == "image_url")
-                    reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(body)}}],
-                             "usage": {"prompt_tokens": 100 + 10 * images, "completion_tokens": 7}}
-                    payload, status = json.dumps(reply).encode(), 200
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    return
-                if status == 200:
-                    with server.lock:
-                        server.answered.append(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def act(self, handler, action, body):
+        if action != "ok":
+            return super().act(handler, action, body)
+        images = sum(1 for part in body["messages"][1]["content"] if part["type"] == "image_url")
+        reply = {"choices": [{"index": 0, "message": {"role": "assistant", "content": answer_for(body)}}],
+                 "usage": {"prompt_tokens": 100 + 10 * images, "completion_tokens": 7}}
+        payload = json.dumps(reply).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+        with self.lock:
+            self.answered.append(body)
 
 
 @pytest.fixture(scope="module")
@@ -140,10 +107,10 @@ def test_windows_and_thinning_rules():
 def test_requests_carry_frames_timing_and_previous_commentary(games, tmp_path, api_key):
     root, ref = games
     out = tmp_path / "baseline.jsonl"
-    with VisionChatServer(["429", "503", "429"]) as server:
+    with VisionChatServer(["429", "500", "429"]) as server:
         header = run_baseline(server, root, ref, out, api_key, concurrency=2)
     assert len(server.requests) == 6 + 3  # 2 games x 3 windows, plus three retried refusals
-    assert all(r["path"] == "/v1/chat/completions" and r["auth"] == f"Bearer {KEY}" for r in server.requests)
+    assert all(r["path"] == "/v1/chat/completions" and r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)
 
     seen = []
     for body in server.answered:
@@ -246,12 +213,12 @@ def test_killed_run_resumes_without_sending_an_answered_request_twice(games, tmp
 def test_endpoint_down_and_missing_key_are_one_line_errors(games, tmp_path):
     root, ref = games
     out = tmp_path / "baseline.jsonl"
-    with VisionChatServer(default="503") as server:
+    with VisionChatServer(default="500") as server:
         cmd, env = cli(*baseline_args(root, ref, out, server.url), "--max-attempts", 2)
         result = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "did not answer after 2 attempts (HTTP 503)" in lines[0] and "rerun the same command" in lines[0]
+    assert "did not answer after 2 attempts (HTTP 500)" in lines[0] and "rerun the same command" in lines[0]
     assert not out.exists() and KEY not in result.stderr
 
     cmd, env = cli(*baseline_args(root, ref, out, "http://127.0.0.1:9/v1"), env_key=None)

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from streaming_vlm.eval.bootstrap import win_rate_interval
+from test_eval_baseline import VisionChatServer  # the same real loopback server
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_eval_baseline import VisionChatServer  # noqa: E402  (the same real loopback server)
 
 
 def verdicts(per_segment):
