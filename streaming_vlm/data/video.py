@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from streaming_vlm.data.stream_template import Second
+if TYPE_CHECKING:  # the template (and transformers behind it) loads only when seconds are built
+    from streaming_vlm.data.stream_template import Second
 
 
 _INHERITED_HANDLES: list = []  # decord handles a forked process got from its parent; kept alive, never used
@@ -100,7 +101,10 @@ class VideoReader:
 
     def read(self, t0: float, t1: float) -> Frames:
         """Frames for ticks in [t0, t1), decoded in one batch."""
-        indices = self.indices_between(t0, t1)
+        return self.frames_at(self.indices_between(t0, t1))
+
+    def frames_at(self, indices: list[int]) -> Frames:
+        """The native frames at `indices`, decoded in one batch."""
         if not indices:
             h, w = self.reader[0].shape[:2]
             return Frames(np.zeros((0, h, w, 3), np.uint8), [], [])
@@ -118,6 +122,8 @@ class VideoReader:
         A frame belongs to the second its time falls in. `texts` maps a second's start to its words. Seconds past
         the end of the file are not returned; below 1 fps some seconds carry no frames.
         """
+        from streaming_vlm.data.stream_template import Second
+
         frames = self.read(math.floor(t0), math.ceil(t1))
         last = min(math.ceil(t1), math.ceil(self.duration))
         out = []

@@ -7,13 +7,21 @@ Read in this order:
 - `prompts.py`       the judge instructions per protocol, candidates capped at 8000 characters
 - `verdict.py`       Verdict, the strict A/B answer rule, the Judge interface
 - `offline_judge.py` deterministic judge: word-level ROUGE-L F1 against the reference, with a tie margin
-- `openai_judge.py`  LLM judge on any OpenAI-compatible chat-completions endpoint (timeouts, bounded retries)
-- `judge_cache.py`   append-only verdict cache: interrupted runs resume without paying twice
+- `chat_client.py`   the one HTTP client for OpenAI-compatible chat endpoints (timeouts, bounded retries, usage)
+- `openai_judge.py`  LLM judge on any OpenAI-compatible chat-completions endpoint
+- `append_log.py`    append-only JSON-lines key -> answer store behind every resumable request cache
+- `judge_cache.py`   verdict cache on it: interrupted runs resume without paying twice
 - `head_to_head.py`  every segment judged twice (model as A, then as B) on a bounded thread pool
 - `win_rate.py`      win rate overall and per video; ties, invalid and missing counted, never dropped
 - `pipeline.py`      all of it as function calls (`win_rate_from_outputs` for trainer callbacks)
+- `bootstrap.py`     bootstrap 95% interval of the win rate, resampling segments
+- `report_markdown.py` the report as a markdown table
 - `generate.py`      hook to the streaming inference engine
-- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate}`
+- `sharded_generate.py` the reference's videos over N workers (processes, GPUs, torchrun), resumable per video
+- `baseline_protocol.py` what one request of the vision-chat baseline holds (windows, frames, context, prompts)
+- `baseline.py`      `eval baseline`: the baseline's commentary, cached and resumable, with its cost
+- `evaluate.py`      `eval run`: generate what is missing, judge, report
+- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate,baseline,run}`
 """
 
 from streaming_vlm.eval.head_to_head import judge_segments, run_comparisons

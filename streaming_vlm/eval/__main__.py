@@ -1,4 +1,4 @@
-"""`python -m streaming_vlm.eval {judge,report,generate}`; see `cli.py`."""
+"""`python -m streaming_vlm.eval {judge,report,generate,baseline,run}`; see `cli.py`."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""`python -m streaming_vlm.eval {judge,report,generate}`: the evaluation from the command line.
+"""`python -m streaming_vlm.eval {judge,report,generate,baseline,run}`: the evaluation from the command line.
 
     # 1. run the streaming model over the reference videos -> per-second predictions (engine settings: --set K=V)
     python -m streaming_vlm.eval generate --reference games.jsonl --video-root videos/ --out model.jsonl \
@@ -11,6 +11,13 @@
     # 3. win rates from verdicts (overall, per video, ties, invalid, missing) -> JSON + table
     python -m streaming_vlm.eval report verdicts.jsonl --json report.json
 
+    # the baseline's commentary from an OpenAI-compatible vision chat model (protocol: baseline_protocol.py)
+    python -m streaming_vlm.eval baseline --reference games.jsonl --video-root videos/ --out gpt4o_mini.jsonl
+
+    # all of it at once: generate what is missing, judge, report (JSON + markdown, bootstrap CI) in OUT/
+    python -m streaming_vlm.eval run --model_path ckpt --reference games.jsonl --video-root videos/ \
+        --baseline gpt4o_mini.jsonl --judge openai --out-dir OUT
+
 Bad input ends with one line on stderr and exit code 2 (`streaming_vlm.errors.cli_entry`).
 """
 
@@ -19,10 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from streaming_vlm.errors import UserError, cli_entry
 from streaming_vlm.output_files import check_outputs, write_atomic
-from streaming_vlm.eval.generate import generate_predictions, generation_jobs, load_streaming_inference
+from streaming_vlm.eval.baseline import make_baseline
+from streaming_vlm.eval.baseline_protocol import BaselineProtocol
+from streaming_vlm.eval.chat_client import ChatClient
+from streaming_vlm.eval.evaluate import evaluate
+from streaming_vlm.eval.generate import generation_jobs, load_streaming_inference
+from streaming_vlm.eval.sharded_generate import generate_sharded
 from streaming_vlm.eval.judge_cache import JudgeCache
 from streaming_vlm.eval.jsonl import read_rows_strict, write_rows
 from streaming_vlm.eval.offline_judge import DEFAULT_MARGIN
@@ -54,7 +67,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m streaming_vlm.eval", description="Evaluate a streaming commentator.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate,baseline,run}")
 
     j = sub.add_parser("judge", help="judge model vs baseline on every segment, in both orders")
     j.add_argument("--predictions", required=True, help="the model's predictions (JSONL)")
@@ -91,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video-root", help="folder the reference 'video' paths are relative to")
     g.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="engine config override")
+    _add_sharding_args(g)
+    _add_baseline_parser(sub)
+    _add_run_parser(sub)
     return parser
 
 
@@ -185,6 +201,8 @@ def run_generate(args) -> int:
     overrides = _overrides(args.set)
     if args.model_path:
         overrides["model_path"] = args.model_path
+    if not overrides.get("model_path"):
+        raise UserError("generate needs a model: --model_path DIR (or --set model_path=DIR)")
     from streaming_vlm.inference.config import StreamingConfig
 
     StreamingConfig.from_any({k: v for k, v in overrides.items() if k not in ("video_start", "video_end", "title")})
@@ -193,14 +211,131 @@ def run_generate(args) -> int:
     if protocol == "livesports" and ({"start", "end"} & set(overrides)):
         raise UserError("--set start/end: LiveSports events stream over their own [start, end]; drop them")
     jobs = generation_jobs(reference, protocol)
-    inference = load_streaming_inference()
-    n = generate_predictions(jobs, args.out, overrides, args.video_root, inference)
-    units = "events" if protocol == "livesports" else "videos"
-    print(f"wrote {n} prediction rows for {len(jobs)} {units} to {args.out}")
+    load_streaming_inference()  # the engine must import before any work is split
+    n = generate_sharded(jobs, args.out, overrides, args.video_root, workers=args.workers, devices=args.devices)
+    if n is not None:  # None: a torchrun rank other than 0 (rank 0 merges and reports)
+        units = "events" if protocol == "livesports" else "videos"
+        print(f"wrote {n} prediction rows for {len(jobs)} {units} to {args.out}")
     return 0
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"judge": run_judge, "report": run_report, "generate": run_generate}[args.command](args)
+    commands = {"judge": run_judge, "report": run_report, "generate": run_generate, "baseline": run_baseline,
+                "run": run_all}
+    return commands[args.command](args)
+
+
+# ------------------------------------------------------------------ sharded generation, the baseline, `run`
+
+
+def _devices(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices or not all(d.isdigit() for d in devices):
+        raise argparse.ArgumentTypeError(f"expected GPU indices such as 0,1,2,3, got {text!r}")
+    if len(set(devices)) != len(devices):
+        raise argparse.ArgumentTypeError(f"a GPU is listed twice in {text!r}")
+    return devices
+
+
+def _add_sharding_args(parser) -> None:
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="processes streaming videos at once (CPU; with --devices, one per GPU)")
+    parser.add_argument("--devices", type=_devices, help="GPU indices, one engine each: 0,1,2,3")
+
+
+def _add_endpoint_args(parser, role: str) -> None:
+    parser.add_argument("--base-url", default=DEFAULT_BASE_URL, help="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{role} model name")
+    parser.add_argument("--api-key-env", default=DEFAULT_API_KEY_ENV, help="NAME of the env variable holding the key")
+    parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight at once")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request attempt")
+    parser.add_argument("--max-attempts", type=_positive_int, default=5, help="attempts per request (429/5xx/timeouts)")
+    parser.add_argument("--backoff", type=float, default=1.0, help="first retry delay in seconds, doubled each retry")
+
+
+def _add_baseline_parser(sub) -> None:
+    defaults = BaselineProtocol()
+    b = sub.add_parser("baseline", help="commentary from an OpenAI-compatible vision chat model -> predictions")
+    b.add_argument("--reference", required=True, help="reference rows: Inf-Streams games or LiveSports events")
+    b.add_argument("--out", required=True, help="predictions JSONL to write (header row + one row per window)")
+    b.add_argument("--video-root", help="folder the reference 'video' paths are relative to")
+    b.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto")
+    _add_endpoint_args(b, "vision chat")
+    b.add_argument("--cache", help="request cache JSONL (default: OUT.requests.jsonl)")
+    b.add_argument("--window-seconds", type=float, default=defaults.window_seconds, help="one request per window")
+    b.add_argument("--fps", type=float, default=defaults.fps, help="frame sampling rate inside a window")
+    b.add_argument("--max-frames", type=int, default=defaults.max_frames, help="frames per request, at most")
+    b.add_argument("--frame-height", type=int, default=defaults.frame_height, help="frames resized to this height")
+    b.add_argument("--jpeg-quality", type=int, default=defaults.jpeg_quality)
+    b.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    b.add_argument("--temperature", type=float, default=None, help="default: left to the API")
+    b.add_argument("--context-chars", type=int, default=defaults.context_chars,
+                   help="characters of earlier commentary passed as context")
+    b.add_argument("--query", default=defaults.query, help="the user instruction before the time range")
+    b.add_argument("--system-prompt", default=defaults.system_prompt)
+
+
+def run_baseline(args) -> int:
+    protocol = BaselineProtocol(
+        window_seconds=args.window_seconds, fps=args.fps, max_frames=args.max_frames, frame_height=args.frame_height,
+        jpeg_quality=args.jpeg_quality, max_tokens=args.max_tokens, temperature=args.temperature,
+        context_chars=args.context_chars, query=args.query, system_prompt=args.system_prompt,
+    )
+    reference = read_rows_strict(args.reference, "reference")
+    kind = detect_protocol(reference) if args.protocol == "auto" else args.protocol
+    jobs = generation_jobs(reference, kind)
+    client = ChatClient(args.base_url, args.model, args.api_key_env, role="baseline model", timeout=args.timeout,
+                        max_attempts=args.max_attempts, backoff_base=args.backoff, concurrency=args.concurrency)
+    try:
+        header = make_baseline(jobs, args.out, client, protocol, video_root=args.video_root, cache_path=args.cache,
+                               concurrency=args.concurrency, reference=str(args.reference))
+    except UserError as err:
+        cache = args.cache or f"{args.out}.requests.jsonl"
+        raise UserError(f"{err}; answers so far are kept in {cache}: rerun the same command to resume") from None
+    finally:
+        client.close()
+    cost, tokens = header["cost"]["this_run"], header["cost"]["all_answers"]
+    print(f"wrote {header['windows']} windows for {len(jobs)} videos to {args.out}")
+    print(f"this run: {cost['requests']} requests, {cost['prompt_tokens']} prompt + {cost['completion_tokens']} "
+          f"completion tokens; all answers: {tokens['prompt_tokens']} + {tokens['completion_tokens']} tokens "
+          f"({header['answers_from_cache']} from the cache)")
+    return 0
+
+
+def _add_run_parser(sub) -> None:
+    r = sub.add_parser("run", help="generate what is missing, judge against a baseline, write the report")
+    r.add_argument("--model_path", "--model-path", dest="model_path", required=True)
+    r.add_argument("--reference", required=True, help="reference rows: Inf-Streams games or LiveSports events")
+    r.add_argument("--baseline", required=True, help="the baseline's predictions (e.g. from `eval baseline`)")
+    r.add_argument("--out-dir", required=True, help="folder for predictions, verdicts and the report")
+    r.add_argument("--video-root", help="folder the reference 'video' paths are relative to")
+    r.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="engine config override")
+    _add_sharding_args(r)
+    r.add_argument("--judge", choices=("offline", "openai"), default="offline")
+    _add_endpoint_args(r, "judge")
+    r.add_argument("--seed", type=int, default=1234, help="judge seed")
+    r.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="offline judge: tie margin on similarity")
+    r.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    r.add_argument("--min-words", type=int, default=DEFAULT_MIN_WORDS)
+    r.add_argument("--missing", choices=MISSING_POLICIES, default="loss", help="how missing segments count")
+    r.add_argument("--resamples", type=_positive_int, default=2000, help="bootstrap resamples for the 95%% interval")
+
+
+def run_all(args) -> int:
+    from streaming_vlm.eval.report_markdown import report_markdown
+
+    load_streaming_inference()
+    overrides = {**_overrides(args.set), "model_path": args.model_path}
+    judge = make_judge(args.judge, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                       timeout=args.timeout, max_attempts=args.max_attempts, backoff_base=args.backoff,
+                       seed=args.seed, concurrency=args.concurrency, margin=args.margin)
+    report = evaluate(args.reference, args.baseline, args.out_dir, judge, overrides=overrides,
+                      video_root=args.video_root, protocol=args.protocol, workers=args.workers, devices=args.devices,
+                      segment_seconds=args.segment_seconds, min_words=args.min_words, missing=args.missing,
+                      concurrency=args.concurrency, resamples=args.resamples, progress=_progress)
+    print(report_markdown(report), end="")
+    print(f"report: {Path(args.out_dir) / 'report.json'} and {Path(args.out_dir) / 'report.md'}")
+    return 0

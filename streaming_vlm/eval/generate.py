@@ -113,6 +113,36 @@ def generation_jobs(reference_rows: Iterable[Mapping[str, Any]], protocol: str) 
     return jobs
 
 
+def job_rows(
+    job: Mapping[str, Any],
+    inference: InferenceFn,
+    overrides: Mapping[str, Any] | None = None,
+    video_root: str | os.PathLike | None = None,
+) -> list[dict[str, Any]]:
+    """Run the engine on one job and return its prediction rows (one per engine segment)."""
+    config = {
+        **(overrides or {}),
+        "video_path": resolve_video(job["video"], video_root),
+        "video_start": job["video_start"],
+        "video_end": job["video_end"],
+        "previous_text": job["previous_text"],
+        "title": job["title"],
+    }
+    t0 = time.perf_counter()
+    segments = inference(config)
+    rows = []
+    for seg in segments:
+        row = {"video": job["video"], "start": seg["start"], "end": seg["end"], "text": seg.get("text", "")}
+        if job["event_id"] is not None:
+            row["event_id"] = job["event_id"]
+        rows.append(row)
+    spoken = sum(1 for seg in segments if str(seg.get("text", "")).strip())
+    label = job["video"] if job["event_id"] is None else f"{job['video']} event {job['event_id']}"
+    print(f"generated {label}: {len(segments)} rows ({spoken} with commentary) in "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return rows
+
+
 def generate_predictions(
     jobs: Sequence[Mapping[str, Any]],
     out_path: str | os.PathLike,
@@ -122,26 +152,6 @@ def generate_predictions(
 ) -> int:
     """Run the engine on every job and write prediction rows to `out_path`. Returns the number of rows."""
     inference = inference or load_streaming_inference()
-    rows = []
-    for job in jobs:
-        config = {
-            **(overrides or {}),
-            "video_path": resolve_video(job["video"], video_root),
-            "video_start": job["video_start"],
-            "video_end": job["video_end"],
-            "previous_text": job["previous_text"],
-            "title": job["title"],
-        }
-        t0 = time.perf_counter()
-        segments = inference(config)
-        for seg in segments:
-            row = {"video": job["video"], "start": seg["start"], "end": seg["end"], "text": seg.get("text", "")}
-            if job["event_id"] is not None:
-                row["event_id"] = job["event_id"]
-            rows.append(row)
-        spoken = sum(1 for seg in segments if str(seg.get("text", "")).strip())
-        label = job["video"] if job["event_id"] is None else f"{job['video']} event {job['event_id']}"
-        print(f"generated {label}: {len(segments)} rows ({spoken} with commentary) in "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    rows = [row for job in jobs for row in job_rows(job, inference, overrides, video_root)]
     write_rows(out_path, rows)
     return len(rows)

@@ -6,6 +6,8 @@ Prediction files are JSON lines in one of two public row formats (mixing them in
 - a whole game at once, like the reference rows:          {"video": ..., "content": [[s, e, text], ...]}
 
 Either row may carry "event_id" (LiveSports): its outputs then belong to that event whatever their times.
+A row {"record": "header", ...} (how the file was made, e.g. by `eval baseline`) is metadata: it is kept in
+`SystemOutputs.header`, not read as a prediction and not counted as skipped.
 Lines that are not JSON or not one of these rows are skipped and counted (`SystemOutputs.skipped_lines`); a file in
 which no line is usable is an error.
 
@@ -45,6 +47,7 @@ class SystemOutputs:
     skipped_lines: list[int] = field(default_factory=list)  # line numbers (or row indices) that were skipped
     skipped_reasons: list[str] = field(default_factory=list)  # the first few reasons, for the report
     source: str = ""  # file path, when read from a file
+    header: dict[str, Any] | None = None  # the file's {"record": "header"} row, if it has one
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -108,6 +111,9 @@ def outputs_from_rows(rows: Iterable[tuple[int, Any]], name: str, source: str = 
     """Build a system's outputs from (line_number, row) pairs, skipping and counting unusable rows."""
     result = SystemOutputs(name=name, source=source)
     for number, row in rows:
+        if isinstance(row, Mapping) and row.get("record") == "header":
+            result.header = dict(row)
+            continue
         try:
             outputs = outputs_in_row(row)
         except ValueError as err:
