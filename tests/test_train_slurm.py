@@ -1,6 +1,6 @@
-"""SLURM launch paths rendered from config, without a cluster: the sbatch script executed against fake
-`scontrol`/`srun`/`torchrun` (torchrun's stand-in runs train.py with dry_run=true, so train.py sees every argument),
-the stage scripts' DRY_RUN mode, and the Hydra submitit launcher's generated sbatch text."""
+"""What a one-node cluster cannot show (tests/test_slurm_cluster.py runs the real one): the sbatch script on a
+4-node, 8-GPU-per-node allocation, executed against fake `scontrol`/`srun`/`torchrun` (torchrun's stand-in runs
+train.py with dry_run=true, so train.py sees every argument), and the stage scripts' DRY_RUN mode."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ WORLD_SIZE=$((nnodes * nproc)) exec {sys.executable} "${{args[@]}}" dry_run=true
 """)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": "1"}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "GPUS_PER_NODE", "SLURM_GPUS_ON_NODE", "SLURM_JOB_GPUS"):
         env.pop(k, None)
     return env, log
 
@@ -72,8 +72,9 @@ def data_dirs(tmp_path):
 def test_sbatch_renders_srun_torchrun_c10d(fake_cluster, data_dirs, tmp_path):
     env, log = fake_cluster
     inf, lwx = data_dirs
+    # GPUs per node from what SLURM granted (no GPUS_PER_NODE); SLURM_JOB_GPUS lists them when GPUS_ON_NODE is unset
     env.update(SLURM_JOB_NODELIST="gpu-a[17-18],gpu-b[02-03]", SLURM_NNODES="4", SLURM_JOB_ID="4242",
-               GPUS_PER_NODE="8")
+               SLURM_JOB_GPUS="0,1,2,3,4,5,6,7", SLURM_CPUS_PER_TASK="96")
     args = ["experiment=stage1_2b", f"data.root={inf}", f"extra_data.live_whisperx.root={lwx}",
             f"output_dir={tmp_path}/run", "trainer.save_steps=40", "wandb.project=svlm-test"]
     r = subprocess.run(["bash", str(ROOT / "scripts/slurm/train.sbatch"), *args], cwd=ROOT, env=env,
@@ -87,6 +88,7 @@ def test_sbatch_renders_srun_torchrun_c10d(fake_cluster, data_dirs, tmp_path):
     opt = {t[i]: t[i + 1] for i in range(1, len(t) - 1) if t[i].startswith("--")}
     assert opt["--nnodes"] == "4" and opt["--nproc_per_node"] == "8" and opt["--rdzv_backend"] == "c10d"
     assert opt["--rdzv_endpoint"] == "10.1.2.17:29500" and opt["--rdzv_id"] == "4242"
+    assert "4 x 8 GPUs (SLURM_JOB_GPUS)" in r.stdout
     assert t[t.index("train.py") + 1:] == args  # every override reaches train.py unchanged
     # ...and train.py's dry run saw all of them, in the 32-GPU world
     assert "global batch 512 = 1/device x grad-accum 16 x 32" in r.stdout
@@ -104,7 +106,7 @@ def test_sbatch_renders_srun_torchrun_c10d(fake_cluster, data_dirs, tmp_path):
 def test_sbatch_valid_world_reaches_dry_run(fake_cluster, data_dirs, tmp_path):
     env, log = fake_cluster
     inf, lwx = data_dirs
-    env.update(SLURM_JOB_NODELIST="gpu-a[17-18]", SLURM_NNODES="2", SLURM_JOB_ID="7", GPUS_PER_NODE="8")
+    env.update(SLURM_JOB_NODELIST="gpu-a[17-18]", SLURM_NNODES="2", SLURM_JOB_ID="7", SLURM_GPUS_ON_NODE="8")
     r = subprocess.run(["bash", str(ROOT / "scripts/slurm/train.sbatch"), "experiment=stage2_4b",
                         f"data.root={inf}", "data.train_file=train_s12w24_with_seeks.jsonl",
                         f"init_from={ROOT / 'configs'}", f"output_dir={tmp_path}/run"],
@@ -139,53 +141,3 @@ def test_stage_scripts_dry_run(stage, data_dirs, tmp_path):
     assert r.stdout.splitlines()[0].startswith("command: sbatch --nodes 4 --gpus-per-node 8")
     assert "scripts/slurm/train.sbatch" in r.stdout.splitlines()[0]
     assert "grad-accum 16 x 32" in r.stdout
-
-
-def test_hydra_submitit_launcher_renders_requeueing_sbatch(tmp_path, monkeypatch):
-    """hydra/launcher=slurm -> the sbatch text submitit would submit (same parameter mapping as the plugin)."""
-    import submitit
-    from hydra import compose, initialize_config_dir
-    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-    from omegaconf import OmegaConf
-
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    _exe(bin_dir / "srun", "#!/bin/sh\nexit 0\n")  # submitit checks that it is on a SLURM host
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["hydra/launcher=slurm", "experiment=stage1_2b", f"output_dir={tmp_path}/run",
-                                 "hydra.launcher.nodes=4", "hydra.launcher.partition=h100",
-                                 "hydra.launcher.account=vlm"])
-        params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
-    assert params["_target_"].endswith("SlurmLauncher")
-    assert params["max_num_timeout"] > 0 and params["additional_parameters"]["requeue"] is True
-    params.pop("_target_")
-    executor = submitit.AutoExecutor(folder=params.pop("submitit_folder"), cluster="slurm",
-                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
-    base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    text = executor._executor._make_submission_file_text("python -u -m submitit.core._submit x", "uid")
-    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-                 "#SBATCH --partition=h100", "#SBATCH --account=vlm", "#SBATCH --requeue",
-                 "#SBATCH --signal=USR2@300", "#SBATCH --time=4320", "#SBATCH --job-name=stage1_2b"):
-        assert line in text, (line, text)
-    assert str(tmp_path / "run" / "submitit") in text
-
-
-def test_submitit_task_env_becomes_torch_distributed_env(monkeypatch):
-    """One submitit task per GPU: rank / world / master come from the SLURM job."""
-    from streaming_vlm.training.launch import export_submitit_distributed_env
-
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
-    env = dict(SLURM_JOB_ID="99", SLURM_NTASKS="16", SLURM_PROCID="11", SLURM_LOCALID="3", SLURM_NODEID="1",
-               SLURM_JOB_NUM_NODES="2", SLURM_JOB_NODELIST="gpu-a[17-18]", SLURM_NNODES="2")
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setattr("submitit.slurm.slurm.SlurmJobEnvironment.hostnames",
-                        property(lambda self: ["gpu-a17", "gpu-a18"]))
-    export_submitit_distributed_env()
-    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("11", "16", "3")
-    assert os.environ["MASTER_ADDR"] == "gpu-a17" and os.environ["MASTER_PORT"].isdigit()
