@@ -134,3 +134,65 @@ def test_viewer_bad_input_one_line(tmp_path, capsys, case, needle):
     assert exit_.value.code == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0]
+
+
+def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
+    import json
+    import threading
+
+    from selenium.webdriver.common.keys import Keys
+
+    chunks = stream_bytes(8)
+    vtt, out = tmp_path / "live.vtt", tmp_path / "live.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "streaming_vlm.inference.inference", "--model_path", tiny_ckpt,
+                             "--video_path", "-", "--serve", "0", "--output_path", vtt, "--emit_json", out,
+                             "--no_progress", "--max_new_tokens", "2", "--max_answer_tokens", "3", "--seed", "0",
+                             "--device", "cpu", "--window_size", "4", "--stall_timeout", "120"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=ENV)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(ln.decode() for ln in proc.stderr), daemon=True).start()
+    fed = 0
+
+    def feed(upto: int) -> None:
+        nonlocal fed
+        while fed < upto:
+            proc.stdin.write(chunks[fed])
+            proc.stdin.flush()
+            fed += 1
+
+    def cues_in_file() -> int:
+        return sum(json.loads(x)["type"] == "segment" for x in out.read_text().splitlines()) if out.exists() else 0
+
+    try:
+        url = _wait(lambda: next((m[1] for ln in lines if (m := re.search(r"viewer: (http://\S+)", ln))), None),
+                    120, "the viewer URL")
+        assert url.startswith("http://127.0.0.1:")
+        feed(2)
+        _wait(lambda: cues_in_file() >= 1 or proc.poll() is not None, 120, "the first cue")
+        assert proc.poll() is None, "".join(lines)
+        browser.get(url)
+        items = lambda: browser.find_elements("css selector", "#cues li")  # noqa: E731
+        _wait(lambda: len(items()) >= 1, 30, "the cues made before the page loaded")
+        before = len(items())
+        feed(4)  # seconds 2-3 complete after the page loaded
+        _wait(lambda: len(items()) > before, 60, "a cue made after the page loaded")
+        n_track = browser.execute_script("return document.getElementById('video').textTracks[0].cues.length")
+        assert n_track == len(items())
+        box = browser.find_element("id", "question")
+        box.send_keys("Who scored?", Keys.ENTER)
+        _wait(lambda: "asked" in browser.find_element("id", "status").text, 20, "the question to be accepted")
+        feed(6)  # the question is answered before the next second
+        answer = _wait(lambda: next((li.text for li in items() if "Q: Who scored?" in li.text), None), 60,
+                       "the answer in the page")
+        assert "A:" in answer
+        _not_blank(browser, tmp_path / "serve.png")
+        feed(8)
+        proc.stdin.close()  # the source ends: the run ends, the page is told, the server stays up
+        _wait(lambda: "ended" in browser.find_element("id", "status").text, 60, "the end of the stream")
+        assert any("stays up" in ln for ln in lines)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, "".join(lines)
+    finally:
+        proc.kill()
+    assert "Q: Who scored?" in vtt.read_text()
