@@ -116,6 +116,8 @@ def test_static_page_in_chromium(browser, tmp_path):
     _wait(lambda: abs(js("return document.getElementById('video').currentTime") - 1.0) < 0.05, 10, "the seek")
     _wait(lambda: "active" in items[1].get_attribute("class") and "active" not in items[3].get_attribute("class"),
           10, "the highlight to move")
+    assert [("active" in li.get_attribute("class")) for li in items] == [False, True, False, False]
+    assert not browser.find_element("id", "ask").is_displayed()  # questions only in a live page
     _not_blank(browser, tmp_path / "static.png")
 
 

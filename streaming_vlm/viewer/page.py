@@ -38,6 +38,7 @@ TEMPLATE = """<!doctype html>
   #cues li.skipped { color: #888; font-style: italic; cursor: default; }
   #cues .t { color: #9ab; font-variant-numeric: tabular-nums; margin-right: 8px; }
   #ask { display: flex; gap: 6px; margin-top: 8px; }
+  #ask[hidden] { display: none; }
   #ask input { flex: 1; padding: 6px; background: #222; color: #eee; border: 1px solid #444; }
   #status { color: #9ab; font-size: 13px; margin-top: 6px; }
   .novideo #player { display: none; }
@@ -80,7 +81,8 @@ function addItem(cue) {
   t.className = "t";
   t.textContent = clock(cue.startTime);
   li.append(t, cue.getCueAsHTML());  // the cue's payload as the track renders it (escapes decoded)
-  li.addEventListener("click", () => { video.currentTime = cue.startTime; });
+  // just past the start: at the exact boundary the cue ending there would still count as active
+  li.addEventListener("click", () => { video.currentTime = cue.startTime + 0.001; });
   items.set(cue, li);
   list.append(li);
   return li;
