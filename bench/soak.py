@@ -42,18 +42,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_latency import build_model, device_name  # noqa: E402
+from stream_latency import build_model, device_name, memory_mb  # noqa: E402
 
 from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
 from streaming_vlm.inference.frames import SyntheticFrameSource  # noqa: E402
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
 class Stop:
@@ -95,7 +87,7 @@ def soak(args, out_jsonl: Path) -> tuple[list[dict], str]:
             if t % args.every == 0 or t >= seconds or stop.requested:
                 snap = engine.timings.snapshot()
                 tokens = engine.tokens_generated
-                row = {"t": t, "wall": time.perf_counter() - wall0, "rss_mb": rss_mb(),
+                row = {"t": t, "wall": time.perf_counter() - wall0, "rss_mb": memory_mb(torch.device("cpu")),  # the process's RSS
                        "device_mb": (torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda"
                                      else None),
                        "cache_tokens": engine.cache.num_tokens, "max_position": engine.cache.next_position - 1,
