@@ -82,6 +82,10 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     cfg = StreamingConfig.from_any(config)
     # Cheap checks first, so bad input fails in a second, before any weights load.
     check_attn_implementation(cfg.attn_implementation)
+    if viewer is not None:
+        if cfg.interactive or questions is not None:
+            raise UserError("with --serve, questions are typed in the page: drop --interactive")
+        questions = viewer.questions
     if source is None:
         if not cfg.video_path:
             raise UserError("video_path is required")
@@ -93,10 +97,6 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     live = getattr(source, "live", False)
     if live:
         cfg.lookahead = False  # a live source's next second is not there yet: waiting would hold this cue back
-    if viewer is not None:
-        if cfg.interactive or questions is not None:
-            raise UserError("with --serve, questions are typed in the page: drop --interactive")
-        questions = viewer.questions
     if model is None and not cfg.model_path:
         raise UserError("model_path is required")
     device = resolve_device(cfg.device)
@@ -156,6 +156,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
             for w in writers:
                 if hasattr(w, "skipped"):
                     w.skipped(event)
+
     def read_seconds():  # the source, with its read time booked (the engine reads one ahead: engine.stream)
         iterator = iter(source)
         while True:
