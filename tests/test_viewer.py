@@ -197,3 +197,47 @@ def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
     finally:
         proc.kill()
     assert "Q: Who scored?" in vtt.read_text()
+
+
+def test_server_over_http(tmp_path):
+    """The --serve server on loopback, with a plain HTTP client: the page, byte ranges of the video, the event
+    stream, questions, and requests it refuses."""
+    import http.client
+    import json
+
+    from streaming_vlm.viewer.server import ViewerServer
+
+    video = write_video(tmp_path / "game.mp4", seconds=1)
+    data = video.read_bytes()
+    server = ViewerServer(0, video_path=str(video))
+
+    def request(method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+
+    try:
+        status, _, page = request("GET", "/")
+        assert status == 200 and b'src="/video"' in page and b"EventSource" in page
+        status, headers, part = request("GET", "/video", headers={"Range": "bytes=10-19"})
+        assert status == 206 and part == data[10:20] and headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+        status, _, whole = request("GET", "/video")
+        assert status == 200 and whole == data
+        assert request("GET", "/", headers={"Host": "attacker.example:80"})[0] == 403
+        assert request("POST", "/ask", b"who?", {"Content-Type": "text/plain"})[0] == 415
+        status, _, _ = request("POST", "/ask", json.dumps({"question": " who  scored? "}),
+                               {"Content-Type": "application/json"})
+        assert status == 202 and server.questions.get_nowait() == "who scored?"
+        server.segment({"start": 0.0, "end": 1.0, "text": "a <goal> & more"})
+        server.skipped({"type": "skipped", "start": 1.0, "end": 3.0, "reason": "behind"})
+        server.close()
+        status, headers, body = request("GET", "/events")
+        assert status == 200 and headers["Content-Type"] == "text/event-stream"
+        events = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: {\"")]
+        assert [e["type"] for e in events] == ["segment", "skipped"] and events[0]["text"] == "a <goal> & more"
+        assert body.decode().rstrip().endswith("event: end\ndata: {}")
+        assert request("POST", "/ask", json.dumps({"question": "late?"}), {"Content-Type": "application/json"}
+                       )[0] == 409
+    finally:
+        server.shutdown()
