@@ -8,7 +8,7 @@
 - `streaming_inference(config) -> results`: the CLI's Python API (loads the model, writes VTT/JSON).
 
 Modules: config (StreamingConfig), cache (StreamingCache + segments), eviction (the policy), engine, frames
-(frame sources), output (VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
+(frame sources; `open_source` picks a file or a live source), live_source (HLS, RTSP, V4L2, stdin), output (VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
 """
 
 _EXPORTS = {
@@ -19,6 +19,8 @@ _EXPORTS = {
     "run_stream": "streaming_vlm.inference.engine",
     "FrameSource": "streaming_vlm.inference.frames",
     "VideoFrameSource": "streaming_vlm.inference.frames",
+    "LiveFrameSource": "streaming_vlm.inference.live_source",
+    "open_source": "streaming_vlm.inference.frames",
     "streaming_inference": "streaming_vlm.inference.inference",
 }
 __all__ = sorted(_EXPORTS)
