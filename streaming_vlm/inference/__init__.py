@@ -8,7 +8,8 @@
 - `streaming_inference(config) -> results`: the CLI's Python API (loads the model, writes VTT/JSON).
 
 Modules: config (StreamingConfig), cache (StreamingCache + segments), eviction (the policy), engine, frames
-(frame sources; `open_source` picks a file or a live source), live_source (HLS, RTSP, V4L2, stdin), output (VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
+(frame sources; `open_source` picks a file or a live source), live_source (HLS, RTSP, V4L2, stdin), output
+(VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
 """
 
 _EXPORTS = {
