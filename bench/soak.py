@@ -17,13 +17,15 @@ the interval, and how many seconds of the interval produced a segment with at le
 or `--wall_cap_s` end the run early; the samples so far are still summarised. At the end: a PNG of the series, a
 table (one row per `--table_every` stream minutes) and the checks:
 - memory flat after warm-up: slope of RSS (CPU) or allocated device memory (CUDA) over the samples after
-  `--warmup_min`, in MB per stream minute, against `--max_slope_mb_per_min`;
+  `--warmup_min`, in MB per stream minute, below `--max_slope_mb_per_min` (growth; RSS also falls when the OS
+  reclaims file-backed pages of a process under memory pressure);
 - positions bounded: the largest position in the second half of the run is no larger than in the first half's
   last sample plus one second's tokens;
 - output every second: every stream second produced a segment with tokens;
 - decode steady (with at least 20 minutes of stream): mean decode ms/token of the last 10 minutes within
   `--max_decode_drift` of the first 10 (after warm-up).
-`--record FILE` appends the command, device, date, table and checks to FILE (BENCHMARKS.md).
+`--record FILE` appends the command, device, date, table and checks to FILE (BENCHMARKS.md). `--summarize JSONL`
+redoes the table, plot and checks from a run's samples (one killed before its end, say) without streaming.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def checks(samples: list[dict], args) -> dict:
         slope = float(np.polyfit(t_min[warm], mem[warm], 1)[0])
         out["memory"] = {"key": key, "after_warmup_start_mb": float(mem[warm][0]), "end_mb": float(mem[-1]),
                          "max_mb": float(mem[warm].max()), "slope_mb_per_min": slope,
-                         "ok": abs(slope) < args.max_slope_mb_per_min}
+                         "ok": slope < args.max_slope_mb_per_min}  # growth; a fall is pages the OS took back
     half = len(samples) // 2
     first_half_end = samples[half - 1]["max_position"]
     second_half_max = max(s["max_position"] for s in samples[half:])
@@ -236,6 +238,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", default="outputs/bench")
     p.add_argument("--record", default=None, help="append the results to this markdown file (BENCHMARKS.md)")
     p.add_argument("--quiet", dest="progress", action="store_false", help="no line per sample")
+    p.add_argument("--summarize", default=None, metavar="JSONL", help="summarise this run's samples; no streaming")
     args = p.parse_args(argv)
     tiny = args.size == "tiny"
     for name, small, big in (("window_size", 4, 16), ("tokens", 4, 20), ("height", 64, 720), ("width", 64, 1280)):
@@ -251,8 +254,13 @@ def main(argv=None) -> dict:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    jsonl = out_dir / f"soak-{args.size}-{stamp}.jsonl"
-    samples, ended = soak(args, jsonl)
+    if args.summarize:
+        jsonl = Path(args.summarize)
+        samples = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        ended = "summarised from its samples"
+    else:
+        jsonl = out_dir / f"soak-{args.size}-{stamp}.jsonl"
+        samples, ended = soak(args, jsonl)
     c = checks(samples, args)
     device = torch.device(args.device)
     title = (f"soak: {args.size} on {device_name(device)}, {c['stream_s'] / 3600:.2f} h of stream "
