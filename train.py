@@ -24,10 +24,12 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from streaming_vlm.errors import UserError
+    from streaming_vlm.training.config import check_output_dir_override
     from streaming_vlm.training.launch import prepare_argv
 
     try:
         sys.argv = [sys.argv[0]] + prepare_argv(sys.argv[1:], CONFIG_DIR)
+        check_output_dir_override(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -44,10 +44,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_latency import build_model, device_name, memory_mb  # noqa: E402
+from stream_latency import SyntheticFrameSource, build_model, device_name, memory_mb  # noqa: E402
 
 from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
-from streaming_vlm.inference.frames import SyntheticFrameSource  # noqa: E402
+
 
 
 class Stop:

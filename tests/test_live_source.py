@@ -66,6 +66,8 @@ def hls(tmp_path):
 
 
 def _events(path: Path) -> list[dict]:
+    """The JSON lines written so far: `<path>.partial` while the run streams, `path` once it has ended."""
+    path = path if path.exists() else path.with_name(path.name + ".partial")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 

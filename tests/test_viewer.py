@@ -161,8 +161,9 @@ def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
             proc.stdin.flush()
             fed += 1
 
-    def cues_in_file() -> int:
-        return sum(json.loads(x)["type"] == "segment" for x in out.read_text().splitlines()) if out.exists() else 0
+    def cues_in_file() -> int:  # while the run streams, its JSON lines are in <out>.partial
+        partial = out.with_name(out.name + ".partial")
+        return sum(json.loads(x)["type"] == "segment" for x in partial.read_text().splitlines()) if partial.exists() else 0
 
     try:
         url = _wait(lambda: next((m[1] for ln in lines if (m := re.search(r"viewer: (http://\S+)", ln))), None),

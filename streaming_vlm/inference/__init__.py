@@ -7,9 +7,11 @@
 - `StreamingEngine(model, processor, config)`: `start()`, `step(second)`, `ask(question)`;
 - `streaming_inference(config) -> results`: the CLI's Python API (loads the model, writes VTT/JSON).
 
-Modules: config (StreamingConfig), cache (StreamingCache + segments), eviction (the policy), engine, frames
-(frame sources; `open_source` picks a file or a live source), live_source (HLS, RTSP, V4L2, stdin), output
-(VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
+One second of stream, in reading order: frames (frame sources; video_file reads files ahead on a thread;
+live_source reads HLS, RTSP, V4L2 and stdin in real time; `open_source` picks one) ->
+the stream template (streaming_vlm/data) -> engine (its plan; prefill through model/text_step.py) -> graph_decode
+(the reply) -> eviction (the policy) + cache (StreamingCache, segments, re-rotation; rotation_kernel on CUDA) ->
+output (VTT / JSON lines). Also: config (StreamingConfig), timing, inference (the CLI), transfer, testvideo.
 """
 
 _EXPORTS = {

@@ -10,6 +10,10 @@ JSON lines: `{"type": "segment", "start", "end", "text"}` per second, `{"type": 
 "text"}` per answer, and for a live source `{"type": "skipped", "start", "end", "reason"}` per run of seconds never
 processed (reason "behind": dropped to keep real time; "gap": the stream had no frame there). The VTT has no cue
 for a skipped second.
+
+A file target is a `PartialOutput` (streaming_vlm/output_files.py): cues go to `<path>.partial`, flushed per cue, and
+`close(commit=True)` renames it onto the path at a clean end; `close(commit=False)` (a failed run) keeps the
+`.partial` file and leaves an existing output as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import json
 import sys
 from typing import IO
+
+from streaming_vlm.output_files import PartialOutput
 
 SILENT_CUE = "..."
 
@@ -43,15 +49,15 @@ class _Sink:
         elif hasattr(target, "write"):
             self.fh, self.owned = target, False
         else:
-            self.fh, self.owned = open(target, "w", encoding="utf-8"), True
+            self.fh, self.owned = PartialOutput(target), True
 
     def write(self, text: str) -> None:
         self.fh.write(text)
         self.fh.flush()
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
         if self.owned:
-            self.fh.close()
+            self.fh.commit() if commit else self.fh.keep()
 
 
 class VttWriter:
@@ -77,8 +83,8 @@ class VttWriter:
         t = answer["time"]
         self._cue(t, t + 1.0, [f"Q: {cue_text(answer['question'])}", f"A: {cue_text(answer['text']) or SILENT_CUE}"])
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)
 
 
 class JsonLinesWriter:
@@ -96,8 +102,8 @@ class JsonLinesWriter:
     def skipped(self, event: dict) -> None:
         self.sink.write(json.dumps({k: event[k] for k in ("type", "start", "end", "reason")}) + "\n")
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)
 
 
 class ConsoleWriter:
@@ -116,5 +122,5 @@ class ConsoleWriter:
     def skipped(self, event: dict) -> None:
         self.sink.write(f"[{vtt_time(event['start'])} --> {vtt_time(event['end'])}] (skipped: {event['reason']})\n")
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)

@@ -67,8 +67,9 @@ class ViewerServer:
     def skipped(self, event: dict) -> None:
         self._publish({k: event[k] for k in ("type", "start", "end", "reason")})
 
-    def close(self) -> None:
-        """The run has ended: event streams finish with `event: end`; the page itself stays served."""
+    def close(self, commit: bool = True) -> None:
+        """The run has ended (`commit`: cleanly, as the output writers take it): event streams finish with
+        `event: end`; the page itself stays served."""
         with self.cond:
             self.finished = True
             self.cond.notify_all()
