@@ -80,8 +80,8 @@ def test_stage1_recipe_values(fake_data, tmp_path):
     assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_ratio"]) == (1e-5, "cosine", 0.03)
     assert t["optim"].startswith("adamw") and t["num_train_epochs"] == 1
     assert (t["global_batch_size"], t["per_device_train_batch_size"]) == (512, 1)
-    assert t["bf16"] is True and t["gradient_checkpointing"] is True
-    assert cfg["deepspeed"]["config"] == "zero3.json"
+    assert t["bf16"] is True and t["gradient_checkpointing"] == "auto"  # layers recomputed as memory needs
+    assert cfg["deepspeed"]["config"] == "auto" and "ZeRO-3" in r.stdout  # 8 processes: ZeRO-3
     assert cfg["model"]["freeze_vision"] is True and cfg["model"]["lora"]["enabled"] is False
     assert cfg["model"]["name_or_path"] == "Qwen/Qwen3-VL-2B-Instruct"
     assert (cfg["data"]["window"], cfg["data"]["stride"], cfg["data"]["fps"]) == (24, 12, 2)

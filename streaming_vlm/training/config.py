@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,12 @@ class Plan:
     processor_path: str
     output_dir: str
     data_sources: dict[str, dict]  # name -> data config (plain dict)
+    deepspeed_auto: bool = False  # chosen by world size (`deepspeed: auto`)
 
     def summary(self) -> str:
         ds = f"ZeRO-{self.zero_stage} ({self.deepspeed_config})" if self.deepspeed_config else "no DeepSpeed"
+        if self.deepspeed_auto:
+            ds += f" (deepspeed auto: {self.world_size} process{'es' if self.world_size > 1 else ''})"
         return (f"world size {self.world_size} | global batch {self.global_batch} = {self.per_device_batch}/device x "
                 f"grad-accum {self.grad_accum} x {self.world_size} | {ds} | model {self.model_path} | "
                 f"output {self.output_dir}")
@@ -78,8 +82,23 @@ def batch_arithmetic(global_batch: int | None, per_device: int, grad_accum: int 
     return derived, global_batch
 
 
-def resolve_deepspeed(name: str | None) -> tuple[str | None, int | None]:
-    """`deepspeed.config`: a json in configs/deepspeed/ (by file name or stem) or a path -> (abs path, ZeRO stage)."""
+# `deepspeed.config: auto` (configs/deepspeed/auto.yaml), by world size: one process has nothing to partition, so
+# ZeRO's per-layer gather/release, bucketing and fp32 master copies are pure overhead there -> plain torch (fused
+# AdamW over fp32 weights, bf16 autocast); several processes -> ZeRO-3, the recipe's memory layout. A named config
+# (`deepspeed=zero3`, `deepspeed=zero2`, a .json path) or `deepspeed=none` is used as given, whatever the world size.
+AUTO_SINGLE_PROCESS = None
+AUTO_MULTI_PROCESS = "zero3.json"
+
+
+def auto_deepspeed(world: int) -> str | None:
+    return AUTO_SINGLE_PROCESS if world <= 1 else AUTO_MULTI_PROCESS
+
+
+def resolve_deepspeed(name: str | None, world: int = 1) -> tuple[str | None, int | None]:
+    """`deepspeed.config`: a json in configs/deepspeed/ (by file name or stem), a path, or `auto` (by world size)
+    -> (abs path, ZeRO stage)."""
+    if str(name) == "auto":
+        name = auto_deepspeed(world)
     if not name:
         return None, None
     path = Path(str(name))
@@ -87,7 +106,8 @@ def resolve_deepspeed(name: str | None) -> tuple[str | None, int | None]:
         path = CONFIG_DIR / "deepspeed" / (path.name if path.suffix else f"{path.name}.json")
     if not path.is_file():
         options = sorted(p.stem for p in (CONFIG_DIR / "deepspeed").glob("*.json"))
-        raise UserError(f"DeepSpeed config not found: {name} (choose one of {', '.join(options)} or a .json path)")
+        raise UserError(f"DeepSpeed config not found: {name} (choose auto, one of {', '.join(options)} or a .json "
+                        "path)")
     try:
         ds = json.loads(path.read_text())
     except ValueError as err:
@@ -163,7 +183,8 @@ _TRAINER_VALUES = [
     ("save_steps", "int", 1, None, True), ("save_total_limit", "int", 0, None, True),
     ("dataloader_num_workers", "int", 0, None, True), ("data_seed", "int", 0, None, True),
     ("ddp_timeout", "int", 1, None, True), ("bf16", "bool", None, None, True), ("fp16", "bool", None, None, True),
-    ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool", None, None, True),
+    ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool_or_auto", None, None, True),
+    ("memory_fraction", "number", 0.05, 1, True),
     ("use_cpu", "bool", None, None, True),
 ]
 _DATA_VALUES = [
@@ -188,9 +209,12 @@ def check_value(key: str, value, kind: str, low, high, nullable: bool) -> None:
         if nullable:
             return
         raise UserError(f"{key} must be set (got null)")
-    if kind == "bool":
+    if kind == "bool_or_auto" and value == "auto":  # chosen at run time (gradient_checkpointing: see checkpointing.py)
+        return
+    if kind in ("bool", "bool_or_auto"):
         if not isinstance(value, bool):
-            raise UserError(f"{key} must be true or false, got {value!r}")
+            raise UserError(f"{key} must be true{',' if kind == 'bool_or_auto' else ' or'} false"
+                            f"{' or auto' if kind == 'bool_or_auto' else ''}, got {value!r}")
         return
     wanted = int if kind == "int" else (int, float)
     if isinstance(value, bool) or not isinstance(value, wanted):
@@ -221,19 +245,20 @@ def check_values(cfg) -> None:
 
 
 def check_output_dir(output_dir: str) -> None:
-    """The run's output folder exists (or can be made) and is writable, before anything loads."""
+    """The run's output folder is, or can be made as, a writable folder; checked without leaving anything behind (a
+    dry run writes nothing)."""
     if not output_dir or output_dir == "None":
         raise UserError("output_dir is not set")
-    path = Path(output_dir)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output_dir {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write_test{os.getpid()}"
-        probe.touch()
-        probe.unlink()
+    path = Path(output_dir).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output_dir {output_dir} is not writable: {existing} is a file, not a folder")
+    try:  # a real probe (permission bits say nothing for root or on read-only mounts); removed on close
+        tempfile.TemporaryFile(dir=existing).close()
     except OSError as err:
-        raise UserError(f"output_dir {path} is not writable: {err.strerror or err}") from None
+        raise UserError(f"output_dir {output_dir} is not writable: {existing}: {err.strerror or err}") from None
 
 
 def check_output_dir_override(argv: list[str]) -> None:
@@ -248,7 +273,7 @@ def plan(cfg, world_size: int | None = None) -> Plan:
     """Validate `cfg` (composed Hydra config) and derive the run plan. Raises UserError on bad input."""
     check_values(cfg)
     world = world_size or launch_world_size()
-    ds_path, stage = resolve_deepspeed((cfg.get("deepspeed") or {}).get("config"))
+    ds_path, stage = resolve_deepspeed((cfg.get("deepspeed") or {}).get("config"), world)
     t = cfg.trainer
     grad_accum, global_batch = batch_arithmetic(t.get("global_batch_size"), t.per_device_train_batch_size,
                                                 t.get("gradient_accumulation_steps"), world, stage)
@@ -282,11 +307,12 @@ def plan(cfg, world_size: int | None = None) -> Plan:
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),
-                data_sources=sources)
+                data_sources=sources,
+                deepspeed_auto=str((cfg.get("deepspeed") or {}).get("config")) == "auto")
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
-_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl"}
+_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
@@ -325,9 +351,19 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         # accelerate's cpu=True path never enables DeepSpeed; on a CPU-only host the run is on CPU regardless
         # (see cpu_deepspeed.py for the multi-rank gloo launch).
         kwargs["use_cpu"] = False
+    from streaming_vlm.training.checkpointing import parse_mode
+
+    try:  # true | false | auto: the Trainer sets checkpointing up unless false; CheckpointPolicy picks the layers
+        kwargs["gradient_checkpointing"] = parse_mode(t.get("gradient_checkpointing", False)) != "false"
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if kwargs.get("gradient_checkpointing"):
         kwargs.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
     import torch
+
+    if torch.cuda.is_available() and kwargs.get("dataloader_pin_memory", True):
+        # batches arrive in pinned memory: copy them to the GPU without stalling the host
+        kwargs.setdefault("accelerator_config", {"non_blocking": True})
 
     if kwargs.get("use_cpu") or not torch.cuda.is_available():
         kwargs.pop("tf32", None)  # TF32 is a CUDA (Ampere+) setting; TrainingArguments rejects it elsewhere

@@ -44,9 +44,17 @@ def ensure_tiny_checkpoint(path: str, size: str, seed: int = 0, timeout_s: float
 
 
 def freeze_vision(model) -> int:
-    """Freeze the whole vision tower: patch embed, blocks, merger AND `deepstack_merger_list`. Returns #params."""
+    """Freeze the whole vision tower: patch embed, blocks, merger AND `deepstack_merger_list`. Returns #params.
+
+    The tower then runs under no_grad: autograd records nothing for it and keeps none of its activations (its
+    outputs, the merged and DeepStack features, enter the language model as constants), and it runs once per
+    forward, never inside the language model's recomputation. Its blocks are not checkpointed
+    (`checkpointing.CheckpointPolicy` clears their flags)."""
     visual = model.model.visual
     visual.requires_grad_(False)
+    if not getattr(visual, "_runs_without_grad", False):
+        visual.forward = torch.no_grad()(visual.forward)
+        visual._runs_without_grad = True
     return sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in visual.parameters())
 
 

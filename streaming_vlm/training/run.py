@@ -217,6 +217,13 @@ def run(cfg) -> dict | None:
             ensure_tiny_checkpoint(p.model_path, str(cfg.model.build_if_missing), int(cfg.model.get("build_seed", 0)))
 
     model, processor = load_for_training(cfg.model, p, deepspeed_enabled=bool(p.deepspeed_config))
+    from streaming_vlm.training.checkpointing import CheckpointPolicy
+    from streaming_vlm.training.kernels import setup_kernels
+
+    setup_kernels(model, cfg.model.get("kernels"), cuda=torch.cuda.is_available() and not args.use_cpu,
+                  announce=args.process_index == 0)
+    policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
+                              float(cfg.trainer.get("memory_fraction") or 0.85))
     report = parameter_report(model)
     if report["trainable_vision"]:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
@@ -232,7 +239,7 @@ def run(cfg) -> dict | None:
     attempt = f"{os.getpid()}-{int(__import__('time').time())}"
     trainer = StreamingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                processing_class=processor, bad_sample_tracker=tracker, attempt=attempt,
-                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"))
+                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"), checkpoint_policy=policy)
     trainer.add_callback(StepRecorder(trainer))
     if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
         heldout = build_heldout_mix(p.data_sources, processor)
