@@ -49,6 +49,10 @@ class StreamingConfig:
     progress: bool = True  # tqdm bar on stderr
     # debugging: no torch.compile and no CUDA graph (the engine's plan, engine.py); the results are the same
     eager: bool = False
+    # live sources (a URL, /dev/videoN, "-"; live_source.py): complete seconds allowed to wait before the oldest is
+    # dropped, and seconds without a frame after which the stream counts as stalled and the run ends
+    max_lag: float = 2.0
+    stall_timeout: float = 10.0
 
     @classmethod
     def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None, **overrides) -> "StreamingConfig":
@@ -94,6 +98,8 @@ class StreamingConfig:
         for name in ("min_pixels", "max_pixels", "total_pixels"):
             value = getattr(self, name)
             need(value is None or value > 0, f"{name} must be > 0")
+        need(self.max_lag >= 1, f"max_lag must be >= 1 second, got {self.max_lag}")
+        need(self.stall_timeout > 0, f"stall_timeout must be > 0 seconds, got {self.stall_timeout}")
         self.window_size = int(self.window_size)
         return self
 

@@ -54,3 +54,13 @@ class VideoFrameSource:
 
     def __iter__(self) -> Iterator[Second]:
         return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))
+
+
+def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live) -> FrameSource:
+    """What --video_path names: a file (`VideoFrameSource`), or a URL, a V4L2 device or `-` (stdin), read live
+    (`live_source.LiveFrameSource`, which takes the `live` options: max_lag, stall_timeout)."""
+    from streaming_vlm.inference.live_source import LiveFrameSource, is_live
+
+    if is_live(path):
+        return LiveFrameSource(str(path), fps, start=start, end=end, **live)
+    return VideoFrameSource(path, fps, start=start, end=end)

@@ -18,6 +18,12 @@ that is not UTF-8 is reported on stderr and skipped; the stream goes on.
 Output files follow streaming_vlm/output_files.py: checked before the model loads, streamed to `<output>.partial`,
 renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file and
 never replaces an existing output.
+
+`--video_path` also takes a live source (an http(s) HLS playlist, rtsp://, /dev/videoN, or `-` for stdin; see
+live_source.py): it is read in real time, seconds the engine cannot keep up with are skipped (JSON events
+`{"type": "skipped", ...}`, the lag in the progress line), and the run ends when the source ends or stalls.
+`--serve PORT` serves the viewer page on 127.0.0.1 (streaming_vlm/viewer): cues are pushed to it as they are made,
+questions typed there are answered like `--interactive` ones, and the page stays up after the stream until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -75,11 +81,12 @@ def _drain(questions) -> list[str]:
 
 
 def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,
-                        source=None, on_segment=None) -> dict:
+                        source=None, on_segment=None, viewer=None) -> dict:
     """Stream `config.video_path` (or `source`, any FrameSource) and return segments, answers and timings.
 
     Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
     is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
+    `viewer`: a `streaming_vlm.viewer.server.ViewerServer`; it gets every cue and answer, and its page's questions.
     """
     from streaming_vlm.model.weights import check_weights
     from streaming_vlm.output_files import check_outputs
@@ -94,15 +101,24 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     import torch
 
     from streaming_vlm.inference.engine import StreamingEngine, build_template, check_cache_budget
-    from streaming_vlm.inference.frames import VideoFrameSource
+    from streaming_vlm.inference.frames import open_source
     from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
     from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
 
     check_attn_implementation(cfg.attn_implementation)
+    if viewer is not None:
+        if cfg.interactive or questions is not None:
+            raise UserError("with --serve, questions are typed in the page: drop --interactive")
+        questions = viewer.questions
     if source is None:
         if not cfg.video_path:
             raise UserError("video_path is required")
-        source = VideoFrameSource(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end)
+        if cfg.video_path == "-" and cfg.interactive:
+            raise UserError("--interactive reads questions from stdin, which --video_path - streams from: "
+                            "ask them in the --serve page instead")
+        source = open_source(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end, max_lag=cfg.max_lag,
+                             stall_timeout=cfg.stall_timeout)
+    live = getattr(source, "live", False)
     if model is None and not cfg.model_path:
         raise UserError("model_path is required")
     device = resolve_device(cfg.device)
@@ -126,6 +142,8 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     console = None if stdout_taken else ConsoleWriter()
     if console is not None and not cfg.output_path:
         writers.append(console)
+    if viewer is not None:
+        writers.append(viewer)
 
     engine = StreamingEngine(model, processor, cfg)
     engine.start()
@@ -150,6 +168,17 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                disable=not cfg.progress, dynamic_ncols=True)
     wall0 = time.perf_counter()
     frames, processed = 0, 0.0
+    skipped: list[dict] = []  # a live source's skipped runs, not yet written
+
+    def write_skipped(until: float | None) -> None:
+        """Write the skipped runs that end by `until` (None: all), so events stay in stream-time order."""
+        skipped.extend(source.take_skipped())
+        while skipped and (until is None or skipped[0]["end"] <= until):
+            event = skipped.pop(0)
+            for w in writers:
+                if hasattr(w, "skipped"):
+                    w.skipped(event)
+
     def read_seconds():  # the source, with the time spent waiting for it booked as "read"
         iterator = iter(source)
         while True:
@@ -164,9 +193,11 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     try:
         answer_all(_drain(questions))
         # a live source (`live = True`) has no next second to read while a reply decodes: no lookahead there
-        for segment in engine.stream(read_seconds(), lookahead=not getattr(source, "live", False)):
+        for segment in engine.stream(read_seconds(), lookahead=not live):
             frames += segment["frames"]
             segments.append(segment)
+            if live:
+                write_skipped(segment["start"])
             for w in writers:
                 w.segment(segment)
             if on_segment is not None:
@@ -174,7 +205,11 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
             length = segment["end"] - segment["start"]
             processed += length
             bar.update(length)
-            bar.set_postfix(rtf=f"{(time.perf_counter() - wall0) / processed:.2f}", cache=engine.cache.num_tokens)
+            if live:  # how long after its second was complete this cue came out, and seconds dropped so far
+                bar.set_postfix(lag=f"{source.lag():.1f}s", skipped=source.skipped_seconds,
+                                cache=engine.cache.num_tokens)
+            else:
+                bar.set_postfix(rtf=f"{(time.perf_counter() - wall0) / processed:.2f}", cache=engine.cache.num_tokens)
             answer_all(_drain(questions))  # inserted before the next second's frames
         if cfg.interactive and questions is not None:
             # input may still be arriving (a pipe written after the video ended): wait briefly for its end
@@ -187,14 +222,23 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 if item is None:
                     break
                 answer_all([item])
+        if live:
+            write_skipped(None)
         finished = True
     except KeyboardInterrupt:
         finished = True
         raise
     finally:
         bar.close()
+        if live:
+            source.close()
         for w in writers:
             w.close(commit=finished)
+    if live and source.end_reason != "ended":
+        last = segments[-1]["end"] if segments else 0.0
+        print(f"live source {source.end_reason}"
+              f"{f' (no frame for {cfg.stall_timeout:g} s)' if source.end_reason == 'stalled' else ''}: "
+              f"the run ends with the output complete to second {last:g}", file=sys.stderr)
 
     wall = time.perf_counter() - wall0
     stream_seconds = sum(s["end"] - s["start"] for s in segments)
@@ -211,6 +255,8 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         "decode_ms_per_token": 1000 * stats["timings"]["decode"] / max(stats["tokens_generated"], 1),
         "cache": stats["cache"],
         "budget": stats["budget"],
+        "skipped_seconds": source.skipped_seconds if live else 0,  # a live source's seconds never processed
+        "source_end": source.end_reason if live else None,
     }
     if cfg.progress:
         print(format_timings(results), file=sys.stderr)
@@ -235,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m streaming_vlm.inference.inference",
                                 description="Live commentary on a video with a StreamingVLM-trained Qwen3-VL.")
     p.add_argument("--model_path", required=True, help="checkpoint directory or hub id")
-    p.add_argument("--video_path", required=True, help="input video file")
+    p.add_argument("--video_path", required=True,
+                   help="input video file, or a live source: an http(s) HLS playlist, rtsp://..., /dev/videoN, or - "
+                        "(an MPEG-TS / fragmented MP4 byte stream on stdin)")
     p.add_argument("--output_path", default=None, help="WebVTT file to write (default: cues on stdout)")
     p.add_argument("--fps", type=float, default=d.fps, help=f"frames read per second (default {d.fps:g})")
     p.add_argument("--attn_implementation", default=d.attn_implementation,
@@ -269,6 +317,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_progress", action="store_true", help="no progress bar or timing summary")
     p.add_argument("--eager", action="store_true",
                    help="debugging: no torch.compile and no CUDA graph (same results, slower)")
+    p.add_argument("--max_lag", type=float, default=d.max_lag,
+                   help=f"live source: complete seconds that may wait before the oldest is skipped "
+                        f"(default {d.max_lag:g})")
+    p.add_argument("--stall_timeout", type=float, default=d.stall_timeout,
+                   help=f"live source: end the run after this many seconds without a frame (default "
+                        f"{d.stall_timeout:g})")
+    p.add_argument("--serve", type=int, default=None, metavar="PORT",
+                   help="serve the viewer page on http://127.0.0.1:PORT/ (0: any free port): cues pushed live, "
+                        "questions typed in the page; stays up after the stream until Ctrl-C (or SIGTERM)")
     return p
 
 
@@ -296,7 +353,24 @@ def main(argv: list[str] | None = None) -> None:
     persist_compile_caches()  # before anything compiles
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
-    streaming_inference(args)
+    port = args.pop("serve")
+    if port is None:
+        streaming_inference(args)
+        return
+    from streaming_vlm.viewer.server import ViewerServer
+
+    viewer = ViewerServer(port, video_path=args["video_path"])
+    print(f"viewer: {viewer.url}", file=sys.stderr, flush=True)
+    try:
+        streaming_inference(args, viewer=viewer)
+        print(f"stream ended; the viewer stays up at {viewer.url} until Ctrl-C", file=sys.stderr, flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:  # the outputs are complete already: closing the page is a clean end
+            pass
+    finally:
+        viewer.shutdown()
 
 
 if __name__ == "__main__":

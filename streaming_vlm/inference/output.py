@@ -7,7 +7,9 @@ interactive answer is a two-line cue (`Q: …` / `A: …`) starting where the qu
 second's cue, which WebVTT allows (cue start times stay non-decreasing).
 
 JSON lines: `{"type": "segment", "start", "end", "text"}` per second, `{"type": "answer", "time", "question",
-"text"}` per answer.
+"text"}` per answer, and for a live source `{"type": "skipped", "start", "end", "reason"}` per run of seconds never
+processed (reason "behind": dropped to keep real time; "gap": the stream had no frame there). The VTT has no cue
+for a skipped second.
 
 A file target is a `PartialOutput` (streaming_vlm/output_files.py): cues go to `<path>.partial`, flushed per cue, and
 `close(commit=True)` renames it onto the path at a clean end; `close(commit=False)` (a failed run) keeps the
@@ -97,6 +99,9 @@ class JsonLinesWriter:
         self.sink.write(json.dumps({"type": "answer", "time": answer["time"], "question": answer["question"],
                                     "text": answer["text"]}, ensure_ascii=False) + "\n")
 
+    def skipped(self, event: dict) -> None:
+        self.sink.write(json.dumps({k: event[k] for k in ("type", "start", "end", "reason")}) + "\n")
+
     def close(self, commit: bool = True) -> None:
         self.sink.close(commit)
 
@@ -113,6 +118,9 @@ class ConsoleWriter:
 
     def answer(self, answer: dict) -> None:
         self.sink.write(f"Q: {answer['question']}\nA: {answer['text'] or SILENT_CUE}\n")
+
+    def skipped(self, event: dict) -> None:
+        self.sink.write(f"[{vtt_time(event['start'])} --> {vtt_time(event['end'])}] (skipped: {event['reason']})\n")
 
     def close(self, commit: bool = True) -> None:
         self.sink.close(commit)

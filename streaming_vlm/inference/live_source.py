@@ -1,0 +1,224 @@
+"""Live frame sources read through PyAV: an HLS playlist over http(s), an rtsp:// URL, a V4L2 device
+(/dev/videoN), or `-` (a byte stream on stdin: MPEG-TS or fragmented MP4).
+
+A live source keeps real time. A reader thread decodes the stream as it arrives and cuts it into whole seconds,
+sampled at `fps` by the rule files use (for each tick k/fps, the first frame at or after it; a frame belongs to the
+second its time falls in). Stream time is the frame's presentation time minus the first frame's, so the first
+second read is second 0. A second is complete as soon as its last tick has a frame, or a later second's frame
+arrives; it is then queued for the engine, which
+
+- never waits for more than the next second to arrive (`__iter__` hands over a second as soon as it is complete);
+- when it falls behind, loses whole seconds, oldest first: at most `max_lag` complete seconds wait, and the
+  oldest waiting one is dropped when another completes. Dropped seconds, and seconds the stream itself had no
+  frame for, are reported by `take_skipped()` as runs `{"type": "skipped", "start", "end", "reason"}` (reason
+  "behind" or "gap");
+- ends cleanly when the stream ends, fails (a network error mid-stream), or stalls (no frame for
+  `stall_timeout` seconds): every complete second still queued is handed over first, then iteration stops and
+  `end_reason` says why.
+
+Opening is done at construction, before any model loads, so a URL that cannot be opened fails at once as a
+`UserError` (one line). HLS, RTSP, V4L2 and stdin share the opening code below; only the demuxer differs.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+import time
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from streaming_vlm.data.stream_template import Second
+from streaming_vlm.errors import UserError
+
+URL_SCHEMES = ("http", "https", "rtsp", "rtsps")
+STDIN = "-"
+# a live stream is probed for its container and codec parameters from what arrives first: keep that short, or
+# the open would wait for seconds of stream (FFmpeg reads up to 1 MB to guess a container from a pipe)
+PROBE_OPTIONS = {"formatprobesize": "4096", "analyzeduration": "500000", "probesize": "1000000"}
+
+
+def is_live(path: str) -> bool:
+    """A URL, a V4L2 device or stdin: everything the CLI's --video_path takes that is not a file."""
+    path = str(path)
+    return path == STDIN or "://" in path or path.startswith("/dev/video")
+
+
+def _demuxer_target(path: str) -> tuple[str, str | None, dict]:
+    """(what FFmpeg opens, the input format to force, demuxer options) for a live path."""
+    if path == STDIN:
+        return "pipe:0", None, {}
+    if path.startswith("/dev/video"):
+        return path, "v4l2", {}
+    scheme = urlsplit(path).scheme.lower()
+    if scheme not in URL_SCHEMES:
+        raise UserError(f"unsupported URL scheme {scheme!r} in {path}: live sources are http(s) (HLS), rtsp(s), "
+                        f"/dev/videoN or - (stdin)")
+    if scheme.startswith("rtsp"):
+        return path, None, {"rtsp_transport": "tcp"}  # interleaved in the RTSP connection: no UDP ports to open
+    return path, None, {}
+
+
+def open_live(path: str, open_timeout: float, read_timeout: float):
+    """The PyAV container and its first video stream; a UserError (one line) when it cannot be opened."""
+    import av
+
+    target, fmt, options = _demuxer_target(path)
+    try:
+        container = av.open(target, format=fmt, options={**PROBE_OPTIONS, **options},
+                            timeout=(open_timeout, read_timeout))
+    except (av.FFmpegError, OSError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"cannot open live source {path}: {reason.splitlines()[0] if reason else type(err).__name__}"
+                        ) from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"live source {path} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "SLICE"  # frame threading would hold frames back by one per thread
+    return container, stream
+
+
+class LiveFrameSource:
+    """Whole seconds of a live stream, in real time (see the module docstring). `end`: stop after this stream
+    second (None: when the stream ends or stalls)."""
+
+    live = True
+    duration = None  # unknown: the stream goes on until it ends
+
+    def __init__(self, path: str, fps: float = 2.0, start: float = 0.0, end: float | None = None,
+                 max_lag: float = 2.0, stall_timeout: float = 10.0, open_timeout: float = 10.0):
+        if fps < 1:
+            raise UserError(f"a live source needs fps >= 1 (every second must have a frame), got {fps:g}")
+        if start:
+            raise UserError("start applies to files only: a live source starts where it is joined")
+        if max_lag < 1:
+            raise UserError(f"max_lag must be >= 1 second, got {max_lag:g}")
+        if stall_timeout <= 0:
+            raise UserError(f"stall_timeout must be > 0 s, got {stall_timeout:g}")
+        self.path, self.fps, self.end = str(path), float(fps), end
+        self.capacity = int(math.floor(max_lag))
+        self.stall_timeout = float(stall_timeout)
+        self.container, self.stream = open_live(self.path, open_timeout, stall_timeout)
+        self.cond = threading.Condition()
+        self.ready: collections.deque[tuple[Second, float]] = collections.deque()  # (second, arrival time)
+        self.skipped: list[dict] = []
+        self.skipped_seconds = 0
+        self.end_reason: str | None = None  # set when the reader stops: "ended", "stalled", "error: ...", ...
+        self.last_arrival: float | None = None  # arrival time of the last second handed to the engine
+        self.last_frame_at = time.monotonic()
+        self.closed = False
+        # the second being assembled
+        self.t0: float | None = None
+        self.current = 0
+        self.frames: list[np.ndarray] = []
+        self.times: list[float] = []
+        self.next_tick = 0
+        self.reader = threading.Thread(target=self._read, name="live-source", daemon=True)
+        self.reader.start()
+
+    # ---- reader thread ----------------------------------------------------------------------------------------
+    def _read(self) -> None:
+        import av
+
+        reason = "ended"
+        try:
+            for frame in self.container.decode(self.stream):
+                if self.closed:
+                    reason = "closed"
+                    break
+                if frame.time is None:
+                    continue
+                if not self._add(frame, float(frame.time)):
+                    reason = f"reached second {self.end:g}"
+                    break
+        except av.ExitError:  # FFmpeg's read timed out: nothing arrived for stall_timeout seconds
+            reason = "stalled"
+        except (av.FFmpegError, OSError) as err:
+            reason = f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        with self.cond:
+            if self.frames:
+                self._complete()
+            if self.end_reason is None:
+                self.end_reason = reason
+            self.cond.notify_all()
+
+    def _add(self, frame, t: float) -> bool:
+        """Sample one decoded frame into the second being assembled; False once past `end`."""
+        with self.cond:
+            self.last_frame_at = time.monotonic()
+            if self.t0 is None:
+                self.t0 = t
+            t -= self.t0
+            second = math.floor(t + 1e-9)
+            if second < self.current:  # a late frame of a second already handed over (or a timestamp jump back)
+                return True
+            if self.end is not None and second >= self.end:
+                return False
+            if second > self.current:
+                if self.frames:
+                    self._complete()
+                if second > self.current:
+                    self._skip(self.current, second, "gap")  # the stream had no frame in these seconds
+                self.current, self.frames, self.times = second, [], []
+            if self.next_tick / self.fps > t + 1e-9:
+                return True  # no tick since the last frame taken
+            self.frames.append(frame.to_ndarray(format="rgb24"))
+            self.times.append(t)
+            self.next_tick = math.floor(t * self.fps + 1e-9) + 1
+            if self.next_tick / self.fps >= self.current + 1 - 1e-9:  # its last tick has a frame: complete now
+                self._complete()
+            return True
+
+    def _complete(self) -> None:
+        """Queue the assembled second (lock held); drop the oldest waiting one when `capacity` already wait."""
+        s = self.current
+        second = Second(float(s), float(s + 1), np.stack(self.frames), list(self.times))
+        while len(self.ready) >= self.capacity:
+            dropped, _ = self.ready.popleft()
+            self._skip(int(dropped.start), int(dropped.end), "behind")
+        self.ready.append((second, time.monotonic()))
+        self.current, self.frames, self.times = s + 1, [], []
+        self.cond.notify_all()
+
+    def _skip(self, start: int, end: int, reason: str) -> None:
+        last = self.skipped[-1] if self.skipped else None
+        if last is not None and last["reason"] == reason and last["end"] == start:
+            last["end"] = float(end)
+        else:
+            self.skipped.append({"type": "skipped", "start": float(start), "end": float(end), "reason": reason})
+        self.skipped_seconds += end - start
+
+    # ---- the engine's side ------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Second]:
+        waiting_since = time.monotonic()
+        while True:
+            with self.cond:
+                while not self.ready and self.end_reason is None:
+                    idle = time.monotonic() - max(self.last_frame_at, waiting_since)
+                    if idle >= self.stall_timeout:
+                        self.end_reason = "stalled"
+                        break
+                    self.cond.wait(self.stall_timeout - idle)
+                if not self.ready:
+                    return
+                second, self.last_arrival = self.ready.popleft()
+            yield second
+            waiting_since = time.monotonic()
+
+    def take_skipped(self) -> list[dict]:
+        """Skipped runs recorded since the last call, oldest first."""
+        with self.cond:
+            out, self.skipped = self.skipped, []
+        return out
+
+    def lag(self) -> float:
+        """Seconds since the last second handed to the engine became complete (0 before any)."""
+        return 0.0 if self.last_arrival is None else time.monotonic() - self.last_arrival
+
+    def close(self) -> None:
+        """Stop queueing seconds; the reader thread ends at its next frame (or with the process)."""
+        self.closed = True
