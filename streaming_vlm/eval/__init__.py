@@ -13,7 +13,9 @@ Read in this order:
 - `win_rate.py`      win rate overall and per video; ties, invalid and missing counted, never dropped
 - `pipeline.py`      all of it as function calls (`win_rate_from_outputs` for trainer callbacks)
 - `generate.py`      hook to the streaming inference engine
-- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate}`
+- `grounding.py`     event mentions against a game's event log (recall, precision, chance control)
+- `quality.py`       word-level figures of one system: commentary words, grounded mentions, ROUGE-L per segment
+- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate,quality}`
 """
 
 from streaming_vlm.eval.head_to_head import judge_segments, run_comparisons

@@ -1,4 +1,4 @@
-"""`python -m streaming_vlm.eval {judge,report,generate}`: the evaluation from the command line.
+"""`python -m streaming_vlm.eval {judge,report,generate,quality}`: the evaluation from the command line.
 
     # 1. run the streaming model over the reference videos -> per-second predictions (engine settings: --set K=V)
     python -m streaming_vlm.eval generate --reference games.jsonl --video-root videos/ --out model.jsonl \
@@ -10,6 +10,10 @@
 
     # 3. win rates from verdicts (overall, per video, ties, invalid, missing) -> JSON + table
     python -m streaming_vlm.eval report verdicts.jsonl --json report.json
+
+    # word-level figures of one system: commentary words, grounded event mentions, ROUGE-L per segment
+    python -m streaming_vlm.eval quality --predictions model.jsonl --reference games.jsonl \
+        --vocabulary train_with_seeks.jsonl --events data/events/eval --json quality.json
 
 Bad input ends with one line on stderr and exit code 2 (`streaming_vlm.errors.cli_entry`).
 """
@@ -36,6 +40,7 @@ from streaming_vlm.eval.openai_judge import (
 from streaming_vlm.eval.pipeline import detect_protocol, judge_outputs, make_judge
 from streaming_vlm.eval.predictions import load_outputs
 from streaming_vlm.eval.prompts import PROTOCOLS
+from streaming_vlm.eval.quality import commentary_quality, format_quality, read_event_logs, training_vocabulary
 from streaming_vlm.eval.segments import DEFAULT_MIN_WORDS, DEFAULT_SEGMENT_SECONDS
 from streaming_vlm.eval.win_rate import MISSING_POLICIES, format_table, win_rate_report
 
@@ -54,7 +59,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m streaming_vlm.eval", description="Evaluate a streaming commentator.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate,quality}")
 
     j = sub.add_parser("judge", help="judge model vs baseline on every segment, in both orders")
     j.add_argument("--predictions", required=True, help="the model's predictions (JSONL)")
@@ -91,6 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--video-root", help="folder the reference 'video' paths are relative to")
     g.add_argument("--protocol", choices=("auto",) + PROTOCOLS, default="auto")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="engine config override")
+
+    q = sub.add_parser("quality", help="commentary words, grounded event mentions and ROUGE-L of one system")
+    q.add_argument("--predictions", required=True, help="the system's predictions (JSONL)")
+    q.add_argument("--reference", required=True, help="reference rows: Inf-Streams games")
+    q.add_argument("--vocabulary", required=True, action="append",
+                   help="training data file whose commentary words count as commentary words (repeatable)")
+    q.add_argument("--events", help="folder of per-game event logs (events/<split>/ of data.synthetic)")
+    q.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    q.add_argument("--min-words", type=int, default=DEFAULT_MIN_WORDS)
+    q.add_argument("--json", help="write the figures as JSON to this file")
     return parser
 
 
@@ -192,7 +207,20 @@ def run_generate(args) -> int:
     return 0
 
 
+def run_quality(args) -> int:
+    reference = read_rows_strict(args.reference, "reference")
+    outputs = load_outputs(args.predictions, "model")
+    vocab = training_vocabulary(args.vocabulary)
+    logs = read_event_logs(args.events) if args.events else None
+    report = commentary_quality(outputs, reference, vocab, logs, args.segment_seconds, args.min_words)
+    if args.json:
+        _write_json(args.json, report)
+    print(format_quality(report))
+    return 0
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"judge": run_judge, "report": run_report, "generate": run_generate}[args.command](args)
+    commands = {"judge": run_judge, "report": run_report, "generate": run_generate, "quality": run_quality}
+    return commands[args.command](args)
