@@ -1,7 +1,8 @@
 """Grounded mentions: does the commentary name the events of a game's event log when they happen?
 
 An event type counts as mentioned in a second of output when the type's keyword pattern (below: the phrasings the
-synthetic generator's commentary uses for it) appears in that second's text. Recall: events named by some second
+synthetic generator's commentary uses for it, so that its own reference commentary names every goal, corner and
+save) appears in that second's text. Recall: events named by some second
 whose span reaches within ±tol s of the event. Precision: mentions with such an event of their type. Shifting the
 event log by `shift` seconds gives the chance level of the same mentions (a control for a model that names events
 often but at random).
@@ -15,10 +16,11 @@ import re
 from typing import Iterable, Mapping, Sequence
 
 EVENT_PATTERNS = {
-    "goal": r"\bgoal\b(?! kick)|\bit's in\b",
+    "goal": r"\bgoal\b(?! kick)|\bit's in\b|\bheaded in\b|\banother for\b",
     "corner": r"\bcorner\b",
     "foul": r"\bfoul\b",
-    "save": r"\bsaved?\b|\bstop from\b|\btipped\b|\bturns it\b",
+    "save": r"\bsaved?\b|\bstop from\b|\btipped\b|\bturns it\b|\bstraight at the (?:\w+ )?keeper\b|\bgathers\b"
+            r"|\bholds on\b|\bpushes it\b",
     "throw_in": r"\bthrow\b",
     "goal_kick": r"\bgoal kick\b",
     "miss": r"\bwide\b|\boff target\b|\bover the bar\b",

@@ -169,7 +169,7 @@ def plan(cfg, world_size: int | None = None) -> Plan:
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
-_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl"}
+_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "embedding_learning_rate"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
