@@ -19,10 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def games(tmp_path_factory):
-    from data.synthetic import generate_dataset
-
+    """Two short training games and a held-out game of 150 s with goals, corners and saves, made as the demo
+    makes its data (the generator's CLI)."""
     out = tmp_path_factory.mktemp("quality") / "data"
-    generate_dataset(out, train_games=2, eval_games=1, duration=60, eval_duration=150, clips=2, seed=5)
+    subprocess.run([sys.executable, "-m", "data.synthetic", "--out", str(out), "--train-games", "2", "--eval-games", "1",
+                    "--duration", "60", "--eval-duration", "150", "--clips", "2", "--seed", "5"],
+                   cwd=ROOT, check=True, capture_output=True, timeout=300)
     return out
 
 
