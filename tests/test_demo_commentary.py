@@ -2,8 +2,9 @@
 commentary? train.py (experiment=smoke_stage1, fewer steps) -> `python -m streaming_vlm.eval generate` with the
 demo's inference settings and the CLI's default sampling -> `python -m streaming_vlm.eval quality`.
 
-The untrained model scores ~0 on both figures (its words are arbitrary tokens of the 151k vocabulary), and the
-demo's recipe before the embedding's own learning rate reached 46% commentary words at the full demo budget."""
+The thresholds sit below what the demo's recipe reaches and well above what the recipe before the embedding's own
+learning rate reached at the whole demo budget (46% commentary words, ROUGE-L 0.14; BENCHMARKS.md); the untrained
+model's words are arbitrary tokens of the 151k vocabulary."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ STEPS = 30
 # The demo's inference settings (scripts/demo.sh, INFER); sampling is the CLI's default.
 INFER = ["window_size=8", "text_sink=64", "text_sliding_window=64", "min_pixels=4096", "max_pixels=4096",
          "max_new_tokens=6", "seed=0"]
-MIN_COMMENTARY_WORDS = 0.9
-MIN_ROUGE = 0.12
+MIN_COMMENTARY_WORDS = 0.8
+MIN_ROUGE = 0.15
 
 
 def _run(args, timeout):
@@ -37,7 +38,7 @@ def test_demo_training_makes_commentary_words_on_a_held_out_game(tiny_ckpt, tmp_
     from data.synthetic import generate_dataset
 
     data = tmp_path / "data"
-    generate_dataset(data, train_games=4, eval_games=1, duration=120, eval_duration=90, clips=0, seed=11)
+    generate_dataset(data, train_games=4, eval_games=1, duration=120, eval_duration=120, clips=0, seed=11)
     _run(["train.py", "experiment=smoke_stage1", f"data.root={data}", "data.generate=null",
           f"model.name_or_path={tiny_ckpt}", f"output_dir={tmp_path / 'stage1'}", f"trainer.max_steps={STEPS}",
           "trainer.save_steps=1000", "eval=none", "wandb.mode=disabled"], timeout=900)
