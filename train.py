@@ -23,11 +23,16 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Windows differ in length from step to step: growable segments keep the CUDA allocator from fragmenting
+    # (which `gradient_checkpointing: auto` relies on when it fills memory). Set before torch touches CUDA.
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     from streaming_vlm.errors import UserError
+    from streaming_vlm.training.config import check_output_dir_override
     from streaming_vlm.training.launch import prepare_argv
 
     try:
         sys.argv = [sys.argv[0]] + prepare_argv(sys.argv[1:], CONFIG_DIR)
+        check_output_dir_override(sys.argv[1:])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

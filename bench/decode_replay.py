@@ -2,8 +2,7 @@
 
     python bench/decode_replay.py --size 2b                       # on a GPU (random-init real-size model)
     python bench/decode_replay.py --size tiny --device cpu         # checks the script (eager, no graph)
-    python bench/decode_replay.py --size 2b --compile --sdpa_backends default,efficient,cudnn,math
-                                    # + the compiled step, + each forward SDPA kernel, side by side in one run
+    python bench/decode_replay.py --size 2b --eager                # the engine's debugging plan
 
 Streams `--warmup` seconds of random 720p frames (20 forced tokens per second, the stream_latency settings) so
 the cache is at its steady size, decodes `--seconds` more seconds and reports decode ms/token as the engine times
@@ -70,29 +69,15 @@ def main(argv=None):
     p.add_argument("--replays", type=int, default=40)
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--compile", action="store_true",
-                   help="then the same with the step compiled (decode_compile), side by side in the same run")
-    p.add_argument("--sdpa_backends", default="",
-                   help="then, for each of these sdpa_backend values (e.g. default,efficient,cudnn,math), 2 s of "
-                        "warm-up and --seconds measured: the forwards' SDPA kernel (vision, prefill)")
+    p.add_argument("--eager", action="store_true", help="the engine's debugging plan: no compile, no CUDA graph")
     args = p.parse_args(argv)
     device = torch.device(args.device)
-    backends = [b for b in args.sdpa_backends.split(",") if b]
-    more = args.seconds * (1 + args.compile + len(backends)) + 2 * len(backends) + 1  # + compile's first second
-    engine, source = warm_engine(args.size, device, args.warmup, more, args.height, args.width,
-                                 decode_mode="auto" if device.type == "cuda" else "slots")
-    rows = {"step as is": measure(engine, source, args.seconds, args.replays, device)}
-    if args.compile:
-        engine.slots = None  # rebuilt, compiled, at the next reply
-        engine.config.decode_compile = True
-        t0 = time.perf_counter()
-        engine.step(next(source))
-        print(f"compile + capture + first second: {time.perf_counter() - t0:.1f} s", flush=True)
-        rows["step compiled"] = measure(engine, source, args.seconds, args.replays, device)
-    for backend in backends:
-        engine.config.sdpa_backend = backend
-        measure(engine, source, 2, args.replays, device)  # warm-up: kernels/plans for the new choice
-        rows[f"sdpa {backend}"] = measure(engine, source, args.seconds, args.replays, device)
+    engine, source = warm_engine(args.size, device, args.warmup, args.seconds + 1, args.height, args.width,
+                                 eager=args.eager)
+    t0 = time.perf_counter()
+    engine.step(next(source))
+    print(f"first measured second: {time.perf_counter() - t0:.1f} s ({engine.plan.describe()})", flush=True)
+    rows = {"step as the engine runs it": measure(engine, source, args.seconds, args.replays, device)}
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"\n{args.size} on {name}, cache {engine.cache.num_tokens} tokens, slots "
           f"{engine.slots.capacity if engine.slots else 0}, {args.seconds} s each")

@@ -165,17 +165,25 @@ def _run_one(job: dict) -> dict:
 
     model = load_model(job["model"], dtype="float32", device=job["device"])
     processor = load_processor(job["model"])
-    # frames resized on the CPU, as the training loader resized them and as RESULTS.md was made (inference's
-    # default, preprocess_device auto, resizes on the GPU when there is one)
+    import dataclasses
+
+    from streaming_vlm.inference.config import StreamingConfig
+    from streaming_vlm.inference.engine import choose_plan
+
     cfg = dict(job["overrides"], temperature=job["temperature"], repetition_penalty=1.05, max_new_tokens=20,
-               progress=False, seed=job["seed"], preprocess_device="cpu", **VISION)
+               progress=False, seed=job["seed"], **VISION)
+    # frames resized on the CPU, as the training loader resized them and as RESULTS.md was made (the engine's own
+    # plan resizes on the GPU when there is one)
+    plan = dataclasses.replace(choose_plan(model, next(model.parameters()).device, StreamingConfig.from_any(cfg)),
+                               preprocess_device=None)
     t0 = time.time()
     if job["mode"] == "infinite":
-        segs = run_stream(model, processor, job["video"], cfg)
+        segs = run_stream(model, processor, job["video"], cfg, plan=plan)
     else:  # chunked: a fresh engine every 24 s, no previous text
         segs, start = [], 0.0
         while start < job["duration"]:
-            segs += run_stream(model, processor, job["video"], cfg, start=start, end=min(start + 24, job["duration"]))
+            segs += run_stream(model, processor, job["video"], cfg, start=start, end=min(start + 24, job["duration"]),
+                               plan=plan)
             start += 24
     rows = [{"video": job["video_key"], "start": s["start"], "end": s["end"], "text": s["text"]} for s in segs]
     return {"name": job["name"], "video": job["video_key"], "rows": rows, "wall_s": time.time() - t0,

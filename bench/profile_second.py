@@ -1,7 +1,7 @@
 """Where one streamed second's time goes: torch.profiler over a few seconds after warm-up, per stage and per op.
 
     python bench/profile_second.py --size 2b            # on a GPU (random-init real-size model)
-    python bench/profile_second.py --size 2b --decode_compile --prefill_compile --lookahead   # as the CLI streams
+    python bench/profile_second.py --size 2b --lookahead   # as the CLI streams
     python bench/profile_second.py --size tiny --device cpu --height 96 --width 160
 
 Uses the stream_latency benchmark's model and frame source, 20 forced tokens per second, default decode mode.
@@ -57,17 +57,14 @@ def main(argv=None):
     p.add_argument("--seconds", type=int, default=3, help="seconds profiled")
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--decode_mode", default="auto")
     p.add_argument("--rows", type=int, default=30)
-    p.add_argument("--decode_compile", action="store_true")
-    p.add_argument("--prefill_compile", action="store_true")
+    p.add_argument("--eager", action="store_true", help="the engine's debugging plan: no compile, no CUDA graph")
     p.add_argument("--lookahead", action="store_true", help="profile engine.stream (lookahead) instead of step()")
     p.add_argument("--trace", default=None, help="also write the profile as a Chrome trace here (.json or .json.gz)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     engine, source = warm_engine(args.size, device, args.warmup, args.seconds, args.height, args.width,
-                                 args.decode_mode, decode_compile=args.decode_compile,
-                                 prefill_compile=args.prefill_compile)
+                                 eager=args.eager)
     acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA]
                                                     if device.type == "cuda" else [])
     before = engine.timings.snapshot()

@@ -6,6 +6,9 @@
     # longer than one device call: bench/device_job.sh starts it detached and polls it
     # on CPU, the tiny model, to check the script itself
     python bench/stream_latency.py --smoke
+    # the CLI itself, as a user runs it (only the seed's flags), on a real video file: start-up to the first cue,
+    # FPS processed, decode ms/token and read time, parsed from the CLI's own summary line
+    python bench/stream_latency.py --cli --model_path ckpt-2b --video match.mp4 --label "2B 1080p50"
 
 The model is built from `streaming_vlm.model.tiny.build_config(size)` directly on the device (no weights on disk),
 the processor from `build_processor()` (real Qwen tokenizer). Frames are random uint8 at `--height`×`--width`
@@ -14,18 +17,18 @@ the processor from `build_processor()` (real Qwen tokenizer). Frames are random 
 tokens per second). Every second generates exactly `--tokens` new tokens (<|im_end|> suppressed until then), so
 runs compare.
 
-Seven modes, side by side in the same process and on the same frames:
-- `streaming`  our engine: StreamingCache, eviction before each second, one key rotation per eviction, decode steps
-               replayed as one CUDA graph over fixed slot buffers (`decode_mode=auto`; eager off CUDA/with FA2);
-- `copied`     `streaming` with the cache outside the slot decoder's banks (as before they existed): each reply
-               copies the cache into the slots first and appends its tokens back after;
-- `per_layer`  `streaming` with the prefill run layer by layer (its two compiled layer functions called from
-               Python), not as the one compiled whole-stack call (`TextStep.stack`);
+Six modes, side by side in the same process and on the same frames:
+- `streaming`  our engine with the plan it picks in `start()` (the CLI's): StreamingCache, eviction before each
+               second, one key rotation per eviction, on CUDA a compiled whole-stack prefill and decode steps
+               replayed as one CUDA graph over fixed slot buffers;
+- `per_layer`  `streaming` with the prefill run eagerly layer by layer, not as the one compiled whole-stack call
+               (`Plan(compiled=False)`; the decode step stays graphed but not compiled);
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);
-- `eager`      the same engine with eager decode steps on the cache (`decode_mode=dynamic`);
-- `full`       eager forwards with a full, growing cache (no eviction): transformers' own forward (our text stack
-               with `--baseline_forward text_step`) over everything seen, until out-of-memory or `--full_minutes`;
+- `eager`      the same engine on the reference path (`Plan(fast=False)`: transformers' forward, one eager forward
+               per decoded token, host sampler);
+- `full`       eager forwards with a full, growing cache (no eviction): transformers' own forward over everything
+               seen, until out-of-memory or `--full_minutes`;
 - `anchor`     our engine, but every forward also re-rotates the whole key cache of every layer, as the anchor
                implementation does (it caches un-rotated keys and re-applies mRoPE to all of them at every decoded
                token). Cost emulation: the rotation is by the recomputed angles × 0, so the numbers are ours and the
@@ -47,6 +50,8 @@ import json
 import math
 import os
 import platform
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,13 +62,38 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streaming_vlm.inference.cache import StreamingCache  # noqa: E402
-from streaming_vlm.inference.engine import StreamingEngine  # noqa: E402
-from streaming_vlm.inference.frames import SyntheticFrameSource, VideoFrameSource  # noqa: E402
+from streaming_vlm.inference.engine import Plan, StreamingEngine  # noqa: E402
+from streaming_vlm.data.stream_template import Second  # noqa: E402
+from streaming_vlm.inference.frames import VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
 
-ENGINE_MODES = ("streaming", "copied", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
-VARIANTS = ("copied", "per_layer", "stepwise")
-MODES = ("streaming", "copied", "per_layer", "stepwise", "eager", "full", "anchor")
+ENGINE_MODES = ("streaming", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
+VARIANTS = ("per_layer", "stepwise")
+MODES = ("streaming", "per_layer", "stepwise", "eager", "full", "anchor")
+
+
+class SyntheticFrameSource:
+    """`seconds` seconds of random uint8 frames (height × width) at `fps`, with absolute times from `start`."""
+
+    def __init__(self, seconds: float, fps: float = 2.0, height: int = 448, width: int = 448, start: float = 0.0,
+                 seed: int = 0):
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.seconds, self.fps, self.height, self.width = float(seconds), float(fps), height, width
+        self.start = float(start)
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def duration(self) -> float:
+        return self.seconds
+
+    def __iter__(self) -> Iterator[Second]:
+        first = math.ceil(round(self.start * self.fps, 6))
+        for s in range(int(math.floor(self.start)), int(math.ceil(self.start + self.seconds))):
+            ticks = range(max(first, math.ceil(round(s * self.fps, 6))), math.ceil(round((s + 1) * self.fps, 6)))
+            times = [k / self.fps for k in ticks]
+            frames = self.rng.integers(0, 256, size=(len(times), self.height, self.width, 3), dtype=np.uint8)
+            yield Second(float(s), float(s + 1), frames, times)
 
 
 class AnchorRotationCache(StreamingCache):
@@ -96,13 +126,13 @@ def build_model(size: str, device: torch.device, dtype: torch.dtype, attn: str):
 
 
 def warm_engine(size: str, device: torch.device, warmup: int, more: int, height: int, width: int,
-                decode_mode: str = "auto", **config):
+                plan: Plan | None = None, **config):
     """A real-size engine (20 forced tokens per second, seed 0) after `warmup` streamed seconds of random frames,
     so its cache is at its steady size; returns (engine, an iterator over `more` further seconds)."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model, processor = build_model(size, device, dtype, "sdpa")
-    engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0,
-                                                "decode_mode": decode_mode, **config})
+    engine = StreamingEngine(model, processor, {"max_new_tokens": 20, "min_new_tokens": 20, "seed": 0, **config},
+                             plan=plan)
     engine.start()
     source = iter(SyntheticFrameSource(warmup + more, fps=2.0, height=height, width=width))
     for _ in range(warmup):
@@ -126,10 +156,7 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
            "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
            "min_new_tokens": args.tokens, "temperature": 0.9, "repetition_penalty": 1.05, "seed": 0,
            "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
-           "decode_mode": "auto" if mode in ENGINE_MODES else "dynamic",
-           "decode_compile": args.decode_compile and mode in ENGINE_MODES,
-           "prefill_compile": args.prefill_compile and mode in ENGINE_MODES,
-           "preprocess_device": args.preprocess_device, "lookahead": mode != "stepwise"}
+           "eager": args.eager, "progress": False}
     minutes = args.minutes
     if mode == "full":
         # same pixel budget per frame as the streaming run, nothing ever evicted
@@ -141,12 +168,12 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         minutes = min(minutes, args.anchor_minutes)
     if mode in VARIANTS and args.variant_minutes:
         minutes = min(minutes, args.variant_minutes)
-    baseline = mode in ("full", "anchor") and args.baseline_forward == "transformers"
-    if baseline:  # a model that "trains" keeps transformers' own forward (text_step.can_fuse), not our text stack
-        model.requires_grad_(True)
-    engine = StreamingEngine(model, processor, cfg,
+    plan = None if mode in ("streaming", "stepwise") else Plan(fast=False)
+    if mode == "per_layer":
+        plan = Plan(fast=True, cuda_graph=device.type == "cuda",
+                    preprocess_device=str(device) if device.type == "cuda" else None)
+    engine = StreamingEngine(model, processor, cfg, plan=plan,
                              cache_class=AnchorRotationCache if mode == "anchor" else StreamingCache)
-    model.requires_grad_(False)
     if args.video:
         source = VideoFrameSource(args.video, args.fps, end=minutes * 60)
     else:
@@ -155,15 +182,11 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats(device)
     engine.start()
-    if mode == "copied":  # the cache leaves the banks at its first eviction; then each reply copies it in
-        engine.cache.use_banks(None)
-    stack = engine.text_step._stack if engine.text_step is not None else None
-    if mode == "per_layer" and stack is not None:
-        engine.text_step._stack = None  # (shared by the model's engines: put back below)
+    print(f"[{size}] {mode}: {engine.plan.describe()}", flush=True)
     started = engine.timings.snapshot()  # the split counts stream seconds, not start's prefill and compilation
     rows, oom, frames = [], False, 0
     wall0 = time.perf_counter()
-    segments = engine.stream(source)
+    segments = engine.stream(source, lookahead=mode != "stepwise")
     while True:
         try:
             seg = next(segments, None)
@@ -180,8 +203,6 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
         if args.wall_cap_s and wall > args.wall_cap_s:
             break
     wall = time.perf_counter() - wall0
-    if engine.text_step is not None:
-        engine.text_step._stack = stack
     stats = summarize(mode, size, rows, engine, wall, frames, oom, device, started)
     del engine
     gc.collect()
@@ -191,7 +212,7 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
 
 
 def check_graph(size, model, processor, args, device, seconds: int) -> dict:
-    """Greedy decoding, graph (with the streaming mode's compile flags) vs all-eager, on the same frames: max
+    """Greedy decoding, the engine's own plan (CUDA graph, compiled) vs the reference path, on the same frames: max
     |Δlogit| over the first decoded tokens and how many
     seconds produce identical tokens (bf16 kernels differ between the two paths, so greedy paths may part later)."""
 
@@ -201,11 +222,8 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
                "text_sliding_window": args.text_sliding_window, "max_new_tokens": args.tokens,
                "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.0,  # greedy = argmax
                "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
-               "max_pixels": args.max_pixels, "decode_mode": mode,
-               # the graph run as the streaming mode runs (compiled prefill and decode), against all-eager
-               "decode_compile": args.decode_compile and mode == "auto",
-               "prefill_compile": args.prefill_compile and mode == "auto"}
-        engine = StreamingEngine(model, processor, cfg)
+               "max_pixels": args.max_pixels, "eager": args.eager, "progress": False}
+        engine = StreamingEngine(model, processor, cfg, plan=Plan(fast=False) if mode == "dynamic" else None)
         engine.score_trace = []
         engine.start()
         source = SyntheticFrameSource(seconds, fps=args.fps, height=args.height, width=args.width, seed=1)
@@ -389,13 +407,13 @@ def parse_args(argv=None):
     p.add_argument("--min_pixels", type=int, default=None)
     p.add_argument("--max_pixels", type=int, default=None)
     p.add_argument("--video", default=None, help="stream this file instead of random frames")
-    p.add_argument("--decode_compile", action="store_true", help="torch.compile the streaming mode's decode step")
-    p.add_argument("--baseline_forward", default="transformers", choices=("transformers", "text_step"),
-                   help="the full and anchor modes' forward: transformers' own (default) or our text stack")
-    p.add_argument("--prefill_compile", action="store_true",
-                   help="torch.compile the streaming mode's prefill layer functions and eviction rotation")
-    p.add_argument("--preprocess_device", default="auto",
-                   help="where frames are resized: auto (the model's GPU) | cpu | cuda (default auto)")
+    p.add_argument("--eager", action="store_true", help="the engine's debugging plan: no compile, no CUDA graph")
+    p.add_argument("--cli", action="store_true",
+                   help="run the CLI itself (a subprocess, the seed's flags) on --video with --model_path")
+    p.add_argument("--model_path", default=None, help="--cli: the checkpoint")
+    p.add_argument("--label", default=None, help="--cli: the row's name")
+    p.add_argument("--cli_timeout", type=float, default=600, help="--cli: kill the CLI after this many seconds")
+    p.add_argument("--cli_extra", default="", help="--cli: more CLI flags (e.g. --end 60 for a dry run)")
     p.add_argument("--attn", default=None, help="sdpa | flash_attention_2 | eager (default: flash-attn if installed)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default=None)
@@ -405,6 +423,8 @@ def parse_args(argv=None):
     p.add_argument("--check_seconds", type=int, default=6, help="graph-vs-eager greedy check first (0 = skip)")
     p.add_argument("--smoke", action="store_true", help="tiny model on CPU, 40 s of small frames")
     args = p.parse_args(argv)
+    if args.cli:
+        return args
     if args.smoke:
         args.sizes, args.device, args.dtype = "tiny", args.device or "cpu", "float32"
         args.minutes = min(args.minutes, 40 / 60)
@@ -420,8 +440,86 @@ def parse_args(argv=None):
     return args
 
 
+# ---- the CLI as users run it ----------------------------------------------------------------------------------
+SEED_FLAGS = ("--fps", "2", "--attn_implementation", "auto", "--window_size", "16", "--text_sliding_window", "512")
+SUMMARY = re.compile(r"timing: (\d+) stream s in ([\d.]+) s wall \(rtf ([\d.]+), ([\d.]+) frames/s, "
+                     r"decode ([\d.]+) ms/token\); read ([\d.]+)s \(([\d.]+) ms/s\)")
+
+
+def first_cue_time(paths: list[Path]) -> bool:
+    for path in paths:
+        try:
+            if "-->" in path.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def run_cli(model_path: str, video: str, out_dir: Path, label: str, extra: list[str] = (),
+            timeout: float = 600) -> dict:
+    """`python -m streaming_vlm.inference.inference` with the seed's flags on `video`, as a fresh process: the
+    time from process start to the first cue in the output (or its `.partial`), and the CLI's own summary line
+    (stream FPS processed, decode ms/token, read ms a stream second). Its stderr goes to `<label>.log`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+    vtt, log = out_dir / f"{slug}.vtt", out_dir / f"{slug}.log"
+    for stale in (vtt, Path(str(vtt) + ".partial")):
+        stale.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "streaming_vlm.inference.inference", "--model_path", model_path,
+           "--video_path", video, "--output_path", str(vtt), *SEED_FLAGS, *extra]
+    t0 = time.perf_counter()
+    first = None
+    with open(log, "w", encoding="utf-8") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err,
+                                cwd=Path(__file__).resolve().parents[1])
+        while proc.poll() is None:
+            if first is None and first_cue_time([vtt, Path(str(vtt) + ".partial")]):
+                first = time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                break
+            time.sleep(0.05)
+        proc.wait()
+    wall = time.perf_counter() - t0
+    if first is None and first_cue_time([vtt]):
+        first = wall  # written only at the end
+    text = log.read_text(encoding="utf-8", errors="replace")
+    match = SUMMARY.search(text)
+    row = {"label": label, "rc": proc.returncode, "startup_to_first_cue_s": first, "wall_s": wall,
+           "cmd": " ".join(cmd), "log": str(log), "plan": next((ln for ln in text.splitlines()
+                                                                 if ln.startswith("engine:")), None)}
+    if match:
+        stream_s, stream_wall, rtf, fps, decode, read_s, read_ms = match.groups()
+        row.update(stream_s=float(stream_s), stream_wall_s=float(stream_wall), rtf=float(rtf),
+                   fps_processed=float(fps), decode_ms_per_token=float(decode), read_ms_per_stream_s=float(read_ms))
+    elif proc.returncode:
+        row["error"] = text.strip().splitlines()[-1] if text.strip() else f"exit {proc.returncode}"
+    return row
+
+
+def cli_table(rows: list[dict]) -> str:
+    lines = ["| run | FPS processed | decode ms/token | read ms per stream-s | start-up to first cue s | wall s | rc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        def f(key, fmt):
+            return format(r[key], fmt) if r.get(key) is not None else "—"
+        lines.append(f"| {r['label']} | {f('fps_processed', '.1f')} | {f('decode_ms_per_token', '.2f')} | "
+                     f"{f('read_ms_per_stream_s', '.0f')} | {f('startup_to_first_cue_s', '.1f')} | "
+                     f"{f('wall_s', '.0f')} | {r['rc']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    if args.cli:
+        if not (args.model_path and args.video):
+            raise SystemExit("--cli needs --model_path and --video")
+        row = run_cli(args.model_path, args.video, Path(args.out_dir), args.label or Path(args.video).stem,
+                      args.cli_extra.split(), args.cli_timeout)
+        print(cli_table([row]))
+        print("json: " + json.dumps(row), flush=True)
+        return [row]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[args.dtype]
     out_dir = Path(args.out_dir)

@@ -1,30 +1,35 @@
-"""Stage-1 training throughput: our trainer vs the anchor recipe, on real 24 s synthetic chunks.
+"""Stage-1 training throughput: the anchor recipe, each speed lever alone, and `train.py`'s own defaults.
 
-    python bench/train_throughput.py                  # GPU: random-init Qwen3-VL-2B, ZeRO-3, 1 GPU, 2B pixel budget
-    python bench/train_throughput.py --variants ours,anchor --steps 8 --warmup 2 --workers 12
-    python bench/train_throughput.py --smoke          # CPU check: tiny model, tiny frames, no DeepSpeed (~2 min)
+    python bench/train_throughput.py                       # GPU: 2B then 4B, random-init, one GPU (see train_gpu_job.sh)
+    python bench/train_throughput.py --sizes 2b --variants anchor,defaults --steps 3
+    python bench/train_throughput.py --tiny                # CPU: every piece once, tiny model and frames (~minutes)
 
-Every variant is a real `train.py` run (`torchrun --nproc_per_node 1` on GPU, so ZeRO-3 has its process group),
-in a fresh process, over the same windows in the same order. Figures come from the per-step records the trainer
-writes (`train_losses.jsonl`: wall time, non-padding tokens, merged vision tokens, label tokens, peak memory), over
-the steps after `--warmup`.
+Every row is a real `train.py` run, in a fresh process, over the same windows in the same order (random-init
+checkpoint, synthetic 1280x720 games, stage-1 24 s windows at 2 fps and the 2B pixel budget). Figures come from the
+per-step records the trainer writes (`train_losses.jsonl`: wall time, non-padding tokens, merged vision tokens,
+label tokens, peak memory) over the measured steps; a run is stopped once they are written (no final save).
 
-Variants (all stage-1: 24 s windows, 2 fps, 2B pixel budget, bf16, gradient checkpointing, vision tower frozen):
-    anchor        HF Trainer recipe: batch 1, right padding, no packing, the model's own loss over full logits
-                  (`trainer.loss_impl=hf`), ZeRO-3
-    ours          the same under ZeRO-3 with our loss: the lm_head only on labelled positions
-    ours_packed   ours + 2 windows packed per micro-batch row (no cross-sample attention), ZeRO-3
-    ours_nozero   ours without DeepSpeed (fused torch AdamW, fp32 master weights, bf16 autocast): what one GPU
-                  does without ZeRO-3's partition/gather tax
+Rows (every one `experiment=stage1_<size>` with the model, data, step budget and output overridden):
+    anchor       the HF Trainer recipe: batch 1, right padding, the model's own loss over full logits
+                 (`trainer.loss_impl=hf`), ZeRO-3 (`deepspeed=zero3`), every decoder layer recomputed
+                 (`trainer.gradient_checkpointing=true`), transformers' kernels (`model.kernels=torch`)
+    selective    anchor + the lm_head on labelled positions only (loss_impl back to its default)
+    no_zero      anchor + `deepspeed: auto` (one GPU: no DeepSpeed; fused AdamW over fp32 weights, bf16 autocast)
+    liger        anchor + Liger's RMSNorm, RoPE and SwiGLU kernels (`model.kernels: auto`)
+    ckpt_auto    anchor + activation checkpointing only where memory needs it (`gradient_checkpointing: auto`)
+    defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
+                 every lever at its default; one extra step after the measured ones is profiled
+                 (bench/step_profile.py through the config's callback hook)
+Always on, in every row (not switches): the frozen vision tower under no_grad, the host-sync fixes.
 
-MFU = model FLOPs / step time / 790 TFLOP/s (the dense bf16 figure used for the project's goal). Model FLOPs per
-step, the same for every variant (useful work, not what an implementation happens to execute):
+MFU = model FLOPs / step time / 790 TFLOP/s. Model FLOPs per step, the same for every row (useful work):
     LLM      6 x (non-embedding decoder params) x tokens  +  6 x L x heads x head_dim x sum(seq_len^2) (causal)
              + 6 x hidden x vocab x label tokens (the lm_head is only needed where a label is)
     vision   2 x (tower params) x patches + mergers (forward only: the tower is frozen and needs no backward)
-Gradient-checkpointing recomputation is not counted (hardware FLOPs would be ~4/3 of the LLM part higher).
+Recomputation (activation checkpointing) is not counted.
 
-Results print as a table and are appended, with device and date, to BENCHMARKS.md (GPU runs; `--append` for smoke).
+Also measured in the same job: the loader's window rate with the default `data.num_workers` against the trainer's
+(defaults row), and (bench/check_kernels.py, first) Liger against transformers' modules: a mismatch stops the bench.
 """
 
 from __future__ import annotations
@@ -34,30 +39,38 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
+ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch"]
+
+
+def without(*levers: str) -> list[str]:
+    return [o for o in ANCHOR if not o.startswith(levers)]
+
+
+# name -> (what, overrides on top of experiment=stage1_<size>, launcher: torchrun | python)
 VARIANTS = {
-    "anchor": ("HF Trainer recipe: batch 1, padding, full-logits loss, ZeRO-3",
-               ["deepspeed=zero3", "trainer.loss_impl=hf"]),
-    "ours": ("selective-logits loss, batch 1, padding, ZeRO-3", ["deepspeed=zero3"]),
-    "ours_packed": ("selective-logits loss, 2 windows packed per row, ZeRO-3",
-                    ["deepspeed=zero3", "data.packing=true", "trainer.per_device_train_batch_size=2"]),
-    "ours_nozero": ("selective-logits loss, batch 1, no DeepSpeed (fused AdamW)",
-                    ["deepspeed=none", "trainer.optim=adamw_torch_fused"]),
+    "anchor": ("HF Trainer recipe: batch 1, padding, full-logits loss, ZeRO-3, all layers recomputed", ANCHOR,
+               "torchrun"),
+    "selective": ("anchor + lm_head on labelled positions only", without("trainer.loss_impl"), "torchrun"),
+    "no_zero": ("anchor + deepspeed auto (1 GPU: no DeepSpeed)", without("deepspeed"), "torchrun"),
+    "liger": ("anchor + Liger RMSNorm/RoPE/SwiGLU", without("model.kernels"), "torchrun"),
+    "ckpt_auto": ("anchor + checkpointing only where memory needs it", without("trainer.gradient_checkpointing"),
+                  "torchrun"),
+    "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
 }
-SMOKE_VARIANTS = {
-    "anchor": ("HF recipe: batch 1, padding, full-logits loss (CPU, no DeepSpeed)", ["trainer.loss_impl=hf"]),
-    "ours": ("selective-logits loss, batch 1, padding (CPU, no DeepSpeed)", []),
-    "ours_packed": ("selective-logits loss, 2 windows packed per row (CPU)",
-                    ["data.packing=true", "trainer.per_device_train_batch_size=2"]),
-}
+ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero"]
+ESTIMATE_S = {"2b": 60, "4b": 90}  # a run's start-up + steps, to decide whether it still fits the time budget
 
 
 def _free_port() -> int:
@@ -77,17 +90,31 @@ def ensure_model(path: Path, size: str) -> Path:
     return path
 
 
-def ensure_data(path: Path, smoke: bool, games: int, duration: float, workers: int) -> Path:
+def ensure_data(path: Path, tiny: bool, games: int, duration: float, workers: int) -> Path:
     if (path / "train_with_seeks.jsonl").exists():
         return path
     sys.path.insert(0, str(ROOT))
     from data.synthetic import generate_dataset
 
     print(f"generating {games} synthetic games x {duration:g} s in {path} ...", flush=True)
-    size = dict(size="tiny") if smoke else dict(width=1280, height=720)
+    size = dict(size="tiny") if tiny else dict(size=None, width=1280, height=720)
     generate_dataset(path, train_games=games, eval_games=0, duration=duration, clips=0, seed=11,
                      workers=workers, **size)
     return path
+
+
+def build_in_background(path: Path, size: str):
+    """Start building a later size's checkpoint now, at low priority, into a temp dir renamed when complete."""
+    if (path / "config.json").exists():
+        return None
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    script = (f"nice -n 19 {sys.executable} -m streaming_vlm.model.tiny --out {tmp} --size {size} --dtype bfloat16 "
+              f"&& mv {tmp} {path}")
+    print(f"building the {size} checkpoint in the background (nice 19, 4 threads): {path}", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["bash", "-c", script], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "4"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 # ---- FLOPs ------------------------------------------------------------------------------------------------------
@@ -112,63 +139,181 @@ def model_flops(cfg: dict, rec: dict, seq_sq: float) -> float:
 
 
 # ---- one variant ------------------------------------------------------------------------------------------------
-def run_variant(name: str, overrides: list[str], args, model: Path, data: Path, out: Path) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    run_dir = out / name
-    if run_dir.exists():
-        import shutil
+# The synthetic games are whole games (cut here into the experiment's 24 s / 12 s windows), not released windows.
+DATA_OVERRIDES = ["~extra_data.live_whisperx", "data.train_file=train_with_seeks.jsonl", "data.eval_file=null",
+                  "data.stage=stream", "data.repeat=1", "data.generate=null"]
+# --tiny: a CPU process, tiny frames and short windows (the plumbing is the same, the sizes are not)
+TINY_OVERRIDES = ["trainer.bf16=false", "trainer.use_cpu=true", "trainer.dataloader_pin_memory=false",
+                  "data.min_pixels=3136", "data.max_pixels=4096", "data.total_pixels=65536", "data.num_workers=2",
+                  "data.window=8", "data.stride=4", "data.min_words=8", "data.text_sink=64",
+                  "data.text_sliding_window=64"]
 
-        shutil.rmtree(run_dir)
-    steps = args.warmup + args.steps
-    common = [f"model.name_or_path={model}", f"data.root={data}", "data.generate=null", f"output_dir={run_dir}",
-              f"trainer.max_steps={steps}", "trainer.save_steps=1000000", "eval=none", "resume=never",
-              "wandb.mode=disabled", f"trainer.global_batch_size={args.global_batch}",
-              f"data.num_workers={args.workers}", "trainer.logging_steps=1"]
-    if args.smoke:
-        base = ["experiment=smoke_stage1", "data.window=24", "data.stride=12", "data.min_words=48",
-                "data.text_sink=512", "data.text_sliding_window=512"]
-        launcher = [sys.executable]
+
+def train_command(name: str, size: str, args, model: Path, data: Path, run_dir: Path, profile: Path | None,
+                  dry_run: bool = False) -> list[str]:
+    """The `train.py` command line of one row (GPU overrides; --tiny maps ZeRO-3 to none, CPU has no 1-rank ZeRO)."""
+    _, overrides, launcher = VARIANTS[name]
+    steps = args.warmup + args.steps + (1 if profile else 0)
+    experiment = "stage1_2b" if size == "tiny" else f"stage1_{size}"
+    argv = [f"experiment={experiment}", *DATA_OVERRIDES, f"model.name_or_path={model}",
+            "model.build_if_missing=null", f"data.root={data}", f"output_dir={run_dir}",
+            f"trainer.max_steps={steps + 2}", "trainer.save_steps=1000000", "eval=none", "resume=never",
+            "wandb.mode=disabled", f"trainer.global_batch_size={args.global_batch}", "trainer.logging_steps=1"]
+    if profile:
+        argv += ["eval.enabled=true",
+                 f"eval.callbacks=[{{_target_:bench.step_profile.ProfileStep,step:{steps},out:'{profile}'}}]"]
+    forced = {e.split("=")[0] for e in args.extra}
+    overrides = [o for o in overrides if o.split("=")[0] not in forced]
+    if args.tiny:
+        argv += TINY_OVERRIDES
+        if not dry_run:
+            overrides = ["deepspeed=none" if o == "deepspeed=zero3" else o for o in overrides]
+    if dry_run:
+        return [sys.executable, str(ROOT / "train.py"), *argv, *overrides, "dry_run=true"]
+    if launcher == "torchrun":
+        head = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
+                "--master_port", str(_free_port())]
     else:
-        base = ["experiment=stage1_2b", "~extra_data.live_whisperx", "model.build_if_missing=null"]
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1",
-                    "--master_port", str(_free_port())]
-    cmd = launcher + [str(ROOT / "train.py"), *base, *common, *overrides, *args.extra]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
-    print(f"\n[{name}] {' '.join(cmd)}", flush=True)
-    log = out / f"{name}.log"
-    with open(log, "w") as f:
-        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        head = [sys.executable]
+    return head + [str(ROOT / "train.py"), *argv, *overrides, *args.extra]
+
+
+def read_records(path: Path) -> list[dict]:
     recs = []
-    if (run_dir / "train_losses.jsonl").exists():
-        for line in (run_dir / "train_losses.jsonl").read_text().splitlines():
+    if path.exists():
+        for line in path.read_text().splitlines():
             try:
                 recs.append(json.loads(line))
             except ValueError:
                 pass
-    if rc != 0 or len(recs) <= args.warmup:
-        tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-1:] if log.exists() else ["?"]
-        return {"variant": name, "error": f"rc {rc}: {tail[0][:160]} (log: {log})"}
+    return recs
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End the run we started (its whole process group: torchrun, the trainer, its DataLoader workers)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_variant(name: str, size: str, args, model: Path, data: Path, runs: Path, logs: Path, timeout_s: float,
+                profile: bool = False) -> dict:
+    run_dir = runs / f"{size}_{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    prof_path = run_dir / "profile.md" if profile else None
+    cmd = train_command(name, size, args, model, data, run_dir, prof_path)
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "WANDB_MODE": "disabled"}
+    print(f"\n[{size} {name}] {' '.join(cmd)}", flush=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{size}_{name}.log"
+    need = args.warmup + args.steps + (1 if profile else 0)
+    t0 = time.time()
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        status = None
+        while status is None:
+            time.sleep(1.0)
+            done = len(read_records(run_dir / "train_losses.jsonl")) >= need and \
+                (prof_path is None or prof_path.exists())
+            if done:
+                status = "ok"
+            elif proc.poll() is not None:
+                status = f"rc {proc.returncode}"
+            elif time.time() - t0 > timeout_s:
+                status = f"timed out after {timeout_s:.0f} s"
+        stop(proc)
+    wall = time.time() - t0
+    text = log.read_text(errors="replace")
+    chose = []  # what the run printed about its choices (a progress bar may share the line)
+    for ln in text.splitlines():
+        for marker in ("world size ", "kernels: ", "activation checkpointing auto:"):
+            if marker in ln and ln[ln.index(marker):].strip() not in chose:
+                chose.append(ln[ln.index(marker):].strip())
+    recs = read_records(run_dir / "train_losses.jsonl")
+    print(f"[{size} {name}] {status} in {wall:.0f} s, {len(recs)} steps recorded", flush=True)
+    if status != "ok":
+        tail = [ln for ln in text.splitlines() if ln.strip()][-1:] or ["?"]
+        return {"variant": name, "size": size, "error": f"{status}: {tail[0][:200]}", "log": str(log)}
     cfg = json.loads((model / "config.json").read_text())
-    measured = recs[args.warmup:]
-    elapsed = measured[-1]["time"] - recs[args.warmup - 1]["time"] if args.warmup else None
-    if elapsed is None:  # no warmup: time from the first record to the last, one step fewer
-        measured, elapsed = recs[1:], recs[-1]["time"] - recs[0]["time"]
+    w = args.warmup
+    measured = [r for r in recs if w < r["step"] <= w + args.steps]
+    start = next(r for r in recs if r["step"] == w)
+    elapsed = measured[-1]["time"] - start["time"]
     n = len(measured)
     tokens = sum(r["tokens"] for r in measured)
-    vision = sum(r["vision_tokens"] for r in measured)
-    labels = sum(r["label_tokens"] for r in measured)
-    # sum(seq_len^2) per step ~ tokens x mean sequence length (micro-batches of whole windows)
-    seqs_per_step = args.global_batch
-    flops = sum(model_flops(cfg, r, r["tokens"] * (r["tokens"] / max(seqs_per_step, 1))) for r in measured)
-    step_times = [b["time"] - a["time"] for a, b in zip(recs[args.warmup - 1 if args.warmup else 0:], measured)]
-    return {
-        "variant": name, "steps": n, "step_s": elapsed / n, "step_s_median": statistics.median(step_times),
-        "tokens_per_s": tokens / elapsed, "vision_tokens_per_s": vision / elapsed,
-        "tokens_per_sample": tokens / (n * args.global_batch), "vision_per_sample": vision / (n * args.global_batch),
-        "label_frac": labels / max(tokens, 1), "mfu": flops / elapsed / PEAK_FLOPS,
-        "peak_mem_gb": max((r.get("max_mem_gb") or 0.0) for r in recs) or None,
-        "final_loss": recs[-1]["loss"],
+    flops = sum(model_flops(cfg, r, r["tokens"] ** 2 / args.global_batch) for r in measured)
+    step_times = [b["time"] - a["time"] for a, b in zip([start] + measured[:-1], measured)]
+    result = {
+        "variant": name, "size": size, "steps": n, "step_s": elapsed / n, "step_s_median": statistics.median(step_times),
+        "windows_per_s": n * args.global_batch / elapsed, "tokens_per_s": tokens / elapsed,
+        "vision_tokens_per_s": sum(r["vision_tokens"] for r in measured) / elapsed,
+        "tokens_per_window": tokens / (n * args.global_batch),
+        "vision_per_window": sum(r["vision_tokens"] for r in measured) / (n * args.global_batch),
+        "label_frac": sum(r["label_tokens"] for r in measured) / max(tokens, 1),
+        "mfu": flops / elapsed / PEAK_FLOPS,
+        "peak_mem_gb": max((r.get("max_mem_gb") or 0.0) for r in recs[:w + args.steps]) or None,
+        "loss": measured[-1]["loss"], "losses": [r["loss"] for r in recs[:w + args.steps]],
+        "chose": chose, "run_wall_s": wall,
     }
+    if prof_path is not None:
+        result["profile"] = prof_path.read_text()
+    return result
+
+
+def dry_run_all(sizes, args, model: Path, data: Path, out: Path) -> list[str]:
+    """--tiny: every GPU row's exact command line through `train.py dry_run=true` (config, overrides, plan)."""
+    failed = []
+    for size in sizes:
+        for name in VARIANTS:
+            cmd = train_command(name, size, args, model, data, out / "dry", out / "dry" / "profile.md", dry_run=True)
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            print(f"[dry run {size} {name}] rc {r.returncode}", flush=True)
+            if r.returncode != 0:
+                failed.append(f"{size} {name}: {(r.stderr.strip().splitlines() or ['?'])[-1][:200]}")
+    return failed
+
+
+# ---- loader ---------------------------------------------------------------------------------------------------
+def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48, max_s: float = 20.0) -> dict:
+    """Windows/s of the training DataLoader as train.py builds it (default `data.num_workers`), after start-up."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from torch.utils.data import DataLoader
+
+    sys.path.insert(0, str(ROOT))
+    from streaming_vlm.model.loading import load_processor
+    from streaming_vlm.training.config import data_sources
+    from streaming_vlm.training.data import build_train
+
+    overrides = [f"experiment={'stage1_2b' if size == 'tiny' else f'stage1_{size}'}", *DATA_OVERRIDES,
+                 f"data.root={data}"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")] if args.tiny else [])
+    with initialize_config_dir(str(ROOT / "configs"), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    workers = int(cfg.data.num_workers)
+    dataset, collator, _ = build_train(data_sources(cfg), load_processor(str(model)))
+    loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collator,
+                        pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),
+                        persistent_workers=workers > 0)  # several passes over the windows without restarts
+    skip = max(workers, 1)  # the first window of each worker pays its start-up
+    seen, t_start, t0 = 0, None, time.time()
+    while seen < max_windows + skip and time.time() - t0 < max_s:
+        for _ in loader:
+            seen += 1
+            if seen == skip:
+                t_start = time.time()
+            if seen >= max_windows + skip or time.time() - t0 > max_s:
+                break
+    measured = seen - skip
+    rate = measured / (time.time() - t_start) if t_start and measured > 0 else 0.0
+    return {"workers": workers, "windows": measured, "windows_per_s": rate, "cpus": os.cpu_count()}
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
@@ -179,101 +324,165 @@ def device_line() -> str:
     parts = []
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        parts.append(f"{p.name} ({p.total_memory / 2**30:.0f} GiB)")
+        parts.append(f"{p.name} ({p.total_memory / 2**30:.0f} GiB), {os.cpu_count()} CPUs")
     else:
         parts.append(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs")
-    try:
-        import deepspeed
+    versions = [f"torch {torch.__version__}", f"transformers {transformers.__version__}"]
+    for mod in ("deepspeed", "liger_kernel", "triton"):
+        try:
+            from importlib.metadata import version
 
-        ds = deepspeed.__version__
-    except Exception:  # noqa: BLE001 - optional on CPU
-        ds = "absent"
-    parts.append(f"torch {torch.__version__}, transformers {transformers.__version__}, deepspeed {ds}")
-    return "; ".join(parts)
+            versions.append(f"{mod} {version(mod.replace('_', '-'))}")
+        except Exception:  # noqa: BLE001 - absent on CPU machines
+            versions.append(f"{mod} absent")
+    return "; ".join(parts + [", ".join(versions)])
 
 
-def table(results: list[dict], descriptions: dict) -> str:
-    anchor = next((r for r in results if r["variant"] == "anchor" and "error" not in r), None)
-    rows = ["| variant | what | step (s) | tokens/s | vision tokens/s | MFU | peak mem (GB) | vs anchor |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+def table(results: list[dict], args) -> str:
+    rows = [f"| size | row | what | step (s) | windows/s | tokens/s | MFU | peak mem (GB) | loss after step "
+            f"{args.warmup + args.steps} | vs anchor |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        what = descriptions[r["variant"]][0]
+        what = VARIANTS[r["variant"]][0]
         if "error" in r:
-            rows.append(f"| {r['variant']} | {what} | failed: {r['error']} | | | | | |")
+            rows.append(f"| {r['size']} | {r['variant']} | {what} | failed: {r['error']} | | | | | | |")
             continue
+        anchor = next((a for a in results if a["size"] == r["size"] and a["variant"] == "anchor" and "error" not in a),
+                      None)
         speed = f"{r['tokens_per_s'] / anchor['tokens_per_s']:.2f}x" if anchor else "-"
         mem = f"{r['peak_mem_gb']:.1f}" if r.get("peak_mem_gb") else "-"
-        rows.append(f"| {r['variant']} | {what} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
-                    f"{r['vision_tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | {mem} | {speed} |")
+        rows.append(f"| {r['size']} | {r['variant']} | {what} | {r['step_s']:.3f} | {r['windows_per_s']:.2f} | "
+                    f"{r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | {mem} | {r['loss']:.4f} | {speed} |")
     return "\n".join(rows)
+
+
+def report(results, loader, kernel_lines, args, data) -> str:
+    ok = [r for r in results if "error" not in r]
+    sample = ok[0] if ok else {}
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    out = [f"## Training throughput (`bench/train_throughput.py{' --tiny' if args.tiny else ''}`), {when}", "",
+           f"Device: {device_line()}.",
+           f"Random-init checkpoints (`python -m streaming_vlm.model.tiny --size ...`); synthetic "
+           f"{'tiny' if args.tiny else '1280x720'} games ({data}); stage-1 windows of "
+           f"{'8 s (--tiny)' if args.tiny else '24 s'} at 2 fps, stride {'4' if args.tiny else '12'} s: "
+           f"~{sample.get('tokens_per_window', 0):,.0f} tokens and ~{sample.get('vision_per_window', 0):,.0f} vision "
+           f"tokens per window, {100 * sample.get('label_frac', 0):.1f}% of tokens labelled. Global batch "
+           f"{args.global_batch} windows per step on one {'CPU process' if args.tiny else 'GPU'}; {args.warmup} "
+           f"warm-up + {args.steps} measured steps, the same windows in the same order in every row. MFU = model "
+           f"FLOPs / step time / 790 TFLOP/s (recomputation not counted; the script's docstring has the count).", "",
+           table(results, args), ""]
+    if any(r["size"] == "4b" for r in results) and any(r["size"] == "2b" for r in results):
+        out += ["The 4B checkpoint was built in the background (nice 19, 4 threads) while the 2B rows ran.", ""]
+    for r in ok:
+        if r["variant"] == "defaults":
+            experiment = "stage1_2b" if r["size"] == "tiny" else f"stage1_{r['size']}"
+            out += [f"What `train.py experiment={experiment}` chose ({r['size']}):", ""]
+            out += [f"- {c}" for c in r["chose"]] + [""]
+    for r in ok:
+        if r.get("profile"):
+            out += [f"One step of the {r['size']} defaults (step {args.warmup + args.steps + 1}, torch.profiler):", "",
+                    r["profile"], ""]
+    if loader:
+        trainer = next((r for r in ok if r["variant"] == "defaults"), None)
+        ratio = f"{loader['windows_per_s'] / trainer['windows_per_s']:.1f}x the trainer's " \
+                f"{trainer['windows_per_s']:.2f} windows/s ({trainer['size']} defaults)" if trainer else "no trainer rate"
+        out += [f"Loader: {loader['windows_per_s']:.2f} windows/s with the default {loader['workers']} workers "
+                f"({loader['windows']} windows after start-up, {loader['cpus']} CPUs) = {ratio}.", ""]
+    out += ["Kernel check (`bench/check_kernels.py`):", "", "```", *kernel_lines, "```"]
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="CPU check with the tiny model (no DeepSpeed)")
-    ap.add_argument("--variants", default=None, help="comma list (default: all for the mode)")
-    ap.add_argument("--steps", type=int, default=None, help="measured optimizer steps (default 6; smoke 2)")
-    ap.add_argument("--warmup", type=int, default=None, help="steps not measured (default 2; smoke 1)")
-    ap.add_argument("--global-batch", type=int, default=None, help="windows per optimizer step (default 4; smoke 2)")
-    ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 12; smoke 0)")
-    ap.add_argument("--model", default=None, help="checkpoint dir (default: build a random-init one in --cache)")
-    ap.add_argument("--size", default="2b", help="2b | 4b for the random-init checkpoint (default 2b)")
-    ap.add_argument("--data", default=None, help="synthetic data dir (default: generate in --cache)")
-    ap.add_argument("--cache", default=str(ROOT / "outputs" / "bench_train"), help="work dir")
-    ap.add_argument("--games", type=int, default=None, help="synthetic games to generate (default 3; smoke 2)")
-    ap.add_argument("--append", action="store_true", help="append to BENCHMARKS.md (default on GPU only)")
-    ap.add_argument("--no-append", action="store_true")
-    ap.add_argument("extra", nargs="*", help="extra train.py overrides for every variant")
+    ap.add_argument("--tiny", action="store_true", help="CPU: tiny model and frames, every piece once")
+    ap.add_argument("--sizes", default=None, help="comma list of 2b,4b (default both; --tiny: tiny)")
+    ap.add_argument("--variants", default=None, help=f"comma list (default, in order: {','.join(ORDER)})")
+    ap.add_argument("--steps", type=int, default=2, help="measured optimizer steps (default 2)")
+    ap.add_argument("--warmup", type=int, default=1, help="steps before the measured ones (default 1, >= 1)")
+    ap.add_argument("--global-batch", type=int, default=None, help="windows per optimizer step (default 4; tiny 2)")
+    ap.add_argument("--cache", default=str(ROOT / "outputs" / "bench_train"), help="models and runs go here")
+    ap.add_argument("--data", default=None, help="synthetic games (default: <cache>/data, generated when missing)")
+    ap.add_argument("--out", default=None, help="report, results.json and logs (default <cache>/out)")
+    ap.add_argument("--budget-s", type=float, default=0, help="stop starting runs past this many seconds (0: none)")
     args = ap.parse_args(argv)
-    s = args.smoke
-    args.steps = args.steps if args.steps is not None else (2 if s else 6)
-    args.warmup = args.warmup if args.warmup is not None else (1 if s else 2)
-    args.global_batch = args.global_batch or (2 if s else 4)
-    args.workers = args.workers if args.workers is not None else (0 if s else 12)
-    descriptions = SMOKE_VARIANTS if s else VARIANTS
-    names = args.variants.split(",") if args.variants else list(descriptions)
-    unknown = [n for n in names if n not in descriptions]
-    if unknown:
-        print(f"error: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(descriptions)}",
-              file=sys.stderr)
+    args.extra = []  # overrides for every row (set when the kernel check finds Liger unavailable)
+    t_begin = time.time()
+    args.global_batch = args.global_batch or (2 if args.tiny else 4)
+    if args.warmup < 1:
+        print("error: --warmup must be >= 1 (the measured time starts at the end of a step)", file=sys.stderr)
         return 2
-
+    sizes = (args.sizes or ("tiny" if args.tiny else "2b,4b")).split(",")
+    names = args.variants.split(",") if args.variants else ORDER
+    unknown = [n for n in names if n not in VARIANTS] + [s for s in sizes if s not in ("2b", "4b", "tiny")]
+    if unknown:
+        print(f"error: unknown {', '.join(unknown)}; rows: {', '.join(VARIANTS)}; sizes: 2b, 4b", file=sys.stderr)
+        return 2
     import torch
 
-    if not s and not torch.cuda.is_available():
-        print("error: no GPU here; use --smoke for the CPU check", file=sys.stderr)
+    if not args.tiny and not torch.cuda.is_available():
+        print("error: no GPU here; use --tiny for the CPU check", file=sys.stderr)
         return 2
-    cache = Path(args.cache) / ("smoke" if s else args.size)
-    cache.mkdir(parents=True, exist_ok=True)
-    model = Path(args.model) if args.model else ensure_model(cache / "model", "tiny" if s else args.size)
-    duration = 72.0 if s else 180.0
-    data = Path(args.data) if args.data else ensure_data(cache / "data", s, args.games or (2 if s else 3), duration,
-                                                         workers=min(8, os.cpu_count() or 1))
-    results = [run_variant(n, descriptions[n][1], args, model, data, cache / "runs") for n in names]
-    ok = [r for r in results if "error" not in r]
-    sample = ok[0] if ok else {}
-    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    header = (f"## Training throughput (`bench/train_throughput.py{' --smoke' if s else ''}`), {when}\n\n"
-              f"Device: {device_line()}.\n"
-              f"Model: {'tiny Qwen3-VL' if s else f'random-init Qwen3-VL-{args.size.upper()}'} ({model}). "
-              f"Stage-1 windows of 24 s at 2 fps (stride 12 s), "
-              f"{'tiny frames' if s else '1280x720 synthetic video at the 2B pixel budget'}: "
-              f"~{sample.get('tokens_per_sample', 0):,.0f} tokens and ~{sample.get('vision_per_sample', 0):,.0f} "
-              f"vision tokens per window, {100 * sample.get('label_frac', 0):.1f}% of tokens labelled. "
-              f"Global batch {args.global_batch} windows per step on 1 {'CPU process' if s else 'GPU'}; "
-              f"{args.warmup} warm-up + {args.steps} measured steps; "
-              f"{'fp32, no gradient checkpointing (CPU smoke)' if s else 'bf16, gradient checkpointing'}, "
-              f"vision frozen. "
-              f"MFU = model FLOPs / step time / 790 TFLOP/s (see the script's docstring for the FLOP count).\n")
-    text = header + "\n" + table(results, descriptions) + "\n"
-    print("\n" + text)
-    if (args.append or not s) and not args.no_append:
-        bench_md = ROOT / "BENCHMARKS.md"
-        prev = bench_md.read_text() if bench_md.exists() else "# Benchmarks\n"
-        bench_md.write_text(prev.rstrip("\n") + "\n\n" + text)
-        print(f"appended to {bench_md}")
-    (cache / "results.json").write_text(json.dumps(results, indent=2))
-    return 0 if ok else 1
+    cache = Path(args.cache)
+    out = Path(args.out) if args.out else cache / "out"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def left() -> float:
+        return args.budget_s - (time.time() - t_begin) if args.budget_s else 1e9
+
+    kcmd = [sys.executable, str(ROOT / "bench" / "check_kernels.py")] + (["--tiny"] if args.tiny else [])
+    k = subprocess.run(kcmd, cwd=ROOT, capture_output=True, text=True)
+    kernel_lines = (k.stdout.strip() or k.stderr.strip()[-2000:]).splitlines()
+    print("\n".join(kernel_lines), flush=True)
+    if k.returncode == 3:  # Liger cannot run here: every row uses transformers' modules, and the report says so
+        print("Liger unavailable: every row runs model.kernels=torch; the liger row is dropped", flush=True)
+        args.extra = ["model.kernels=torch"]
+        names = [n for n in names if n != "liger"]
+        kernel_lines.append("=> Liger unavailable: every row ran with model.kernels=torch, no liger row")
+    elif k.returncode != 0:
+        print("error: the kernel check failed: no training figures are taken", file=sys.stderr)
+        (out / "report.md").write_text("Kernel check FAILED; no training figures.\n\n```\n" +
+                                       "\n".join(kernel_lines) + "\n```\n")
+        return 1
+    data = Path(args.data) if args.data else ensure_data(cache / "data", args.tiny, 2 if args.tiny else 3,
+                                                         72.0 if args.tiny else 120.0, workers=min(8, os.cpu_count() or 1))
+    results, loader = [], None
+    if args.tiny:
+        model = ensure_model(cache / "tiny" / "model", "tiny")
+        failed = dry_run_all(["tiny", "4b"], args, model, data, out)  # tiny runs stage1_2b for real below
+        if failed:
+            print("error: dry runs failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+            return 1
+    background = {s: build_in_background(cache / s / "model", s) for s in sizes[1:]}
+    for size in sizes:
+        if size in background and background[size] is not None:
+            print(f"waiting for the {size} checkpoint being built in the background ...", flush=True)
+            try:
+                background[size].wait(timeout=max(left() - 60, 1))
+            except subprocess.TimeoutExpired:
+                stop(background[size])
+                results += [{"variant": n, "size": size, "error": "skipped: its checkpoint was not built in the "
+                                                                    "time budget"} for n in names]
+                continue
+        model = ensure_model(cache / size / "model", size)
+        for name in names:
+            estimate = ESTIMATE_S.get(size, 60) * (1.3 if name == "anchor" else 1.0)
+            if left() < estimate:
+                results.append({"variant": name, "size": size, "error": f"skipped: {left():.0f} s of the time budget "
+                                                                       f"left, a run needs ~{estimate:.0f} s"})
+                continue
+            results.append(run_variant(name, size, args, model, data, cache / "runs", out / "logs",
+                                       timeout_s=min(left() - 5, 3 * estimate if not args.tiny else 900),
+                                       profile=name == "defaults" and size == sizes[0]))
+            (out / "results.json").write_text(json.dumps({"rows": results, "loader": loader}, indent=2))
+        if size == sizes[0] and left() > 40:
+            loader = loader_rate(size, args, model, data)
+            print(f"loader: {loader}", flush=True)
+        shutil.rmtree(cache / "runs", ignore_errors=True)
+    text = report(results, loader, kernel_lines, args, data)
+    (out / "report.md").write_text(text)
+    (out / "results.json").write_text(json.dumps({"rows": results, "loader": loader}, indent=2))
+    print("\n" + text, flush=True)
+    return 0 if any("error" not in r for r in results) else 1
 
 
 if __name__ == "__main__":

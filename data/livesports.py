@@ -25,6 +25,7 @@ from streaming_vlm.data.records import StreamRecord
 from streaming_vlm.errors import UserError, cli_entry
 from streaming_vlm.eval.jsonl import read_rows_strict, write_rows
 from streaming_vlm.eval.livesports import HF_CONFIG, HF_DATASET, HF_SPLIT, event_row_from_hf
+from streaming_vlm.output_files import check_output
 
 
 def convert(hf_rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default=HF_SPLIT)
     parser.add_argument("--out", required=True, help="event rows JSONL to write")
     args = parser.parse_args(argv)
+    check_output(args.out, (args.source,), "--out")  # before any rows are read or downloaded
     rows = convert(load_source(args.source, args.config, args.split))
     write_rows(args.out, rows)
     print(f"wrote {len(rows)} LiveSports events to {args.out}")

@@ -1,4 +1,4 @@
-"""Inference presets for Qwen3-VL 2B/4B on CUDA (flash-attn) and ROCm (SDPA), as the model card documents.
+"""Inference presets for Qwen3-VL 2B/4B on CUDA and ROCm, as the model card documents.
 
     from streaming_vlm.cuda_config import get_cuda_config, PRESET_2B_CUDA
     from streaming_vlm.inference.inference import streaming_inference
@@ -7,15 +7,16 @@
 
 | preset          | model                       | attention          | fps | window | text window |
 |-----------------|-----------------------------|--------------------|-----|--------|-------------|
-| PRESET_2B_CUDA  | Qwen/Qwen3-VL-2B-Instruct   | flash_attention_2  | 4   | 24 s   | 768         |
-| PRESET_4B_CUDA  | Qwen/Qwen3-VL-4B-Instruct   | flash_attention_2  | 2   | 16 s   | 512         |
+| PRESET_2B_CUDA  | Qwen/Qwen3-VL-2B-Instruct   | auto               | 4   | 24 s   | 768         |
+| PRESET_4B_CUDA  | Qwen/Qwen3-VL-4B-Instruct   | auto               | 2   | 16 s   | 512         |
 | PRESET_2B_ROCM  | Qwen/Qwen3-VL-2B-Instruct   | sdpa               | 2   | 16 s   | 512         |
 | PRESET_4B_ROCM  | Qwen/Qwen3-VL-4B-Instruct   | sdpa               | 2   | 16 s   | 512         |
 
 Values not named on the card (window 16 s, text windows 512, 20 tokens/s, temperature 0.9, repetition penalty
-1.05) are the paper's defaults (REFERENCE §3); the CUDA presets also compile the decode step, the eviction's
-rotation and, with sdpa, the prefill (`decode_compile`, `prefill_compile`).
-Each preset is a plain dict of `StreamingConfig` keys.
+1.05) are the paper's defaults (REFERENCE §3). `auto` attention is flash_attention_2 where flash-attn imports and
+sdpa otherwise, so the CUDA presets run on a stock PyTorch install; the card names flash_attention_2 for CUDA.
+How the engine runs (compiled prefill, CUDA-graph decode, ...) is not a preset value: the engine picks it in
+`start()` from the device and the model. Each preset is a plain dict of `StreamingConfig` keys.
 """
 
 from __future__ import annotations
@@ -29,13 +30,9 @@ MODEL_PATHS = {"2b": "Qwen/Qwen3-VL-2B-Instruct", "4b": "Qwen/Qwen3-VL-4B-Instru
 _COMMON = {"window_size": 16, "text_sink": 512, "text_sliding_window": 512, "max_new_tokens": 20,
            "temperature": 0.9, "repetition_penalty": 1.05, "pos_mode": "contiguous"}
 
-# CUDA: the decode step is compiled before the stream (~1 min; 2B decode 6.2 -> 3.9 ms/token on an H200), the
-# prefill's layer functions and the eviction's rotation on first use
-_COMPILE = {"decode_compile": True, "prefill_compile": True}
-PRESET_2B_CUDA = {"model_path": MODEL_PATHS["2b"], "attn_implementation": "flash_attention_2",
-                  **_COMMON, "fps": 4, "window_size": 24, "text_sliding_window": 768, **_COMPILE}
-PRESET_4B_CUDA = {"model_path": MODEL_PATHS["4b"], "attn_implementation": "flash_attention_2", **_COMMON, "fps": 2,
-                  **_COMPILE}
+PRESET_2B_CUDA = {"model_path": MODEL_PATHS["2b"], "attn_implementation": "auto",
+                  **_COMMON, "fps": 4, "window_size": 24, "text_sliding_window": 768}
+PRESET_4B_CUDA = {"model_path": MODEL_PATHS["4b"], "attn_implementation": "auto", **_COMMON, "fps": 2}
 PRESET_2B_ROCM = {"model_path": MODEL_PATHS["2b"], "attn_implementation": "sdpa", **_COMMON, "fps": 2}
 PRESET_4B_ROCM = {"model_path": MODEL_PATHS["4b"], "attn_implementation": "sdpa", **_COMMON, "fps": 2}
 

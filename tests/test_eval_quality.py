@@ -103,7 +103,7 @@ def test_commentary_quality_without_event_logs_has_no_grounding(games):
     assert "grounding" not in q and q["vocabulary"]["words"] > 0
 
 
-def test_embedding_learning_rate_puts_the_tied_embedding_in_its_own_group(tiny_ckpt, tmp_path):
+def test_embedding_learning_rate_puts_the_tied_embedding_in_its_own_group(tiny_ckpt, tmp_path, monkeypatch):
     import torch
     from transformers import Qwen3VLForConditionalGeneration, TrainingArguments
 
@@ -111,6 +111,8 @@ def test_embedding_learning_rate_puts_the_tied_embedding_in_its_own_group(tiny_c
 
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, dtype=torch.float32)
     model.model.visual.requires_grad_(False)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # one process, whatever an earlier test left in the env
+        monkeypatch.delenv(var, raising=False)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, use_cpu=True, report_to=[])
     trainer = StreamingTrainer(model=model, args=args, embedding_lr=2e-2)
     groups = trainer.create_optimizer().param_groups

@@ -134,8 +134,7 @@ def test_pieces_are_written_into_the_layers_spare_room(tiny_ckpt, tiny_processor
     video = write_video(tmp_path / "game.mp4", seconds=6, fps=24, width=160, height=96)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
     engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "text_sink": 8, "text_sliding_window": 12,
-                                                     "max_new_tokens": 5, "min_new_tokens": 5,
-                                                     "decode_mode": "slots", "temperature": 0})
+                                                     "max_new_tokens": 5, "min_new_tokens": 5, "temperature": 0})
     made = []
     new_buffers = SpareLayer._new_buffers
     monkeypatch.setattr(SpareLayer, "_new_buffers", lambda self, *a: made.append(self) or new_buffers(self, *a))

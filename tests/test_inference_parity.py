@@ -74,8 +74,8 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
     seconds = _seconds(video, 4)
     previous = "Earlier: a quiet first half, nil nil."
     engine = StreamingEngine(model, tiny_processor, {"window_size": 8, "temperature": 0})
-    assert (engine.text_step is not None) == (attn == "text_step")
     engine.start(previous_text=previous)
+    assert engine.plan.fast == (engine.text_step is not None) == (attn == "text_step")
     prefix_last = engine._last_logits.clone()
     n_prefix = engine.cache.num_tokens
     ids, chunks = engine.cache.ids(), []
@@ -132,8 +132,8 @@ def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor
     model = _one_layer_model(trainable=trainable)
     cfg = {"window_size": 2, "text_sink": 6, "text_sliding_window": 5, "temperature": 0, "pos_mode": pos_mode}
     engine = StreamingEngine(model, tiny_processor, cfg)
-    assert (engine.text_step is None) == trainable
     engine.start(previous_text="Earlier: a quiet first half, nil nil, few chances for either side.")
+    assert (engine.text_step is None) == trainable
     seconds = _seconds(video, 8)
     encodings = {}
     for i, s in enumerate(seconds[:-1]):
@@ -183,31 +183,6 @@ def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor
         assert (wrong[-len(enc):] - full[-len(enc):]).abs().max() > 100 * TOL  # a partial one is not
 
 
-def test_sdpa_backend_is_the_kernel_the_forwards_run(tiny_ckpt, tiny_processor, video):
-    """`sdpa_backend` picks SDPA's kernel for the engine's forwards (seen in the profiler's op names), and the
-    logits do not depend on it beyond kernel rounding."""
-    from torch.profiler import ProfilerActivity, profile
-
-    from streaming_vlm.errors import UserError
-    from streaming_vlm.inference.config import StreamingConfig
-
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
-    second = _seconds(video, 1)[0]
-    ops, logits = {}, {}
-    for name in ("default", "math"):
-        engine = StreamingEngine(model, tiny_processor, {"sdpa_backend": name, "window_size": 4})
-        engine.start()
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            engine.feed(engine.template.encode_second(second, start=engine.cache.next_position), USER, 0)
-        ops[name] = {e.key for e in prof.key_averages() if "scaled_dot_product" in e.key}
-        logits[name] = engine._last_logits
-    assert "aten::_scaled_dot_product_attention_math" in ops["math"], ops["math"]
-    assert "aten::_scaled_dot_product_attention_math" not in ops["default"], ops["default"]
-    torch.testing.assert_close(logits["math"], logits["default"], atol=TOL, rtol=0)
-    with pytest.raises(UserError, match="sdpa_backend"):
-        StreamingConfig.from_any({"sdpa_backend": "fastest"})
-
-
 @pytest.mark.parametrize("window", [2, 1])
 def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, video, window):
     """A generated reply's tail (its last token at max_new_tokens, <|im_end|>, "\\n") gets no forward of its own:
@@ -216,7 +191,7 @@ def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, vid
     before they were ever written)."""
     model = _one_layer_model(seed=1)
     cfg = {"window_size": window, "text_sink": 6, "text_sliding_window": 30, "temperature": 0,
-           "max_new_tokens": 5, "min_new_tokens": 5, "decode_mode": "dynamic"}
+           "max_new_tokens": 5, "min_new_tokens": 5}
     engine = StreamingEngine(model, tiny_processor, cfg)
     engine.start(previous_text="Earlier: a quiet first half.")
     calls = []
@@ -259,9 +234,9 @@ def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, vid
 
 @pytest.mark.parametrize("q_len,k_len", [(1, 7), (5, 9), (6, 6)])
 def test_chunk_attention_is_bottom_right_causal(q_len, k_len):
-    """A new piece's queries see every cached key and each other causally: chunk_attention (SDPA's bottom-right
-    causal bias over unrepeated grouped-query K/V) equals attention with that mask written out."""
-    from streaming_vlm.inference.attention import chunk_attention
+    """A new piece's queries see every cached key and each other causally: the text stack's chunk_attention
+    (over unrepeated grouped-query K/V) equals attention with that mask written out."""
+    from streaming_vlm.model.text_step import chunk_attention
 
     g = torch.Generator().manual_seed(q_len * 31 + k_len)
     q = torch.randn(1, 4, q_len, 8, generator=g)
@@ -270,34 +245,6 @@ def test_chunk_attention_is_bottom_right_causal(q_len, k_len):
     scores = q @ k.repeat_interleave(2, 1).transpose(-1, -2) / math.sqrt(8)
     want = torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v.repeat_interleave(2, 1)
     got, _ = chunk_attention(None, q, k, v, None)
-    torch.testing.assert_close(got, want.transpose(1, 2), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got, want.transpose(1, 2).reshape(1, q_len, -1), atol=1e-5, rtol=0)
     shifted, _ = chunk_attention(None, q, k, v, None, scaling=0.5)  # the layer's scaling is used, not 1/sqrt(D)
     assert (shifted - got).abs().max() > 1e-3
-
-
-def test_engine_forwards_of_an_sdpa_model_use_chunk_attention(tiny_ckpt, tiny_processor, video):
-    """Every text layer of the engine's forwards runs chunk_attention with no mask built and K/V unrepeated; the
-    model's own configuration is restored after."""
-    from transformers import AttentionInterface
-
-    from streaming_vlm.inference import attention
-
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation="sdpa").eval()
-    seen = []
-
-    def spy(module, query, key, value, attention_mask=None, **kwargs):
-        seen.append((query.shape[1], key.shape[1], attention_mask))
-        return attention.chunk_attention(module, query, key, value, attention_mask, **kwargs)
-
-    engine = StreamingEngine(model, tiny_processor, {"window_size": 4, "decode_mode": "dynamic"})
-    AttentionInterface.register(attention.CHUNK_ATTENTION, spy)
-    try:
-        engine.start()
-        engine.step(_seconds(video, 1)[0], reply="Kick off")
-    finally:
-        AttentionInterface.register(attention.CHUNK_ATTENTION, attention.chunk_attention)
-    text = model.config.text_config
-    assert len(seen) == 3 * text.num_hidden_layers  # prefix, the second's user turn, the forced reply
-    assert all(mask is None for *_, mask in seen)
-    assert {(hq, hk) for hq, hk, _ in seen} == {(text.num_attention_heads, text.num_key_value_heads)}
-    assert model.model.language_model.config._attn_implementation == "sdpa"

@@ -1,5 +1,5 @@
-"""Decoding on the fixed slot buffers (the CUDA-graph path, run eagerly here) computes what eager decoding on the
-streaming cache computes: same logits at every decoded token, same tokens, same cache afterwards, across evictions
+"""Decoding on the fixed slot buffers (the fast path's CUDA-graph decoder, run eagerly here) computes what the
+reference path (one eager transformers forward per token on the streaming cache) computes: same logits at every decoded token, same tokens, same cache afterwards, across evictions
 (the cache shrinks, so stale keys sit in slots past its end and must stay masked). Its on-device sampler
 (repetition penalty, min-new-tokens ban, Gumbel-max) picks what the host sampler picks from the same scores."""
 
@@ -11,8 +11,11 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.engine import StreamingEngine
+from streaming_vlm.inference.engine import Plan, StreamingEngine
 from streaming_vlm.inference.testvideo import write_video
+
+PLANS = {"dynamic": Plan(fast=False), "slots": Plan(fast=True), "compiled": Plan(fast=True, compiled=True),
+         "cuda_graph": Plan(fast=True, cuda_graph=True)}
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +23,16 @@ def video(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("vid") / "game.mp4", seconds=6, fps=24, width=160, height=96)
 
 
+def _frozen(tiny_ckpt, attn="sdpa"):
+    """A model nothing trains, as load_model returns it (the fast path's condition)."""
+    return Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation=attn).eval() \
+        .requires_grad_(False)
+
+
 def _run(model, processor, video, mode, **extra):
     cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 6,
-           "min_new_tokens": 4, "decode_mode": mode, **extra}
-    engine = StreamingEngine(model, processor, cfg)
+           "min_new_tokens": 4, **extra}
+    engine = StreamingEngine(model, processor, cfg, plan=PLANS[mode])
     engine.score_trace = []  # the logits every token was sampled from (host sampler or slot decoder)
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
     outs = [engine.step(s) for s in VideoReader(video, fps=2.0).seconds(0, 6)]
@@ -32,7 +41,7 @@ def _run(model, processor, video, mode, **extra):
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_slot_decoding_equals_dynamic_decoding(tiny_ckpt, tiny_processor, video, attn):
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt, attn_implementation=attn).eval()
+    model = _frozen(tiny_ckpt, attn)
     dyn, dyn_out = _run(model, tiny_processor, video, "dynamic")
     slot, slot_out = _run(model, tiny_processor, video, "slots")
     assert dyn.slots is None and slot.slots is not None and not slot.slots.use_graph
@@ -52,44 +61,50 @@ def test_slot_decoding_equals_dynamic_decoding(tiny_ckpt, tiny_processor, video,
 
 def test_slot_masking_is_what_makes_it_exact(tiny_ckpt, tiny_processor, video):
     """With every slot opened (stale keys visible) the logits move: the mask is doing the work above."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     engine, _ = _run(model, tiny_processor, video, "slots")
     slots = engine.slots
-    slots.load(engine.cache)
-    n = slots.base
+    pos, logits = engine.cache.next_position, engine._last_logits
+
+    def one_step(open_all=False):  # greedy: feed the token these logits pick, return the next scores
+        slots.load(engine.cache)
+        if open_all:
+            slots.mask.zero_()  # open every slot
+        slots.generate(logits, pos, 2, 2)
+        return slots.scores.clone()
+
+    n = engine.cache.get_seq_length()
     assert 0 < n < slots.capacity
-    pos = engine.cache.next_position
-    good = slots.step(1879, pos).clone()
-    slots.load(engine.cache)
+    good = one_step()
     with torch.no_grad():
         for layer in slots.layers:  # stale content past the cache's end, as after an eviction
             layer.keys[:, :, n:].normal_()
             layer.values[:, :, n:].normal_()
-    again = slots.step(1879, pos).clone()
-    torch.testing.assert_close(again, good, atol=1e-5, rtol=0)  # masked: stale slots change nothing
-    slots.load(engine.cache)
-    slots.mask.zero_()  # open every slot
-    leaked = slots.step(1879, pos)
-    assert (leaked - good).abs().max().item() > 1e-3
+    torch.testing.assert_close(one_step(), good, atol=1e-5, rtol=0)  # masked: stale slots change nothing
+    assert (one_step(open_all=True) - good).abs().max().item() > 1e-3
 
 
 def test_cuda_graph_mode_needs_cuda(tiny_ckpt, tiny_processor, video):
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     with pytest.raises(UserError, match="CUDA"):
         _run(model, tiny_processor, video, "cuda_graph")
 
 
 def _sampler(model, temperature, penalty=1.0, seed=0):
+    from streaming_vlm.inference.cache import StreamingCache
     from streaming_vlm.inference.graph_decode import SlotDecoder
 
     gen = torch.Generator().manual_seed(seed)
-    return SlotDecoder(model, 8, use_graph=False, im_end_id=151645, max_steps=4, temperature=temperature,
+    text = model.config.text_config
+    banks = StreamingCache(model.model.language_model.rotary_emb.inv_freq).make_banks(
+        text.num_hidden_layers, text.num_key_value_heads, text.head_dim, 8, torch.float32, torch.device("cpu"))
+    return SlotDecoder(model, banks, use_graph=False, im_end_id=151645, max_steps=4, temperature=temperature,
                        repetition_penalty=penalty, generator=gen)
 
 
 def test_on_device_sampling_follows_softmax_at_temperature(tiny_ckpt):
     """Gumbel-max over the decoder's noise draws tokens with the frequencies of softmax(scores / T)."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     dec = _sampler(model, temperature=0.7)
     logits = torch.tensor([0.0, 1.0, 2.0])
     ids = torch.tensor([11, 22, 33])
@@ -110,7 +125,7 @@ def test_on_device_penalty_and_ban_match_transformers(tiny_ckpt):
     """Greedy picks under the repetition penalty and the <|im_end|> ban equal transformers' processors'."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     dec = _sampler(model, temperature=0.0, penalty=1.3)
     proc = RepetitionPenaltyLogitsProcessor(1.3)
     g = torch.Generator().manual_seed(1)
@@ -133,12 +148,12 @@ def test_on_device_penalty_and_ban_match_transformers(tiny_ckpt):
 
 
 def test_slot_sampling_is_reproducible_with_a_seed(tiny_ckpt, tiny_processor, video):
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     texts = []
     for seed in (3, 3, 4):
         cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 1.5, "max_new_tokens": 6,
-               "decode_mode": "slots", "seed": seed}
-        engine = StreamingEngine(model, tiny_processor, cfg)
+               "seed": seed}
+        engine = StreamingEngine(model, tiny_processor, cfg, plan=PLANS["slots"])
         engine.start()
         texts.append([engine.step(s)["text"] for s in VideoReader(video, fps=2.0).seconds(0, 4)])
     assert texts[0] == texts[1]
@@ -146,10 +161,10 @@ def test_slot_sampling_is_reproducible_with_a_seed(tiny_ckpt, tiny_processor, vi
 
 
 def test_compiled_slot_step_decodes_as_the_eager_step(tiny_ckpt, tiny_processor, video):
-    """torch.compile of the step (what the CUDA graph captures with --decode_compile) changes nothing decoded."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    """torch.compile of the step and the prefill (what the CUDA plan runs) changes nothing decoded."""
+    model = _frozen(tiny_ckpt)
     eager, eager_out = _run(model, tiny_processor, video, "slots")
-    comp, comp_out = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    comp, comp_out = _run(model, tiny_processor, video, "compiled")
     assert comp.slots.compiled and not eager.slots.compiled
     assert [o["tokens"] for o in comp_out] == [o["tokens"] for o in eager_out]
     assert len(comp.score_trace) == len(eager.score_trace) >= 6 * 4
@@ -162,37 +177,43 @@ def test_decoders_share_one_compiled_step(tiny_ckpt, tiny_processor, video):
     """A new engine (chunked streams make one per chunk) reuses the compiled step: no new graph is traced."""
     from torch._dynamo.utils import counters
 
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
-    first, _ = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    model = _frozen(tiny_ckpt)
+    first, _ = _run(model, tiny_processor, video, "compiled")
     graphs = counters["stats"]["unique_graphs"]
-    second, _ = _run(model, tiny_processor, video, "slots", decode_compile=True)
+    second, _ = _run(model, tiny_processor, video, "compiled")
     assert second.slots is not first.slots and second.slots.compiled
     assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_replies_decode_in_place_on_alternating_banks(tiny_ckpt, tiny_processor, video):
-    """The cache lives in the decoder's two banks: each eviction compacts it into the other one, and each reply
-    decodes on the bank that holds it (no copy of the cache before it, its tokens taken in place after)."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    """The decoder steps over the cache's two banks: each eviction compacts the cache into the other one, and
+    each reply decodes on the bank that holds it (no copy of the cache before it, its tokens taken in place
+    after); the next stream's cache takes the same banks over."""
+    model = _frozen(tiny_ckpt)
     engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "text_sink": 8, "text_sliding_window": 12,
-                                                     "temperature": 0, "max_new_tokens": 6, "min_new_tokens": 4,
-                                                     "decode_mode": "slots"})
+                                                     "temperature": 0, "max_new_tokens": 6, "min_new_tokens": 4},
+                             plan=PLANS["slots"])
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
     used = []
     for second in VideoReader(video, fps=2.0).seconds(0, 6):
         engine.step(second)
         slots = engine.slots
-        used.append((slots.active, slots.in_place, slots._bank_holding(engine.cache)))
+        used.append((slots.active, slots._bank_holding(engine.cache)))
     assert engine.cache.tokens_evicted > 0
-    assert all(in_place and holding == active for active, in_place, holding in used), used
-    assert {active for active, _, _ in used} == {0, 1}, "evictions alternate the banks"
+    assert all(holding == active for active, holding in used), used
+    assert {active for active, _ in used} == {0, 1}, "evictions alternate the banks"
     engine.cache.check()
+    banks, slots = engine.cache.banks, engine.slots
+    engine.start()
+    assert engine.cache.banks is banks and engine.slots is slots
+    engine.step(VideoReader(video, fps=2.0).seconds(0, 1)[0])
+    assert slots._bank_holding(engine.cache) is not None
 
 
 def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):
-    """The bank is the compiled step's argument: switching banks traces nothing new (a recompilation would cost
-    the ~50 s of compiling the 2B step again, mid-stream)."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    """The bank is the compiled step's argument: switching banks traces nothing new (a recompilation would
+    compile the step again, mid-stream)."""
+    model = _frozen(tiny_ckpt)
     engine, _ = _run(model, tiny_processor, video, "slots")
     slots = engine.slots
     graphs = []
@@ -216,10 +237,9 @@ def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):
 
 
 def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, video):
-    """What the compiler sees of a step: one grouped-query SDPA per layer over the unrepeated slot K/V. Under
-    torch 2.11 a switch made inside the compiled function was not traced, and transformers' sdpa (K/V repeated
-    per query head) was compiled instead: 1.3 ms a step of copies on an H200 (BENCHMARKS.md)."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    """What the compiler sees of a step: one grouped-query SDPA per layer over the unrepeated slot K/V (not
+    transformers' sdpa, which repeats K/V per query head)."""
+    model = _frozen(tiny_ckpt)
     engine, _ = _run(model, tiny_processor, video, "slots")
     slots = engine.slots
     graphs = []
@@ -243,19 +263,12 @@ def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, vide
     assert all(k.shape[1] == kv_heads for k in keys), "keys reach SDPA unrepeated"
 
 
-def test_decode_compile_needs_a_slot_decoder():
-    from streaming_vlm.inference.config import StreamingConfig
-
-    with pytest.raises(UserError, match="decode_compile"):
-        StreamingConfig.from_any({"decode_compile": True, "decode_mode": "dynamic"})
-
-
 def test_slot_decoder_feeds_all_but_the_reply_tail(tiny_ckpt, tiny_processor, video):
     """max_new_tokens reached: max_new - 1 decode steps a reply; the last token and the closing ones are left to
     the next second's prefill (the cache's unwritten tail)."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "temperature": 0, "max_new_tokens": 6,
-                                                     "min_new_tokens": 6, "decode_mode": "slots"})
+                                                     "min_new_tokens": 6}, plan=PLANS["slots"])
     engine.start()
     steps = []
     step = engine.slots._call_step
@@ -270,7 +283,7 @@ def test_slot_decoder_feeds_all_but_the_reply_tail(tiny_ckpt, tiny_processor, vi
 def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, tiny_processor, video):
     """For a model nothing trains, the slot step reads q|k|v and gate|up as one matrix each, whose row blocks ARE
     the model's weights (no copy): the model's own forward is unchanged, and decoding matches the dynamic path."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
+    model = _frozen(tiny_ckpt)
     probe = torch.tensor([[151644, 872, 198, 9707, 1879, 13]])
     with torch.no_grad():
         before = model(input_ids=probe).logits
@@ -278,7 +291,7 @@ def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, ti
     dyn, dyn_out = _run(model, tiny_processor, video, "dynamic")
     slot, slot_out = _run(model, tiny_processor, video, "slots")
     step = slot.slots.text_step
-    assert step is not None and step is slot.text_step is dyn.text_step  # one per model: fused once
+    assert step is not None and step is slot.text_step and dyn.text_step is None  # one per model: fused once
     lm = model.model.language_model
     attn, mlp = lm.layers[0].self_attn, lm.layers[0].mlp
     (_, qkv, _, _, _), (_, _, _, gate_up, _) = step.weights[0]
@@ -298,28 +311,49 @@ def test_fused_decode_step_shares_the_weights_and_decodes_the_same(tiny_ckpt, ti
 
 
 def test_a_trainable_model_keeps_its_weights(tiny_ckpt, tiny_processor, video):
-    """With parameters requiring grad (the training eval callback's model), nothing is re-pointed: the engine and
-    the slot decoder run transformers' own text stack."""
+    """With parameters requiring grad (the training eval callback's model), nothing is re-pointed: the engine
+    chooses the reference path, and asking it for the fast path is one clear error."""
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
     ptrs = [p.data_ptr() for p in model.parameters()]
-    slot, _ = _run(model, tiny_processor, video, "slots")
-    assert slot.slots.text_step is None and slot.text_step is None
+    engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "max_new_tokens": 3, "progress": False})
+    engine.start()
+    engine.step(VideoReader(video, fps=2.0).seconds(0, 1)[0])
+    assert engine.plan == Plan(fast=False) and engine.slots is None and engine.text_step is None
     assert [p.data_ptr() for p in model.parameters()] == ptrs
+    with pytest.raises(UserError, match="fast path"):
+        StreamingEngine(model, tiny_processor, {"window_size": 2}, plan=PLANS["slots"]).start()
+
+
+def test_the_engine_picks_the_fast_path_and_logs_it_once(tiny_ckpt, tiny_processor, video, capsys):
+    """A model nothing trains gets the fast path (on CPU: eager slot decoding); `eager` keeps it uncompiled; the
+    choice is one line on stderr."""
+    model = _frozen(tiny_ckpt)
+    engine = StreamingEngine(model, tiny_processor, {"window_size": 2, "max_new_tokens": 3})
+    engine.start()
+    list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 2)))
+    engine.start()  # a second stream: no second choice
+    assert engine.plan == Plan(fast=True, compiled=False, cuda_graph=False, preprocess_device=None)
+    assert engine.slots is not None and not engine.slots.use_graph
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("engine:")]
+    assert lines == ["engine: " + engine.plan.describe()] and "fast path" in lines[0]
+    eager = StreamingEngine(model, tiny_processor, {"window_size": 2, "eager": True, "progress": False})
+    eager.start()
+    assert eager.plan.fast and not eager.plan.compiled and not eager.plan.cuda_graph
 
 
 @pytest.mark.parametrize("mode", ["slots", "dynamic"])
 def test_lookahead_prepares_the_next_second_and_changes_nothing(tiny_ckpt, tiny_processor, video, mode):
     """engine.stream with lookahead reads and prepares (preprocess + vision tower) each next second while the
     current one decodes; every logit, token and cached K/V is what stepping second by second gives."""
-    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    model = _frozen(tiny_ckpt)
     runs = {}
     for lookahead in (False, True):
         cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0,
-               "max_new_tokens": 6, "min_new_tokens": 4, "decode_mode": mode, "lookahead": lookahead}
-        engine = StreamingEngine(model, tiny_processor, cfg)
+               "max_new_tokens": 6, "min_new_tokens": 4}
+        engine = StreamingEngine(model, tiny_processor, cfg, plan=PLANS[mode])
         engine.score_trace = []
         engine.start(previous_text="Earlier: a quiet first half, nil nil.")
-        outs = list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 6)))
+        outs = list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 6), lookahead=lookahead))
         runs[lookahead] = (engine, outs)
     (plain, plain_out), (ahead, ahead_out) = runs[False], runs[True]
     assert plain.steps_prepared_ahead == 0

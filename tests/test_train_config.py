@@ -34,9 +34,9 @@ def run_train(args, env=None, cwd=ROOT, timeout=120):
 def fake_data(tmp_path_factory):
     """Empty files where the real experiments expect their data (dry runs only check that they exist)."""
     root = tmp_path_factory.mktemp("fake_data")
-    for sub, name in (("inf", "train_with_seeks.jsonl"), ("inf", "annealing_clips_with_seeks.jsonl"),
-                      ("lwx", "live_whisperx_526k_with_seeks.jsonl")):
-        (root / sub).mkdir(exist_ok=True)
+    for sub, name in (("inf", "train_s12w24_with_seeks.jsonl"), ("inf", "fg/train_fg_with_seeks.jsonl"),
+                      ("lwx", "train_livecc_with_seeks.jsonl")):
+        (root / sub / name).parent.mkdir(parents=True, exist_ok=True)
         (root / sub / name).write_text("")
     stage1 = root / "stage1_out"  # a finished stage-1 run: config + weights
     stage1.mkdir()
@@ -80,13 +80,16 @@ def test_stage1_recipe_values(fake_data, tmp_path):
     assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_ratio"]) == (1e-5, "cosine", 0.03)
     assert t["optim"].startswith("adamw") and t["num_train_epochs"] == 1
     assert (t["global_batch_size"], t["per_device_train_batch_size"]) == (512, 1)
-    assert t["bf16"] is True and t["gradient_checkpointing"] is True
-    assert cfg["deepspeed"]["config"] == "zero3.json"
+    assert t["bf16"] is True and t["gradient_checkpointing"] == "auto"  # layers recomputed as memory needs
+    assert cfg["deepspeed"]["config"] == "auto" and "ZeRO-3" in r.stdout  # 8 processes: ZeRO-3
     assert cfg["model"]["freeze_vision"] is True and cfg["model"]["lora"]["enabled"] is False
     assert cfg["model"]["name_or_path"] == "Qwen/Qwen3-VL-2B-Instruct"
     assert (cfg["data"]["window"], cfg["data"]["stride"], cfg["data"]["fps"]) == (24, 12, 2)
     assert (cfg["data"]["text_sink"], cfg["data"]["text_sliding_window"]) == (512, 512)
-    assert cfg["data"]["stage"] == "stream" and "live_whisperx" in cfg["extra_data"]
+    assert cfg["data"]["stage"] == "window" and "live_whisperx" in cfg["extra_data"]  # released pre-cut windows
+    assert cfg["data"]["train_file"] == "train_s12w24_with_seeks.jsonl" and cfg["data"]["repeat"] == 2
+    assert cfg["extra_data"]["live_whisperx"]["train_file"] == "train_livecc_with_seeks.jsonl"
+    assert cfg["eval"]["heldout"]["every_steps"] == 100 and cfg["data"]["eval_file"].startswith("valid_s12w24")
     ds = json.loads((CONFIGS / "deepspeed" / "zero3.json").read_text())["zero_optimization"]
     assert ds["stage"] == 3 and ds["overlap_comm"] and ds["contiguous_gradients"]
     assert ds["stage3_gather_16bit_weights_on_model_save"] is True
@@ -168,7 +171,7 @@ def test_bad_missing_data_file(tmp_path):
                    f"output_dir={tmp_path}/o"])
     assert_one_line_error(r, "data file not found", "nowhere")
     r = run_train(["experiment=stage1_2b", f"data.root={tmp_path}", f"output_dir={tmp_path}/o"])
-    assert_one_line_error(r, "data file not found", "train_with_seeks.jsonl")
+    assert_one_line_error(r, "data file not found", "train_s12w24_with_seeks.jsonl")
 
 
 def test_bad_stage2_init_without_checkpoint(fake_data, tmp_path):

@@ -64,8 +64,8 @@ def data_dirs(tmp_path):
     inf, lwx = tmp_path / "inf", tmp_path / "lwx"
     inf.mkdir()
     lwx.mkdir()
-    (inf / "train_with_seeks.jsonl").write_text("")
-    (lwx / "live_whisperx_526k_with_seeks.jsonl").write_text("")
+    (inf / "train_s12w24_with_seeks.jsonl").write_text("")
+    (lwx / "train_livecc_with_seeks.jsonl").write_text("")
     return inf, lwx
 
 
@@ -106,7 +106,7 @@ def test_sbatch_valid_world_reaches_dry_run(fake_cluster, data_dirs, tmp_path):
     inf, lwx = data_dirs
     env.update(SLURM_JOB_NODELIST="gpu-a[17-18]", SLURM_NNODES="2", SLURM_JOB_ID="7", GPUS_PER_NODE="8")
     r = subprocess.run(["bash", str(ROOT / "scripts/slurm/train.sbatch"), "experiment=stage2_4b",
-                        f"data.root={inf}", "data.train_file=train_with_seeks.jsonl",
+                        f"data.root={inf}", "data.train_file=train_s12w24_with_seeks.jsonl",
                         f"init_from={ROOT / 'configs'}", f"output_dir={tmp_path}/run"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     # configs/ holds no model: the dry run reaches the init_from check, with the 16-rank plan computed before it
@@ -120,7 +120,8 @@ def test_stage_scripts_dry_run(stage, data_dirs, tmp_path):
     ckpt.mkdir()
     (ckpt / "config.json").write_text("{}")
     (ckpt / "model.safetensors").write_text("")
-    (inf / "annealing_clips_with_seeks.jsonl").write_text("")
+    (inf / "fg").mkdir()
+    (inf / "fg" / "train_fg_with_seeks.jsonl").write_text("")
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "DATA_ROOT": str(inf),
            "LIVE_WHISPERX_ROOT": str(lwx), "INIT_FROM": str(ckpt), "OUTPUT_DIR": str(tmp_path / "out"),
            "MODEL_SIZE": "4b", "WANDB_MODE": "disabled"}

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from streaming_vlm.output_files import write_atomic
+
 from .game import PLAYER_KEEPER, PLAYER_TEAM, Game
 from .render import Layout
 
@@ -43,13 +45,6 @@ def inf_eval_row(video: str, title: str, lines: list[dict[str, Any]]) -> dict[st
             "content": [[round(ln["start"], 2), round(ln["end"], 2), ln["text"]] for ln in lines], "preasr": ""}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 def write_jsonl_with_seeks(path: str | Path, seeks_path: str | Path, rows: Iterable[Any]) -> list[int]:
     """Write rows as JSON lines and the sidecar list of each line's byte offset. Returns the offsets."""
     buf = bytearray()
@@ -57,14 +52,14 @@ def write_jsonl_with_seeks(path: str | Path, seeks_path: str | Path, rows: Itera
     for row in rows:
         offsets.append(len(buf))
         buf += json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n"
-    _atomic_write_bytes(Path(path), bytes(buf))
-    _atomic_write_bytes(Path(seeks_path), (json.dumps(offsets) + "\n").encode("utf-8"))
+    write_atomic(Path(path), bytes(buf))
+    write_atomic(Path(seeks_path), (json.dumps(offsets) + "\n").encode("utf-8"))
     return offsets
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     data = b"".join(json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in rows)
-    _atomic_write_bytes(Path(path), data)
+    write_atomic(Path(path), data)
 
 
 def read_jsonl_line(path: str | Path, seeks_path: str | Path, index: int) -> Any:
@@ -76,7 +71,7 @@ def read_jsonl_line(path: str | Path, seeks_path: str | Path, index: int) -> Any
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    _atomic_write_bytes(Path(path), (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
+    write_atomic(Path(path), (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"))
 
 
 def events_document(game: Game, layout: Layout, lines: list[dict[str, Any]], video: str, title: str) -> dict:

@@ -17,6 +17,7 @@ raises ONE `UserError` as soon as the bad fraction is over `max_bad_fraction`.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from typing import Any, Mapping
 
@@ -84,12 +85,30 @@ def check_fraction(bad: Mapping[str, int], total: int, max_bad_fraction: float, 
             f"data.max_bad_fraction={max_bad_fraction:g} ({format_counts(bad)}); fix the data or raise the limit")
 
 
+CLEAR_MIN_BAD = 3  # bad samples needed before the fraction can be called clearly over the limit early
+_Z99 = 2.576
+
+
+def wilson_lower(bad: int, total: int, z: float = _Z99) -> float:
+    """Lower end of the Wilson score interval of the fraction bad/total (0 when nothing was seen)."""
+    if total <= 0:
+        return 0.0
+    p = bad / total
+    denom = 1 + z * z / total
+    centre = p + z * z / (2 * total)
+    margin = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return max(0.0, (centre - margin) / denom)
+
+
 class BadSampleTracker:
     """Main-process sum of the per-batch bad-sample counts; the trainer calls `update(batch)` on every batch.
 
     `expected_total` (samples the run will ask for, e.g. len(dataset) x epochs) lets the check fire as soon as the
-    bad count alone exceeds the allowance of the whole run; otherwise the running fraction is checked once at least
-    `min_samples` samples have been seen, so one early bad sample does not stop a run.
+    bad count alone exceeds the allowance of the whole run. Before `min_samples` samples, the running fraction stops
+    the run once it is clearly over the limit: at least `CLEAR_MIN_BAD` bad samples and the lower end of the 99%
+    Wilson interval of the bad fraction above `max_bad_fraction` (so one early bad sample does not stop a run, but
+    a source that is half bad stops after a couple of dozen samples). From `min_samples` on, the plain running
+    fraction is checked.
     """
 
     def __init__(self, max_bad_fraction: float, expected_total: int | None = None, min_samples: int = 50,
@@ -123,7 +142,8 @@ class BadSampleTracker:
         if self.expected_total and n_bad > self.max_bad_fraction * self.expected_total:
             check_fraction(self.counts, self.expected_total, self.max_bad_fraction,
                            f"the training samples (so far, of {self.expected_total} expected)")
-        if self.seen >= self.min_samples:
+        if self.seen >= self.min_samples or (
+                n_bad >= CLEAR_MIN_BAD and wilson_lower(n_bad, self.seen) > self.max_bad_fraction):
             check_fraction(self.counts, self.seen, self.max_bad_fraction, "the training samples seen so far")
 
     def metrics(self, prefix: str = "data/") -> dict[str, float]:

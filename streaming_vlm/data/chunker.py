@@ -1,12 +1,18 @@
-"""Records -> training windows: overlapped windows over whole games (stage 1), whole clips (stage 2).
+"""Records -> training windows: overlapped windows over whole games (stage 1), whole clips (stage 2), and rows
+that are already windows (the released `s12w24` files), used as they are.
 
 Stage "stream": a record spanning a whole game is cut into windows of `window` seconds every `stride` seconds
-(defaults 24/12, so consecutive windows overlap by 12 s; the overlap lives here, not in pre-cut files). Windows are
+(defaults 24/12, so consecutive windows overlap by 12 s). Windows are
 aligned to whole seconds of the video, start at floor(record.start) and end no later than ceil(record.end); a record
 shorter than one window gives one window over its whole span. A window is kept when at least `min_words`
 (default 2 x window) words END inside it, (t0, t1].
 
 Stage "clip": the record is one window over its whole span, [floor(start), ceil(end)]: no overlap, no re-cutting.
+
+Stage "window": the rows were cut before release (upstream's `train_s12w24_with_seeks.jsonl`: 24 s windows every
+12 s, the commentary before each in `previous`). Each row is one sample over its whole span, exactly as "clip", and
+is never cut again; whole-game files keep stage "stream". A pre-cut row and the same 24 s cut from its whole game
+give the same tokens (tests/test_data_precut.py).
 
 Previous text: the record's own `previous`, then every word that ends at or before the window's start, truncated to
 its first `text_sink` and last `text_sliding_window` TOKENS (`stream_template.truncate_tokens`). Only the first and
@@ -26,7 +32,7 @@ from streaming_vlm.data.bad_samples import EMPTY_COMMENTARY, WORDS_OUTSIDE_SPAN,
 from streaming_vlm.data.records import StreamRecord
 from streaming_vlm.data.stream_template import truncate_tokens
 
-STAGES = ("stream", "clip")
+STAGES = ("stream", "clip", "window")
 SPAN_TOLERANCE = 0.25  # seconds a word's end may stray outside its record's span (rounding in the sources)
 
 
@@ -88,7 +94,7 @@ def chunks_for(index: int, rec: StreamRecord, stage: str = "stream", window: int
                min_words: int | None = None) -> list[Chunk]:
     if stage == "stream":
         return [Chunk(index, t0, t1, n) for t0, t1, n in stream_windows(rec, window, stride, min_words)]
-    if stage == "clip":
+    if stage in ("clip", "window"):
         t0, t1, n = clip_window(rec)
         return [Chunk(index, t0, t1, n)] if n >= (1 if min_words is None else min_words) else []
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")

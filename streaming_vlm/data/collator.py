@@ -14,6 +14,9 @@ Batch dict (`StreamCollator(processor)(features)`):
     num_label_tokens     label tokens (0 -> `empty` is True: every sample was bad; the batch is valid but teaches
                          nothing: skip the loss or scale it by 0)
     num_vision_tokens    merged vision tokens (the dummy's excluded)
+    num_tokens           tokens that are not padding        num_loss_tokens  labels the causal loss reads (shifted)
+    loss_positions       (K,) long: positions t whose next token t+1 is labelled, in any row (the selective
+                         loss's `logits_to_keep`), computed here on the CPU so the training step needs no sync
     dummy_vision         True when the batch carried no video and a dummy 2-frame 32x32 video was added
     packed               True for packed batches            sample_index  dataset indices of the good samples
 
@@ -42,6 +45,7 @@ import torch
 
 from streaming_vlm.data.bad_samples import MARKER_KEY, is_bad
 from streaming_vlm.data.stream_template import IGNORE_INDEX
+from streaming_vlm.training.loss import count_label_tokens, kept_positions
 
 MODEL_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "pixel_values_videos", "video_grid_thw")
 
@@ -89,10 +93,15 @@ class StreamCollator:
             videos, grids = videos + [pv], grids + [grid]
         batch["pixel_values_videos"] = torch.cat(videos) if videos else None
         batch["video_grid_thw"] = torch.cat(grids) if grids else None
-        n_labels = int((batch["labels"] != IGNORE_INDEX).sum())
+        labelled = batch["labels"] != IGNORE_INDEX
+        n_labels = int(labelled.sum())
+        n_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else \
+            sum(len(f["input_ids"]) for f in good)
         batch.update(bad_samples=dict(bad), n_samples=len(features), n_good=len(good), num_label_tokens=n_labels,
                      num_vision_tokens=n_vision, dummy_vision=need_dummy, packed=self.packing,
-                     empty=n_labels == 0, sample_index=[int(f.get("index", -1)) for f in good])
+                     empty=n_labels == 0, sample_index=[int(f.get("index", -1)) for f in good],
+                     num_tokens=n_tokens, num_loss_tokens=int(count_label_tokens(batch["labels"])),
+                     loss_positions=kept_positions(batch["labels"]))
         return batch
 
     # ---- right padding ---------------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     train_file           JSONL (conversation / Inf-Stream-Eval / flat rows), `save_to_disk` dir, .parquet, hf:name
     eval_file            optional, same forms (`build_eval_dataset`)
     split                split name for HF datasets (default "train")
-    stage                "stream" (overlapped windows over whole games) | "clip" (stage-2 clips, whole)
+    stage                "stream" (overlapped windows over whole games) | "clip" (stage-2 clips, whole) |
+                         "window" (rows already cut into windows, e.g. s12w24: each used as it is)
     window, stride       window length / stride in whole seconds (24 / 12)
-    min_words            words a window must keep (null -> 2 x window for stream, 1 for clip)
+    min_words            words a window must keep (null -> 2 x window for stream, 1 for clip and window)
     text_sink            first tokens of the previous text kept (512)
     text_sliding_window  last tokens of the previous text kept (512)
     fps                  strict sampling rate (2.0: one temporal patch of 2 frames per second)
@@ -29,6 +30,7 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     max_packed_tokens    collator: tokens per packed row (null -> everything in one row)
     video_cache          open VideoReaders kept per worker (4)
     num_workers          DataLoader workers; read by the trainer, not here (4)
+    repeat               times the source counts in the training / held-out mix; read by the trainer (1)
 """
 
 from __future__ import annotations

@@ -22,7 +22,9 @@ Sources:
 
 - `JsonlSource(path, root)`: random access by byte offsets, taken from a seeks sidecar (`X_seeks.jsonl` next to
   `X_with_seeks.jsonl`: one JSON list of offsets, or one offset per line), else from the file's last line when it is
-  a JSON list of integers (LiveCC style), else by scanning the file once for line starts.
+  a JSON list of integers (LiveCC style), else by scanning the file once for line starts. A sidecar is checked
+  against the file (its last offset must start the file's last line): a stale one (rows appended or removed since)
+  is reported and the file rescanned, and the rows found are checked and counted like any others.
 - `HFSource(dataset, root)`: any indexable of dict rows (a Hugging Face `datasets.Dataset`, a list); conversation
   columns may hold JSON strings.
 - `open_source(spec, root=None, split="train")`: `*.jsonl` -> JsonlSource; a `datasets.save_to_disk` directory,
@@ -34,6 +36,7 @@ Video paths resolve against `root` (default: the JSONL file's directory); absolu
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -42,6 +45,8 @@ from typing import Any, Iterable, Sequence
 from streaming_vlm.data.bad_samples import (MALFORMED_JSON, MALFORMED_RECORD, NON_UTF8, BadSample)
 from streaming_vlm.data.records import StreamRecord, Word
 from streaming_vlm.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CONVERSATION_KEYS = ("messages", "conversation", "conversations")
 
@@ -217,6 +222,7 @@ class JsonlSource:
         if not self.path.is_file():
             raise UserError(f"data file not found: {self.path}")
         self.root = str(root) if root is not None else str(self.path.parent)
+        self.rescanned: dict | None = None  # set when the seeks sidecar was stale and the file was rescanned
         self.size = self.path.stat().st_size
         self.offset_origin, self.offsets = self._find_offsets(seeks)
         for off in self.offsets:
@@ -229,7 +235,17 @@ class JsonlSource:
         if seeks is not None and not sidecar.is_file():
             raise UserError(f"seeks file not found: {sidecar}")
         if sidecar.is_file() and sidecar != self.path:
-            return f"seeks file {sidecar}", _read_offsets(sidecar)
+            offsets = _read_offsets(sidecar)
+            problem = self._offsets_mismatch(offsets)
+            if problem is None:
+                return f"seeks file {sidecar}", offsets
+            rows = _scan_offsets(self.path)
+            log.warning("seeks file %s does not match %s (%s): rescanned the file, %d rows (the seeks file listed "
+                        "%d); its rows are checked and bad ones counted like any others", sidecar, self.path.name,
+                        problem, len(rows), len(offsets))
+            self.rescanned = {"sidecar": str(sidecar), "problem": problem, "rows": len(rows),
+                              "sidecar_rows": len(offsets)}
+            return f"a rescan of the file (stale seeks file {sidecar})", rows
         last = _last_line(self.path)
         if last:
             try:
@@ -240,6 +256,28 @@ class JsonlSource:
                                                          for v in value):
                 return "the offsets on its last line", value
         return "a scan of the file", _scan_offsets(self.path)
+
+    def _offsets_mismatch(self, offsets: list[int]) -> str | None:
+        """Why a sidecar's offsets do not describe this file (None: they do). Cheap: the file's size and the last
+        offset, whose line must end the file, so rows appended (or removed) since the sidecar was written show."""
+        if not offsets:
+            return "no offsets" if self.size else None
+        if any(b <= a for a, b in zip(offsets, offsets[1:])) or offsets[0] < 0:
+            return "offsets not increasing"
+        if offsets[-1] >= self.size:
+            return f"last offset {offsets[-1]} is past the file's {self.size} bytes"
+        with open(self.path, "rb") as f:
+            if offsets[-1] > 0:
+                f.seek(offsets[-1] - 1)
+                if f.read(1) != b"\n":
+                    return f"last offset {offsets[-1]} is not at the start of a line"
+            f.seek(offsets[-1])
+            f.readline()
+            rest = f.read()
+        if rest.strip():
+            extra = len([ln for ln in rest.splitlines() if ln.strip()])
+            return f"{extra} more line(s) after its last offset"
+        return None
 
     def __len__(self) -> int:
         return len(self.offsets)

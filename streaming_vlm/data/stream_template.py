@@ -6,7 +6,7 @@ granularities that are tested to produce the same tokens:
 - `encode_window(previous, seconds)`: a whole training chunk in one processor call;
 - `encode_prefix(previous)`, then per second `encode_second(second)` + the model's reply: the streaming engine.
 
-Layout (rendered by the processor's own chat template, never hand-written; the paper's layout on Qwen3-VL):
+Layout (ChatML, rendered here by `render_chatml`; the paper's layout on Qwen3-VL):
 
     <|im_start|>system\n{system prompt}<|im_end|>\n
     <|im_start|>previous text\n{earlier commentary}<|im_end|>\n          (only when there is any)
@@ -18,6 +18,17 @@ Timestamps: the paper's per-second `Time=a-b s` text is kept, and each second's 
 one video whose metadata carries the frames' ABSOLUTE times, so Qwen3-VL's own `<t seconds>` stamp (one per
 temporal patch of 2 frames) is absolute too. Both say the same thing in two vocabularies: `Time=` delimits the
 second the reply covers, `<t seconds>` is what Qwen3-VL was pretrained to read. Chunks never restart near 0 s.
+
+Why we render the turns ourselves, not through the checkpoint's chat template: the layout above is the wire format
+StreamingVLM trains, a property of our training rather than of a checkpoint. The hub's Qwen3-VL Instruct template
+renders only system (as the first message), user, assistant and tool turns and silently drops any other role, so
+through it the previous-text turn would vanish (and with it the replies the engine folds into that block). The
+turns are therefore ChatML pieces written here and tokenized by the checkpoint's own tokenizer, whose special tokens
+(`<|im_start|>`, `<|im_end|>`, `<|vision_start|>`, `<|video_pad|>`, `<|vision_end|>`) are those of every Qwen3-VL; a
+video is written as the hub template writes it and the processor still expands its `<|video_pad|>` per temporal
+patch with the absolute timestamps. So every Qwen3-VL checkpoint, the hub's own files, our tiny one, or one we
+trained, gives the same tokens for the same stream; a trained checkpoint reproduces its training layout whatever
+chat template it ships, and the checkpoint's template stays untouched for ordinary chat use.
 
 Labels are -100 everywhere except the assistant replies: the tokens after `<|im_start|>assistant\n` up to and
 including `<|im_end|>`. `" ..."` (SILENCE) ends every reply, so a silent second is exactly `" ..."`.
@@ -35,6 +46,8 @@ from transformers.video_utils import VideoMetadata
 
 from streaming_vlm.model.mrope import mrope_positions
 
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+VIDEO_PLACEHOLDER = "<|vision_start|><|video_pad|><|vision_end|>"  # the processor expands the pad per patch
 SILENCE = " ..."
 PREVIOUS_ROLE = "previous text"
 IGNORE_INDEX = -100
@@ -128,6 +141,27 @@ def truncate_tokens(text: str, tokenizer, head: int, tail: int) -> str:
     return tokenizer.decode(kept)
 
 
+def _content_text(item: dict) -> str:
+    if item["type"] == "text":
+        return item["text"]
+    if item["type"] == "video":
+        return VIDEO_PLACEHOLDER
+    raise ValueError(f"the stream template renders text and video items, not {item['type']!r}")
+
+
+def render_chatml(messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
+    """Messages ({role, content: str | [{type: text|video, ...}]}) as ChatML text, every role kept."""
+    parts = []
+    for m in messages:
+        content = m["content"]
+        if not isinstance(content, str):
+            content = "".join(_content_text(item) for item in content)
+        parts.append(f"{IM_START}{m['role']}\n{content}{IM_END}\n")
+    if add_generation_prompt:
+        parts.append(f"{IM_START}assistant\n")
+    return "".join(parts)
+
+
 class StreamTemplate:
     def __init__(self, processor, system_prompt: str = DEFAULT_SYSTEM_PROMPT, budget: VisionBudget | None = None,
                  device: str | None = None):
@@ -204,12 +238,7 @@ class StreamTemplate:
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        for m in messages:
-            if m["role"] == PREVIOUS_ROLE and m["content"] not in text:
-                raise ValueError(f"this model's chat template drops the {PREVIOUS_ROLE!r} role; "
-                                 "use a template that renders any role (ChatML)")
-        return text
+        return render_chatml(messages, add_generation_prompt)
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]

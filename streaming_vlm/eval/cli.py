@@ -23,9 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from streaming_vlm.errors import UserError, cli_entry
+from streaming_vlm.output_files import check_outputs, write_atomic
 from streaming_vlm.eval.generate import generate_predictions, generation_jobs, load_streaming_inference
 from streaming_vlm.eval.judge_cache import JudgeCache
 from streaming_vlm.eval.jsonl import read_rows_strict, write_rows
@@ -115,13 +115,13 @@ def _progress(done: int, total: int) -> None:
 
 
 def _write_json(path: str, obj) -> None:
-    try:
-        Path(path).write_text(json.dumps(obj, indent=2) + "\n")
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def run_judge(args) -> int:
+    inputs = (args.predictions, args.baseline, args.reference)
+    check_outputs({"--out": args.out, "--report": args.report,
+                   "--cache": None if args.no_cache else (args.cache or f"{args.out}.cache.jsonl")}, inputs)
     reference = read_rows_strict(args.reference, "reference")
     model = load_outputs(args.predictions, "model")
     baseline = load_outputs(args.baseline, "baseline")
@@ -166,6 +166,7 @@ def run_judge(args) -> int:
 
 
 def run_report(args) -> int:
+    check_outputs({"--json": args.json}, (args.verdicts,))
     rows = read_rows_strict(args.verdicts, "verdicts")
     meta = next((r for r in rows if r.get("record") == "run"), None)
     report = win_rate_report(rows, args.missing, meta=meta)
@@ -194,13 +195,20 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def run_generate(args) -> int:
-    inference = load_streaming_inference()
-    reference = read_rows_strict(args.reference, "reference")
-    protocol = detect_protocol(reference) if args.protocol == "auto" else args.protocol
-    jobs = generation_jobs(reference, protocol)
+    # every cheap check first: the output, the engine settings, the reference; then the engine is imported
+    check_outputs({"--out": args.out}, (args.reference, args.model_path))
     overrides = _overrides(args.set)
     if args.model_path:
         overrides["model_path"] = args.model_path
+    from streaming_vlm.inference.config import StreamingConfig
+
+    StreamingConfig.from_any({k: v for k, v in overrides.items() if k not in ("video_start", "video_end", "title")})
+    reference = read_rows_strict(args.reference, "reference")
+    protocol = detect_protocol(reference) if args.protocol == "auto" else args.protocol
+    if protocol == "livesports" and ({"start", "end"} & set(overrides)):
+        raise UserError("--set start/end: LiveSports events stream over their own [start, end]; drop them")
+    jobs = generation_jobs(reference, protocol)
+    inference = load_streaming_inference()
     n = generate_predictions(jobs, args.out, overrides, args.video_root, inference)
     units = "events" if protocol == "livesports" else "videos"
     print(f"wrote {n} prediction rows for {len(jobs)} {units} to {args.out}")

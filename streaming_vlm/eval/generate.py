@@ -4,8 +4,8 @@ The engine is `streaming_vlm.inference.inference.streaming_inference` (the CLI's
 template and cache as `python -m streaming_vlm.inference.inference`), imported lazily on the first call.
 `load_streaming_inference()` wraps it as `config -> [{"start", "end", "text", ...}, ...]`: the model and processor
 are loaded once (per `model_path`) and reused for every video, nothing is printed per second, and the job keys
-below are mapped onto `StreamingConfig` (`video_start`/`video_end` -> `start`/`end`; `title` is not a StreamingConfig
-key and is not used by the engine).
+below are mapped onto `StreamingConfig` (`video_start`/`video_end` -> `start`/`end` when the job has them; a whole
+game streams over `--set start=/end=` instead; `title` is not a StreamingConfig key and is not used by the engine).
 
 One job per reference unit:
 - Inf-Streams: one job per game video, over the whole video (infinite mode).
@@ -50,8 +50,11 @@ def load_streaming_inference() -> InferenceFn:
         from streaming_vlm.model.loading import load_model, load_processor, resolve_device
 
         config = {k: v for k, v in job_config.items() if k not in JOB_KEYS}
-        config["start"] = float(job_config.get("video_start") or 0.0)
-        config["end"] = job_config.get("video_end")
+        # a job's own span (a LiveSports event) wins; a whole game streams over --set start/end when given
+        if job_config.get("video_start") is not None:
+            config["start"] = float(job_config["video_start"])
+        if job_config.get("video_end") is not None:
+            config["end"] = job_config["video_end"]
         config.setdefault("progress", False)
         # the rows are the output: no cues on stdout, no VTT/JSON files per video
         config.update(output_path=os.devnull, emit_json=None, interactive=False)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.output_files import atomic_writer, check_output
 
 
 def _open_text(path: str | os.PathLike, what: str):
@@ -73,14 +74,7 @@ def read_rows_lenient(path: str | os.PathLike, what: str) -> tuple[list[tuple[in
 
 def write_rows(path: str | os.PathLike, rows: Iterable[dict[str, Any]]) -> None:
     """Write all rows, replacing the file only once everything is written (no half files after a crash)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise UserError(f"output folder does not exist: {path.parent}")
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    check_output(path)
+    with atomic_writer(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -7,8 +7,10 @@
 - `StreamingEngine(model, processor, config)`: `start()`, `step(second)`, `ask(question)`;
 - `streaming_inference(config) -> results`: the CLI's Python API (loads the model, writes VTT/JSON).
 
-Modules: config (StreamingConfig), cache (StreamingCache + segments), eviction (the policy), engine, frames
-(frame sources), output (VTT / JSON lines), timing, inference (CLI), testvideo (mp4 writer for tests/bench).
+One second of stream, in reading order: frames (frame sources; video_file reads files ahead on a thread) ->
+the stream template (streaming_vlm/data) -> engine (its plan; prefill through model/text_step.py) -> graph_decode
+(the reply) -> eviction (the policy) + cache (StreamingCache, segments, re-rotation; rotation_kernel on CUDA) ->
+output (VTT / JSON lines). Also: config (StreamingConfig), timing, inference (the CLI), transfer, testvideo.
 """
 
 _EXPORTS = {

@@ -27,12 +27,13 @@ What to drop is not decided here: see `eviction.py`.
 `spare_tokens` of room (the engine sets a second's worth), so a piece or a decoded reply is written in place.
 transformers' DynamicLayer concatenates, which copies the whole cache once a piece and layer. `apply` gathers the
 kept tokens into new buffers (with room) and rotates the moved keys there in place: on CUDA one Triton kernel a
-layer (`rotation_kernel.py`), else eagerly or, with `compile`, through torch.compile.
+layer (`rotation_kernel.py`), else eagerly (`mrope.apply_rotation`).
 
-**Banks.** `use_banks` gives the cache two fixed buffer pairs per layer to use instead of new buffers: each
-eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) owns them
-and has a CUDA graph captured over each, so it decodes on the cache's own buffers: no copy of the cache into its
-slots before a reply (a full-cache copy a second, ~1 ms for the 2B on an H200), nor of the reply back after it.
+**Banks.** The cache owns two fixed buffer pairs per layer (`make_banks`), used instead of new buffers: each
+eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) takes
+them and captures a CUDA graph over each, so it decodes on the cache's own buffers: no copy of the cache into its
+slots before a reply, nor of the reply back after it. A stream's next cache takes the banks over (`banks=`), so
+the captured graphs stay valid.
 
 **Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
 the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
@@ -90,17 +91,17 @@ class Keep:
 
 
 class StreamingCache(DynamicCache):
-    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous", compile: bool = False):
+    def __init__(self, inv_freq: torch.Tensor, pos_mode: str = "contiguous", banks: list | None = None):
         super().__init__()
         if pos_mode not in POS_MODES:
             raise ValueError(f"pos_mode must be one of {POS_MODES}, got {pos_mode!r}")
         self.inv_freq = inv_freq.detach().float().cpu()
         self._inv_freq_on: dict[torch.device, torch.Tensor] = {}
         self.pos_mode = pos_mode
-        self.compile = bool(compile)  # rotate the moved keys through torch.compile (one kernel a layer)
         self.spare_tokens = 0  # room left in each layer's buffers after an eviction or a regrow (SpareLayer)
         self.layer_class_to_replicate = lambda: SpareLayer(self, len(self.layers))
-        self.banks: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = None  # [bank][layer] -> (keys, values)
+        # [bank][layer] -> (keys, values) of `capacity` slots + one scratch slot (the decoder's, never cached)
+        self.banks: list[list[tuple[torch.Tensor, torch.Tensor]]] | None = banks
         self.segments: list[Segment] = []
         self.unwritten: list[int] = []  # the sequence's last tokens, whose K/V the layers do not hold yet
         self.tokens_evicted = 0
@@ -152,8 +153,7 @@ class StreamingCache(DynamicCache):
         return list(itertools.chain.from_iterable(s.ids for s in self.segments))
 
     def ids_tensor(self) -> torch.Tensor:
-        """`ids()` as an int64 CPU tensor, built without a Python list (~4x faster than torch.tensor(ids()) at
-        13K tokens; the decoder needs it every reply)."""
+        """`ids()` as an int64 CPU tensor, built without a Python list (the decoder needs it every reply)."""
         chain = itertools.chain.from_iterable(s.ids for s in self.segments)
         return torch.from_numpy(np.fromiter(chain, dtype=np.int64, count=self.num_tokens))
 
@@ -262,13 +262,13 @@ class StreamingCache(DynamicCache):
                     if device not in self._inv_freq_on:
                         self._inv_freq_on[device] = self.inv_freq.to(device)
                     cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
-            layer.compact(index, first, cos, sin, self.compile)
+            layer.compact(index, first, cos, sin)
         self.rotations += len(runs)
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
         """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:
-        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)`. None before
-        the first forward (no layer buffers yet)."""
+        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)` to keep them.
+        None before the first forward (no layer buffers yet)."""
         layers = self.layers
         if not layers or not all(isinstance(layer, SpareLayer) and layer.buffers is not None for layer in layers):
             return None
@@ -283,16 +283,20 @@ class StreamingCache(DynamicCache):
         for layer in self.layers:
             layer.grow(count)
 
-    def use_banks(self, banks: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
-        """Take layer buffers from these fixed (keys, values) pairs, `banks[b][layer]`, alternating between the
-        banks (see "Banks"); a piece that fits neither gets buffers of its own, as without banks."""
-        self.banks = banks
+    def make_banks(self, layers: int, kv_heads: int, head_dim: int, capacity: int, dtype: torch.dtype,
+                   device: torch.device) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Allocate the two banks (see "Banks"): per layer, keys and values of `capacity` slots + one scratch."""
+        shape = (1, kv_heads, capacity + 1, head_dim)
+        self.banks = [[(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+                       for _ in range(layers)] for _ in range(2)]
+        return self.banks
 
     def bank_buffers(self, layer: int, current, like: torch.Tensor, tokens: int):
-        """The bank pair for `layer` that `current` (the layer's buffers now) is not, if it holds `tokens` tokens of
-        `like`'s shape and kind; else None."""
+        """The bank pair for `layer` that `current` (the layer's buffers now) is not, without its scratch slot, if
+        it holds `tokens` tokens of `like`'s shape and kind; else None (a piece that fits no bank gets buffers of
+        its own)."""
         for bank in self.banks or ():
-            keys, values = bank[layer]
+            keys, values = (buf[..., :-1, :] for buf in bank[layer])
             if current is not None and keys.data_ptr() == current[0].data_ptr():
                 continue
             if (keys.shape[-2] >= tokens and keys.shape[:-2] == like.shape[:-2] and keys.shape[-1] == like.shape[-1]
@@ -314,7 +318,7 @@ class StreamingCache(DynamicCache):
 class SpareLayer(DynamicLayer):
     """A DynamicLayer whose keys and values are views of buffers with room to spare (`cache.spare_tokens`): a
     piece is written into the room, where DynamicLayer concatenates, a copy of every cached token of the layer
-    for every piece (a second's prefill, a decoded reply: ~10 ms a second for the 2B on an H200). The room is
+    for every piece (a second's prefill, a decoded reply). The room is
     made when an eviction compacts the layer into new buffers (or the other bank), or when a piece does not fit."""
 
     def __init__(self, cache: "StreamingCache", index: int):
@@ -369,8 +373,7 @@ class SpareLayer(DynamicLayer):
         self.keys, self.values = kbuf[..., :n + add, :], vbuf[..., :n + add, :]
         return self.keys, self.values
 
-    def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                compiled: bool = False) -> None:
+    def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None) -> None:
         """Keep the tokens at `index` (in that order) in new buffers, keys from `first` on rotated in place by
         the per-token (cos, sin) table (None: nothing moved)."""
         m = index.numel()
@@ -379,41 +382,14 @@ class SpareLayer(DynamicLayer):
         torch.index_select(self.keys, -2, index, out=keys)
         torch.index_select(self.values, -2, index, out=values)
         if cos is not None:
-            rotate_moved_keys(keys[..., first:, :], cos, sin, compiled)
+            rotate_moved_keys(keys[..., first:, :], cos, sin)
         self.keys, self.values = keys, values
 
 
-def rotate_in_place(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    keys.copy_(apply_rotation(keys, cos, sin))
-
-
-def rotate_moved_keys(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, compiled: bool) -> None:
-    """The eviction's rotation: one Triton kernel on CUDA (rotation_kernel.py), else through torch.compile
-    (`compiled`) or eagerly."""
-    if keys.device.type == "cuda" and rotate_in_place_cuda(keys, cos, sin):
-        return
-    (_rotate_compiled() if compiled else rotate_in_place)(keys, cos, sin)
-
-
-_COMPILED: list = []
-
-
-def _rotate_compiled():
-    """`rotate_in_place` through torch.compile (off CUDA, or where the Triton kernel does not apply): eagerly it
-    is ~10 kernels a layer over fp32 copies of the moved keys (the rotation's upcast, halves, products, sum,
-    downcast); compiled, one. Dynamic in the token count once it changes (torch's automatic dynamic shapes).
-    Made once per process."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(rotate_in_place))
-    return _COMPILED[0]
-
-
-@torch.inference_mode()  # as evictions run (`_gather_and_rotate`): a compiled function guards on it
-def warm_up_rotation(like: torch.Tensor, inv_freq: torch.Tensor) -> None:
-    """Build the rotation now (the kernel and its check on CUDA, else the compiled function), for keys like `like`
-    (B, heads, N, d) strided as a SpareLayer's, at two token counts (the second makes the count dynamic), so that
-    no stream second pays for it."""
-    for n in (17, 29):
-        buf = like.new_zeros(*like.shape[:-2], n + 8, like.shape[-1])
-        cos, sin = rotation_table(torch.arange(n - 3, device=like.device) - 5, inv_freq, like.device)
-        rotate_moved_keys(buf[..., 3:n, :], cos, sin, compiled=True)
+def rotate_moved_keys(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """The eviction's rotation of moved keys, in place: one Triton kernel on CUDA (rotation_kernel.py), else
+    eagerly."""
+    if keys.device.type == "cuda":
+        rotate_in_place_cuda(keys, cos, sin)
+    else:
+        keys.copy_(apply_rotation(keys, cos, sin))

@@ -4,14 +4,16 @@ training eval callback. A plain dict with the same keys works wherever a config 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
 from streaming_vlm.errors import UserError
 
 POS_MODES = ("contiguous", "native")
-DECODE_MODES = ("auto", "cuda_graph", "slots", "dynamic")
-SDPA_BACKENDS = ("auto", "default", "efficient", "flash", "cudnn", "math")
+# More frames a second than any camera gives is a typo (1e9), not a setting: reject it before anything is read.
+MAX_FPS = 120.0
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
 
 
 @dataclass
@@ -20,7 +22,7 @@ class StreamingConfig:
     video_path: str | None = None
     output_path: str | None = None  # WebVTT file; None = cues printed to stdout
     fps: float = 2.0  # frames read per second of video (2 frames = one temporal patch)
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"  # flash_attention_2 where flash-attn imports, else sdpa
     window_size: int = 16  # seconds of vision kept in the cache
     text_sink: int = 512  # head tokens of the previous-text block kept
     text_sliding_window: int = 512  # tail tokens of the previous-text block kept
@@ -34,21 +36,9 @@ class StreamingConfig:
     previous_text: str | None = None  # commentary before the stream starts
     system_prompt: str | None = None  # None = the stream template's default
     pos_mode: str = "contiguous"  # "native" = positions keep growing (ablation)
-    # how tokens are decoded (see graph_decode.py): "auto" = CUDA graph on CUDA with sdpa/eager, else dynamic;
-    # "slots" = the graph's fixed buffers run eagerly (any device); "dynamic" = one eager forward on the cache
-    decode_mode: str = "auto"
-    sdpa_backend: str = "auto"  # SDPA kernel of the forwards: auto = default (torch's) | efficient | flash | cudnn | math
-    decode_compile: bool = False  # torch.compile the fixed-buffer decode step before the stream (~50 s for the 2B)
-    # torch.compile the prefill (model/text_step.py; sdpa models nothing trains): a second's piece as one whole-stack
-    # call, other pieces layer by layer; and, off CUDA, the eviction's key rotation (cache.py; CUDA has a Triton
-    # kernel). Compiled at start (its time with the whole stack not measured apart from the decode step's)
-    prefill_compile: bool = False
     interactive: bool = False  # read questions from stdin during the stream
     emit_json: str | None = None  # "-" = JSON lines on stdout, else a path
     device: str | None = None
-    # where the video processor resizes/normalises frames: "auto" = the model's GPU if it runs on one, else the
-    # CPU; None = the CPU, as training's loader does; or a device such as cuda:0
-    preprocess_device: str | None = "auto"
     dtype: str | None = None
     seed: int | None = None
     start: float = 0.0  # stream from this video second
@@ -57,7 +47,8 @@ class StreamingConfig:
     max_pixels: int | None = None
     total_pixels: int | None = None
     progress: bool = True  # tqdm bar on stderr
-    lookahead: bool = True  # read and prepare the next second while this one decodes (engine.stream)
+    # debugging: no torch.compile and no CUDA graph (the engine's plan, engine.py); the results are the same
+    eager: bool = False
 
     @classmethod
     def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None, **overrides) -> "StreamingConfig":
@@ -81,7 +72,12 @@ class StreamingConfig:
             if not cond:
                 raise UserError(message)
 
-        need(isinstance(self.fps, (int, float)) and self.fps > 0, f"fps must be > 0, got {self.fps}")
+        check_types(self)
+        need(math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS,
+             f"fps must be > 0 and at most {MAX_FPS} frames per second, got {self.fps}")
+        for name in ("temperature", "repetition_penalty", "start"):
+            need(math.isfinite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
+        need(self.end is None or math.isfinite(self.end), f"end must be a finite number, got {self.end}")
         need(int(self.window_size) >= 1, f"window_size must be >= 1 second, got {self.window_size}")
         need(self.text_sink >= 0 and self.text_sliding_window >= 0,
              "text_sink and text_sliding_window must be >= 0")
@@ -92,16 +88,7 @@ class StreamingConfig:
         need(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         need(self.repetition_penalty > 0, f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         need(self.pos_mode in POS_MODES, f"pos_mode must be one of {', '.join(POS_MODES)}, got {self.pos_mode!r}")
-        need(self.decode_mode in DECODE_MODES,
-             f"decode_mode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
-        need(self.sdpa_backend in SDPA_BACKENDS,
-             f"sdpa_backend must be one of {', '.join(SDPA_BACKENDS)}, got {self.sdpa_backend!r}")
-        need(not (self.decode_compile and self.decode_mode == "dynamic"),
-             "decode_compile compiles the fixed-buffer step: use decode_mode auto, cuda_graph or slots")
         need(self.max_cache_tokens >= 1, "max_cache_tokens must be >= 1")
-        if self.preprocess_device not in (None, "auto"):
-            need(_device_ok(self.preprocess_device), f"preprocess_device must be auto or an available torch device "
-                 f"such as cpu or cuda:0, got {self.preprocess_device!r}")
         need(self.start >= 0, f"start must be >= 0, got {self.start}")
         need(self.end is None or self.end > self.start, f"end ({self.end}) must be after start ({self.start})")
         for name in ("min_pixels", "max_pixels", "total_pixels"):
@@ -109,6 +96,21 @@ class StreamingConfig:
             need(value is None or value > 0, f"{name} must be > 0")
         self.window_size = int(self.window_size)
         return self
+
+
+def check_types(config: StreamingConfig) -> None:
+    """Every field holds a value of its declared type (a `--set KEY=abc` or a YAML typo is one clear line)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        declared = [t.strip() for t in str(f.type).split("|")]
+        if value is None and "None" in declared:
+            continue
+        allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
+        if not allowed:
+            continue
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            kinds = " or ".join(n if n != "None" else "null" for n in declared)
+            raise UserError(f"{f.name} must be {kinds}, got {value!r}")
 
 
 def _device_ok(name: str) -> bool:

@@ -10,30 +10,33 @@ training uses, placed at the cache's next position:
     stream(seconds)               step() over a source; with `lookahead`, second i+1 is read, encoded and run
                                   through the vision tower while reply i decodes on the device (`prepare`)
 
-The forward of a model something trains (the training eval callback's), or of an eager / flash-attention model,
-is transformers' own `Qwen3VLForConditionalGeneration.forward`, unpatched: we pass explicit 3-row mRoPE positions
-`(3, 1, L)` (3 rows = plain t/h/w positions, used as given; 4 rows would be read as packed sequences),
-`pixel_values_videos` / `video_grid_thw` for the new second only, and the `StreamingCache`. With a cache,
-Qwen3VLModel still runs the vision tower on the new pixels, scatters them at the `<|video_pad|>` tokens of the new
-chunk and adds the DeepStack features at those same positions after decoder layers 0..2 (its visual mask is built
-from the chunk's own input_ids), so DeepStack works on every second without a patch. For an sdpa model nothing
-trains (what `load_model` returns) the same forward runs through `model/text_step.py`, our copy of the text
-layers over the model's weights, without the host syncs and with the vision and DeepStack features put in by
-index (`_run_text_step`). tests/test_inference_parity.py checks both against one full forward.
+How it runs is chosen once, in `start()`, from the device and the model (`choose_plan`, logged in one line):
 
-Decode steps (text only, one token each) can instead run on fixed-size buffers replayed as a CUDA graph
-(`graph_decode.SlotDecoder`, `decode_mode`): the cache's layers live in the decoder's two banks of buffers, so a
-reply decodes in place and its tokens then join the cache's layers. The cache, its segments and eviction are the
-same either way.
+    fast path   a Qwen3-VL model nothing trains, loaded with sdpa or flash_attention_2 (what `load_model` returns):
+                pieces run through our text stack (`model/text_step.py`) with the vision and DeepStack features put
+                in by index, replies decode on the slot decoder (`graph_decode.py`) with the sampler on the
+                device. On CUDA the prefill of a second runs as one compiled whole-stack call, each decode step is
+                a compiled step replayed as a CUDA graph, frames are resized on the GPU and evictions rotate keys
+                with one Triton kernel a layer. `eager` (debugging) turns compilation and graphs off.
+    reference   anything else (a model being trained, eager attention): transformers' own
+                `Qwen3VLForConditionalGeneration.forward`, unpatched, with explicit 3-row mRoPE positions
+                `(3, 1, L)`, the new second's `pixel_values_videos` and the `StreamingCache`, and one eager forward
+                per decoded token with the host sampler (transformers' logits processors). It is what the parity
+                tests and the benchmarks' baselines compare the fast path against, and what the training eval
+                callback runs (its model is sharded and trained).
+
+A path that cannot run raises; nothing falls back silently.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -43,16 +46,14 @@ from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarp
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
                                                 VisionBudget, reply_text, truncate_tokens)
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.attention import (CHUNK_ATTENTION, attention_implementation, chunk_attention,
-                                               sdpa_backend, streaming_attention_name)
-from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER,
-                                           StreamingCache, warm_up_rotation)
+from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER, StreamingCache
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings
 from streaming_vlm.inference.transfer import to_device
-from streaming_vlm.model.text_step import text_step_for
+from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
+from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 
@@ -72,18 +73,41 @@ def vision_budget(config: StreamingConfig) -> VisionBudget:
     return VisionBudget(min_pixels=min(min_px, cap), max_pixels=cap, total_pixels=total, factor=base.factor)
 
 
-def build_template(processor, config: StreamingConfig, model_device: torch.device | None = None) -> StreamTemplate:
-    return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config),
-                          device=preprocess_device(config, model_device))
+def build_template(processor, config: StreamingConfig) -> StreamTemplate:
+    """The stream template with the config's vision budget; frames are resized on the CPU until the engine's plan
+    says otherwise (`Plan.preprocess_device`)."""
+    return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config))
 
 
-def preprocess_device(config: StreamingConfig, model_device: torch.device | None) -> str | None:
-    """Where frames are resized: "auto" = the model's GPU when it runs on one (a CPU resize of 720p frames costs
-    30-50 ms a stream second on the H200's host, the GPU ~8: BENCHMARKS.md), else the CPU (None), as training's
-    loader does."""
-    if config.preprocess_device != "auto":
-        return config.preprocess_device
-    return str(model_device) if model_device is not None and model_device.type == "cuda" else None
+# ---- how the engine runs ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    """How the engine runs a stream (see the module docstring). The results do not depend on it beyond float
+    rounding; the parity tests hold every plan to the reference."""
+    fast: bool  # our text stack and the slot decoder; False: transformers' forward, host-sampled eager decoding
+    compiled: bool = False  # torch.compile the whole-stack prefill of a second and the decode step (fast only)
+    cuda_graph: bool = False  # replay each decode step as a CUDA graph (fast only, CUDA only)
+    preprocess_device: str | None = None  # where frames are resized and normalised (None: the CPU)
+
+    def describe(self) -> str:
+        if not self.fast:
+            return "reference path (transformers forward, eager decode, host sampler)"
+        parts = ["fast path: text stack", "compiled whole-stack prefill" if self.compiled else "eager prefill",
+                 ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
+                 + " slot decode, on-device sampler",
+                 f"frames resized on {self.preprocess_device or 'cpu'}"]
+        return ", ".join(parts)
+
+
+def choose_plan(model, device: torch.device, config: StreamingConfig) -> Plan:
+    """The fastest plan that runs for this model on this device: the fast path wherever our text stack applies
+    (a Qwen3-VL model nothing trains, not loaded with eager attention), compiled and CUDA-graphed on CUDA unless
+    `config.eager`."""
+    lm = model.model.language_model
+    fast = lm.config._attn_implementation != "eager" and text_step_for(lm) is not None
+    cuda = device.type == "cuda"
+    on_gpu = fast and cuda and not config.eager
+    return Plan(fast=fast, compiled=on_gpu, cuda_graph=on_gpu, preprocess_device=str(device) if cuda else None)
 
 
 def build_policy(template: StreamTemplate, config: StreamingConfig) -> StreamingPolicy:
@@ -154,13 +178,16 @@ def _tensors(obj):
 
 class StreamingEngine:
     def __init__(self, model, processor, config: StreamingConfig | dict | None = None,
-                 cache_class: type[StreamingCache] = StreamingCache):
+                 cache_class: type[StreamingCache] = StreamingCache, plan: Plan | None = None):
+        """`plan`: how to run (default: `choose_plan` in `start()`); `cache_class`: a StreamingCache subclass (the
+        benchmark swaps in the anchor's rotation)."""
         self.config = StreamingConfig.from_any(config)
-        self.cache_class = cache_class  # a StreamingCache subclass (the benchmark swaps in the anchor's rotation)
+        self.cache_class = cache_class
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
-        self.template = build_template(processor, self.config, self.device)
+        self.plan = plan
+        self.template = build_template(processor, self.config)
         self.tokenizer = self.template.tokenizer
         self.policy = build_policy(self.template, self.config)
         self.im_end_id = self.template.im_end_id
@@ -176,17 +203,9 @@ class StreamingEngine:
                            if self.config.repetition_penalty != 1.0 else None)
         self.temperature = (TemperatureLogitsWarper(self.config.temperature)
                             if self.config.temperature > 0 else None)
-        # the forwards of an sdpa model nothing trains run our text stack (model/text_step.py: fused projections,
-        # no host sync, compiled with `prefill_compile`); any other model, transformers' forward
-        text_config = model.model.language_model.config
-        self.text_step = (text_step_for(model.model.language_model)
-                          if streaming_attention_name(text_config) == CHUNK_ATTENTION else None)
-        if self.text_step is not None and self.config.prefill_compile:
-            self.text_step.compile()
-        # the vision tower can run ahead of its forward with our text stack, or where transformers takes its output
-        # (`mm_encoder_outputs`, >= 5.23)
-        self.vision_ahead = (self.text_step is not None
-                             or "mm_encoder_outputs" in inspect.signature(type(model).forward).parameters)
+        self.text_step = None  # the fast path's text stack (model/text_step.py), set up by `_set_up`
+        self.vision_ahead = False  # the vision tower can run ahead of the second's forward
+        self.ready = False  # the plan is chosen and set up (`_set_up`, in the first `start()`)
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
         self.steps_prepared_ahead = 0  # steps that found their second prepared
         self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
@@ -204,8 +223,12 @@ class StreamingEngine:
         previous_text = previous_text if previous_text is not None else (cfg.previous_text or "")
         query = query if query is not None else cfg.query
         self.budget = check_cache_budget(self.template, cfg, query)
+        if not self.ready:
+            self._set_up()
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
-        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode, compile=cfg.prefill_compile)
+        # the banks (and the decoder's graphs over them) carry over from the last stream's cache
+        self.cache = self.cache_class(self.inv_freq, cfg.pos_mode,
+                                      banks=self.cache.banks if self.cache is not None else None)
         self.cache.spare_tokens = self.budget["per_second"]  # a second's pieces fit without a regrow
         self.second_index, self.current_time, self.tokens_generated = -1, 0.0, 0
         with self.timings.section("preprocess"):
@@ -220,19 +243,40 @@ class StreamingEngine:
         slots = self._slot_decoder(self.config.max_new_tokens)
         if slots is not None:
             slots.prepare()  # capture (and compile) the decode step before the first second, not during it
-            self.cache.use_banks(slots.bank_buffers())  # the cache lives in the decoder's buffers (cache.py)
         with self.timings.section("prefill"):
             self._forward(full)
-        if cfg.prefill_compile:  # compile now, not in the stream's first seconds and first eviction
-            if self.text_step is not None:
-                self.text_step.warm_up(self.cache)
-            warm_up_rotation(self.cache.layers[0].keys, self.inv_freq)
+        if self.plan.compiled:  # compile the whole-stack prefill now, not in the stream's first second
+            self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
 
-    def stream(self, seconds: Iterable[Second]) -> Iterator[dict]:
-        """Step through `seconds`, one segment each. With `config.lookahead`, the next second is read and
-        prepared (preprocessed, and its vision tower run) while this one's reply decodes on the device: that host
-        work then overlaps the decode instead of following it. It needs the next second to be there already, as
-        in a file; a live source would wait for it."""
+    def _set_up(self) -> None:
+        """Choose the plan (unless given), log it in one line and build what it needs."""
+        if self.plan is None:
+            self.plan = choose_plan(self.model, self.device, self.config)
+        plan, lm = self.plan, self.model.model.language_model
+        if plan.fast:
+            self.text_step = text_step_for(lm)
+            if self.text_step is None:
+                raise UserError("the fast path needs a Qwen3-VL text stack nothing trains")
+            if plan.compiled:
+                self.text_step.compile()
+        if plan.cuda_graph and self.device.type != "cuda":
+            raise UserError("CUDA-graph decoding needs a CUDA device")
+        if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
+            require_rotation_kernel(self.device, next(lm.parameters()).dtype, self.inv_freq.numel() * 2)
+        self.template.device = plan.preprocess_device
+        # the vision tower runs ahead of its forward with our text stack, or where transformers takes its output
+        # (`mm_encoder_outputs`, >= 5.23)
+        self.vision_ahead = (self.text_step is not None
+                             or "mm_encoder_outputs" in inspect.signature(type(self.model).forward).parameters)
+        if self.config.progress:
+            print(f"engine: {plan.describe()}", file=sys.stderr)
+        self.ready = True
+
+    def stream(self, seconds: Iterable[Second], lookahead: bool = True) -> Iterator[dict]:
+        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared
+        (preprocessed, and its vision tower run) while this one's reply decodes on the device: that host work then
+        overlaps the decode instead of following it. A file's next second is there already; a live source's is
+        not (a source with `live = True` streams without lookahead in `streaming_inference`)."""
         it = iter(seconds)
         current = next(it, None)
         while current is not None:
@@ -243,7 +287,7 @@ class StreamingEngine:
                 if ahead[0] is not None:
                     self.prepare(ahead[0], ahead=True)
 
-            segment = self.step(current, while_decoding=fetch if self.config.lookahead else None)
+            segment = self.step(current, while_decoding=fetch if lookahead else None)
             if not ahead:
                 ahead.append(next(it, None))
             yield segment
@@ -364,10 +408,10 @@ class StreamingEngine:
                  while_decoding: Callable[[], None] | None = None) -> list[int]:
         """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
 
-        Tokens are decoded and sampled on the slot buffers (graph_decode.py) when the decode mode allows, else one
-        eager forward each on the cache. Neither feeds the reply's tail (the last sampled token when `max_new` is
-        reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next forward as the
-        cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
+        Fast path: tokens are decoded and sampled on the slot buffers (graph_decode.py); reference: one eager
+        forward each on the cache, sampled on the host. Neither feeds the reply's tail (the last sampled token when
+        `max_new` is reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next
+        forward as the cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
 
         `while_decoding` runs once the first steps are queued (slot path; before the first step on the dynamic
         path, which waits for every token anyway); its host time is not booked as decode."""
@@ -416,23 +460,26 @@ class StreamingEngine:
         return generated, max(0, len(generated) - 1)
 
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
-        """The fixed-buffer decoder for this reply, or None for the dynamic path (see StreamingConfig.decode_mode)."""
-        mode = self.config.decode_mode
-        if mode == "dynamic" or (mode == "auto" and self.device.type != "cuda" and not self.config.decode_compile):
+        """The fast path's fixed-buffer decoder, sized for the cache budget; None on the reference path."""
+        if not self.plan.fast:
             return None
-        if mode == "cuda_graph" and self.device.type != "cuda":
-            raise UserError("decode_mode cuda_graph needs a CUDA device")
         longest = max(self.config.max_new_tokens, self.config.max_answer_tokens)  # the closing tokens are not fed
         capacity = self.budget["bound"] + longest + 8
         if self.slots is None or self.slots.capacity < capacity:
-            cfg = self.config
-            graph = mode == "cuda_graph" or (mode == "auto" and self.device.type == "cuda")
-            self.slots = SlotDecoder(self.model, capacity, use_graph=graph, im_end_id=self.im_end_id,
+            cfg, text = self.config, self.model.model.language_model.config
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            param = next(self.model.parameters())
+            banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
+                                          param.dtype, param.device)
+            self.slots = SlotDecoder(self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id,
                                      max_steps=longest, temperature=cfg.temperature,
                                      repetition_penalty=cfg.repetition_penalty, generator=self.generator,
-                                     compile=cfg.decode_compile)
+                                     compile=self.plan.compiled)
         self.slots.trace = self.score_trace
-        return self.slots if self.slots.fits(self.cache, max_new) else None
+        if not self.slots.fits(self.cache, max_new):
+            raise RuntimeError(f"the cache ({self.cache.get_seq_length()} tokens) and a reply of {max_new} exceed "
+                               f"the slot decoder's {self.slots.capacity} slots sized from the cache budget")
+        return self.slots
 
     def words(self, ids: list[int]) -> str:
         """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""
@@ -467,7 +514,7 @@ class StreamingEngine:
         would compute it. The grid stays on the CPU when its tensors are precomputed, so nothing waits on the
         device: this can run while a reply decodes."""
         grid = video_grid_thw if self.vision_grids.supported else video_grid_thw.to(self.device)
-        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw):
+        with self.vision_grids.precomputed(video_grid_thw):
             return self.model.model.get_video_features(pixel_values_videos.to(self.device), grid, return_dict=True)
 
     @torch.inference_mode()
@@ -482,9 +529,7 @@ class StreamingEngine:
         elif pixel_values_videos is not None:
             kwargs = {"pixel_values_videos": pixel_values_videos.to(self.device),
                       "video_grid_thw": video_grid_thw.to(self.device)}
-        text_config = self.model.model.language_model.config
-        with sdpa_backend(self.config.sdpa_backend, self.device), self.vision_grids.precomputed(video_grid_thw), \
-                attention_implementation(text_config, streaming_attention_name(text_config)):
+        with self.vision_grids.precomputed(video_grid_thw):
             out = self.model(input_ids=input_ids[None].to(self.device),
                              position_ids=positions[:, None, :].to(self.device),  # (3, 1, L): used as given
                              past_key_values=self.cache, use_cache=True, logits_to_keep=0 if all_logits else 1,
@@ -513,15 +558,12 @@ class StreamingEngine:
             hidden = hidden.index_copy(1, index, embeds[None].to(hidden.dtype))
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
         positions = to_device(positions[:, None, :], self.device)
-        out = None
-        # a second's piece: the compiled whole stack (its attention is the flash kernel on CUDA: only where the
-        # SDPA kernel choice is left to torch)
-        if visual is not None and self.config.prefill_compile and self.config.sdpa_backend in ("auto", "default"):
-            out = self.text_step.stack(hidden, positions, self.cache, visual)
-        if out is None:
-            with sdpa_backend(self.config.sdpa_backend, self.device):
-                out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual,
-                                     compiled=self.config.prefill_compile)
+        room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
+        if room is not None:  # a second's piece: the compiled whole stack, straight into the cache's buffers
+            out = self.text_step.stack(hidden, positions, *room, visual)
+            self.cache.grow(hidden.shape[1])
+        else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
+            out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
         hidden = out
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
@@ -576,14 +618,15 @@ class StreamingEngine:
 
 # ---- one call for the eval callback and scripts ------------------------------------------------------------------
 def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
-               end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None
-               ) -> list[dict]:
+               end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None,
+               plan: Plan | None = None) -> list[dict]:
     """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`).
 
-    `engine_class`: a StreamingEngine subclass (the training eval callback's lock-step engine under ZeRO-3)."""
+    `engine_class`: a StreamingEngine subclass (the training eval callback's lock-step engine under ZeRO-3);
+    `plan`: how the engine runs (default: its own choice)."""
     from streaming_vlm.inference.frames import VideoFrameSource
 
-    engine = (engine_class or StreamingEngine)(model, processor, config)
+    engine = (engine_class or StreamingEngine)(model, processor, config, plan=plan)
     source = VideoFrameSource(video_path, engine.config.fps, start=start, end=end)
     engine.start()
     segments = []

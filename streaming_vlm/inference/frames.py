@@ -1,23 +1,19 @@
 """Frame sources: anything that yields the stream's whole seconds as template `Second`s, in order.
 
 The engine only needs an iterator of `Second`s with absolute timestamps, so a live source (a camera, an RTMP
-reader) plugs in by implementing `FrameSource`. Two sources ship:
-
-- `VideoFrameSource`: a file, read with decord at a strict `fps` (the default; `--fps 4` gives 4 frames, i.e. two
-  temporal patches, per second);
-- `SyntheticFrameSource`: random frames of a given size, for benchmarks and tests that need no file.
+reader) plugs in by implementing `FrameSource`. `VideoFrameSource` reads a file at a strict `fps` (`--fps 4` gives
+4 frames, i.e. two temporal patches, per second): the frames training's decord reader takes, decoded with PyAV on
+a read-ahead thread (`video_file.py`).
 """
 
 from __future__ import annotations
 
-import math
+import os
 from typing import Iterator, Protocol, runtime_checkable
 
-import numpy as np
-
 from streaming_vlm.data.stream_template import Second
-from streaming_vlm.data.video import VideoError, VideoReader
 from streaming_vlm.errors import UserError
+from streaming_vlm.inference.video_file import ReadAhead, probe, read_seconds
 
 
 @runtime_checkable
@@ -32,18 +28,24 @@ class FrameSource(Protocol):
 
 
 class VideoFrameSource:
-    """A video file read with decord at `fps`, from `start` to `end` (default: the end of the file)."""
+    """A video file at `fps`, from `start` to `end` (default: the end of the file), read `read_ahead` seconds
+    ahead of the consumer on a background thread."""
 
-    def __init__(self, path, fps: float = 2.0, start: float = 0.0, end: float | None = None, block: int = 16):
+    live = False  # a file's next second is there already: the engine may read it while a reply decodes
+
+    def __init__(self, path, fps: float = 2.0, start: float = 0.0, end: float | None = None, read_ahead: int = 4):
         if fps <= 0:
             raise UserError(f"fps must be > 0, got {fps}")
-        self.fps = float(fps)
-        self.start, self.end, self.block = float(start), end, block
-        self.reader = VideoReader(path, fps=self.fps)
-        try:
-            self.file_duration = self.reader.duration  # opens the file: missing/corrupt fails here, not mid-stream
-        except VideoError as err:
-            raise UserError(str(err)) from None
+        self.path, self.fps = str(path), float(fps)
+        self.start, self.end, self.read_ahead = float(start), end, read_ahead
+        if not os.path.isfile(self.path):
+            raise UserError(f"video not found: {self.path}")
+        if os.path.getsize(self.path) == 0:
+            raise UserError(f"video is empty (0 bytes): {self.path}")
+        native, frames = probe(self.path)  # opens the file: a corrupt one fails here, not mid-stream
+        self.file_duration = frames / native
+        if self.start > 0 and self.start >= self.file_duration:
+            raise UserError(f"start {self.start:g} s is past the end of the video ({self.file_duration:.1f} s): {path}")
 
     @property
     def duration(self) -> float:
@@ -51,31 +53,4 @@ class VideoFrameSource:
         return max(0.0, end - self.start)
 
     def __iter__(self) -> Iterator[Second]:
-        try:
-            yield from self.reader.iter_seconds(self.start, self.end, block=self.block)
-        except VideoError as err:
-            raise UserError(str(err)) from None
-
-
-class SyntheticFrameSource:
-    """`seconds` seconds of random uint8 frames (height × width) at `fps`, with absolute times from `start`."""
-
-    def __init__(self, seconds: float, fps: float = 2.0, height: int = 448, width: int = 448, start: float = 0.0,
-                 seed: int = 0):
-        if fps <= 0:
-            raise UserError(f"fps must be > 0, got {fps}")
-        self.seconds, self.fps, self.height, self.width = float(seconds), float(fps), height, width
-        self.start = float(start)
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def duration(self) -> float:
-        return self.seconds
-
-    def __iter__(self) -> Iterator[Second]:
-        first = math.ceil(round(self.start * self.fps, 6))
-        for s in range(int(math.floor(self.start)), int(math.ceil(self.start + self.seconds))):
-            ticks = range(max(first, math.ceil(round(s * self.fps, 6))), math.ceil(round((s + 1) * self.fps, 6)))
-            times = [k / self.fps for k in ticks]
-            frames = self.rng.integers(0, 256, size=(len(times), self.height, self.width, 3), dtype=np.uint8)
-            yield Second(float(s), float(s + 1), frames, times)
+        return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))

@@ -1,15 +1,14 @@
 """`SlotDecoder`: one-token decode steps over fixed-size KV buffers, captured once as a CUDA graph.
 
-Eager decoding of a 28-layer model is launch-bound (~1.2K small kernels per token, ~20 ms on an H200 while the
-weights take ~1 ms to read). A CUDA graph replays all of them in one launch, but needs every tensor shape and
-address fixed. The decoder owns two banks of per-layer K/V buffers of `capacity` slots (+ one scratch slot), with
-one graph captured over each. The streaming cache lives in them (`bank_buffers`, `StreamingCache.use_banks`): it
-grows in place by a second, and each eviction compacts it from one bank into the other. So a reply decodes on the
-cache's own buffers:
+Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python, for far less
+GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape
+and address fixed. The decoder steps over the streaming cache's two banks of per-layer K/V buffers (`capacity` slots
++ one scratch slot, `StreamingCache.make_banks`), with one graph captured over each. The cache grows in place by a
+second, and each eviction compacts it from one bank into the other. So a reply decodes on the cache's own buffers:
 
-    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache elsewhere, e.g. one
-                           not given the banks, is copied into bank 0), close the slots from N on; `context` (the
-                           cache's ids) marks the tokens the repetition penalty sees
+    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache outside the banks is
+                           an error), close the slots from N on; `context` (the cache's ids) marks the tokens the
+                           repetition penalty sees
     generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
                            logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
                            over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
@@ -18,32 +17,21 @@ cache's own buffers:
                            tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
                            slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
                            tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
-    store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers: in place on a bank,
-                           else appended from bank 0
+    store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
 Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
-device->host copy before the next launch; here launches queue ahead (~10 us of host time each) and a token costs
-the graph's GPU time (2B at 14.6K slots on an H200, compiled: 2.6 ms, kernel-bound, BENCHMARKS.md). Gumbel-max over
-`softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random stream, so a
-seeded run is reproducible per decode mode, not across modes; greedy decoding is identical.
+device->host copy before the next launch; here launches queue ahead and a token costs the graph's GPU time.
+Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
+stream, so a seeded run is reproducible per path, not across paths; greedy decoding is identical.
 
-Eviction, prefill and vision stay outside the graph. For a Qwen3-VL model nothing trains, the step's text stack is
-`text_step.TextStep` (the engine's prefill runs the same): the decoder layers' forward over the model's own
-weights, with q|k|v and gate|up each one matrix-vector product (2B on an H200: 2.7 ms/token through the engine,
-compiled, vs 3.9 with transformers' stack). Any other text stack, or a model something trains, is called as is
-(`model.model.language_model`, `fused_step=False` too) with a `transformers.Cache` whose layers are the buffers,
-the explicit 4-D mask used as given by transformers' mask code. On CPU (or with `use_graph=False`)
-the same step runs eagerly: that is what the parity tests check against the dynamic path.
+Eviction, prefill and vision stay outside the graph. The step's text stack is the model's `text_step.TextStep`
+(the engine's prefill runs the same), with `slot_attention`: SDPA with `enable_gqa` over all `capacity` slots and
+an additive mask over the open ones, so each K/V head is read once and a step costs the same at any fill level
+(flat decode latency across history). Off CUDA (or with `use_graph=False`) the same step runs eagerly: that is
+what the parity tests check against the reference path.
 
-The buffers attend over all `capacity` slots every step (masked), so a step costs the same at any fill level: flat
-decode latency across history, at the price of reading a few thousand masked keys. The step's attention is
-`slot_attention` (registered with transformers' AttentionInterface, used only inside the step): SDPA with
-`enable_gqa`, so each K/V head is read once. transformers' sdpa path repeats K/V per query head first, which over
-14K slots costs 6x more (H100, 2B shapes: 185 vs 30 us a layer; plain mat-muls 56 us).
-
-`compile=True` (`--decode_compile`) runs the step through torch.compile before capture: ~1.7K kernels become
-~430, and on an H200 the 2B step (transformers' stack) went from 5.3 to 3.1 ms of GPU time (BENCHMARKS.md).
-Compiling takes ~50 s, done by `prepare()` before the stream; off by default, on in the CUDA presets. The attention switch is made around the compiled function, not inside it (see `_call_step`).
+`compile=True` runs the step through torch.compile before capture (fewer, fused kernels in the graph); `prepare()`
+compiles and captures before the stream.
 """
 
 from __future__ import annotations
@@ -51,15 +39,24 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
-from transformers.cache_utils import Cache, CacheLayerMixin
 
-from streaming_vlm.inference.attention import SLOT_ATTENTION, attention_implementation, slot_attention
 from streaming_vlm.model.text_step import text_step_for
+
+
+def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                   **kwargs):
+    """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
+    grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
+    mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
+    out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
+                                                           enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
+
 
 def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     """`scores.argmax(-1, keepdim=True)` for a 1-D `scores`, in two stages (the max of each of `rows` blocks, then
-    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks: compiled as one
-    reduction it ran as a single program, 115 us a step on an H200. Ties go to the first index, as argmax."""
+    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks (compiled as one
+    reduction it runs as a single program). Ties go to the first index, as argmax."""
     if scores.numel() % rows:
         return scores.argmax(-1, keepdim=True)
     blocks = scores.view(rows, -1)
@@ -68,61 +65,46 @@ def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     return row * blocks.shape[1] + col.index_select(0, row)
 
 
-class SlotLayer(CacheLayerMixin):
-    """One layer's fixed K/V buffers; `update` writes the new token at the shared device-side slot index."""
+class SlotLayer:
+    """One layer's K/V buffers (a bank's); `update` writes the new token at the shared device-side slot index."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor):
-        super().__init__()
         self.keys, self.values, self.slot = keys, values, slot
-        self.is_initialized = True
 
-    def lazy_initialization(self, key_states, value_states) -> None:  # buffers are allocated up front
-        pass
-
-    def update(self, key_states, value_states, *args, **kwargs):
+    def update(self, key_states, value_states):
         self.keys.index_copy_(2, self.slot, key_states)
         self.values.index_copy_(2, self.slot, value_states)
         return self.keys, self.values
 
-    def get_mask_sizes(self, *args, **kwargs) -> tuple[int, int]:
-        return self.keys.shape[-2], 0
 
-    def get_seq_length(self, *args, **kwargs) -> int:
-        return 0  # only read when no positions are given; ours always are
+class SlotBank:
+    """A bank's layers, updated as `TextStep` updates a cache: `update(k, v, layer)`."""
 
-    def get_max_length(self) -> int:
-        return self.keys.shape[-2]
+    def __init__(self, layers):
+        self.layers = list(layers)
 
-    def get_max_cache_shape(self) -> int:  # older name of get_max_length
-        return self.keys.shape[-2]
+    def update(self, key_states, value_states, layer: int):
+        return self.layers[layer].update(key_states, value_states)
 
 
 class SlotDecoder:
-    """Fixed K/V slot buffers + an on-device sampler, stepped as one CUDA graph per token (eagerly off CUDA)."""
+    """An on-device sampler stepped over the cache's banks, as one CUDA graph per token (eagerly off CUDA)."""
 
-    def __init__(self, model, capacity: int, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
+    def __init__(self, model, banks, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
-                 chunk: int = 4, compile: bool = False, fused_step: bool = True):
+                 chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
-        cfg = lm.config
         param = next(model.parameters())
-        self.model, self.capacity = model, int(capacity)
+        self.model, self.capacity = model, banks[0][0][0].shape[-2] - 1  # (the last slot is the scratch slot)
         self.device, self.dtype = param.device, param.dtype
         self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
         if self.use_graph and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        shape = (1, cfg.num_key_value_heads, self.capacity, getattr(cfg, "head_dim", None)
-                 or cfg.hidden_size // cfg.num_attention_heads)
-        shape = (*shape[:2], self.capacity + 1, shape[3])  # + the scratch slot the capture's warm-up writes
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.banks = [[SlotLayer(torch.zeros(shape, dtype=self.dtype, device=dev),
-                                 torch.zeros(shape, dtype=self.dtype, device=dev), self.slot)
-                       for _ in range(cfg.num_hidden_layers)] for _ in range(2)]
-        self.kvs = [Cache(layers=bank) for bank in self.banks]
+        self.banks = [SlotBank(SlotLayer(keys, values, self.slot) for keys, values in bank) for bank in banks]
         self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
         self.active = 0  # the bank the next steps run on
-        self.in_place = False  # the loaded cache lives in the active bank: store() only extends its layers
         self.neg = torch.finfo(self.dtype).min
         self.mask = torch.full((1, 1, 1, self.capacity + 1), self.neg, dtype=self.dtype, device=dev)
         self.input_ids = torch.zeros((1, 1), dtype=torch.long, device=dev)
@@ -143,12 +125,13 @@ class SlotDecoder:
         self.first_slot = torch.zeros(1, dtype=torch.long, device=dev)  # N
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
-        self.force = torch.full((1,), -1, dtype=torch.long, device=dev)  # >= 0: feed this token, do not sample
-        # the step's text stack: ours with fused q|k|v and gate|up products where it applies (model/text_step.py)
-        self.text_step = text_step_for(lm) if fused_step else None
-        # torch.compile fuses the step's ~1.7K small kernels (norms, rotary, sampler) into ~430, captured in the
-        # graph like the eager step. dynamo caches by code object, so a new decoder of the same shapes (a new
-        # engine per chunk) reuses the compiled step (tested)
+        # the step's text stack: ours, with fused q|k|v and gate|up products (model/text_step.py)
+        self.text_step = text_step_for(lm)
+        if self.text_step is None:
+            raise ValueError("the slot decoder runs our text stack: a Qwen3-VL model nothing trains")
+        # torch.compile fuses the step's small kernels (norms, rotary, sampler), captured in the graph like the
+        # eager step. dynamo caches by code object, so a new decoder of the same shapes (a new engine per chunk)
+        # reuses the compiled step (tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
@@ -157,27 +140,22 @@ class SlotDecoder:
 
     @property
     def layers(self) -> list[SlotLayer]:
-        return self.banks[self.active]
+        return self.banks[self.active].layers
 
     @property
-    def kv(self) -> Cache:
-        return self.kvs[self.active]
+    def kv(self) -> SlotBank:
+        return self.banks[self.active]
 
     @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
         return self.graphs[self.active]
 
-    def bank_buffers(self) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The banks' buffers without the scratch slot, for `StreamingCache.use_banks`."""
-        return [[(layer.keys[:, :, :self.capacity], layer.values[:, :, :self.capacity]) for layer in bank]
-                for bank in self.banks]
-
     def _bank_holding(self, cache) -> int | None:
         """The bank every layer of `cache` lives in, if any."""
         for b, bank in enumerate(self.banks):
-            if len(cache.layers) == len(bank) and all(
+            if len(cache.layers) == len(bank.layers) and all(
                     src.keys.data_ptr() == dst.keys.data_ptr() and src.values.data_ptr() == dst.values.data_ptr()
-                    for src, dst in zip(cache.layers, bank)):
+                    for src, dst in zip(cache.layers, bank.layers)):
                 return b
         return None
 
@@ -193,27 +171,19 @@ class SlotDecoder:
         if self.noise is not None:
             u = self.noise.index_select(0, i)[0].clamp(min=1e-20)
             scores = scores / self.temperature - torch.log(-torch.log(u))
-        return torch.where(self.force >= 0, self.force, first_argmax(scores))
+        return first_argmax(scores)
 
-    def _forward(self, kv: Cache) -> torch.Tensor:
-        if self.text_step is not None:
-            hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
-                                    kv, slot_attention, self.mask)
-        else:
-            hidden = self.model.model.language_model(input_ids=self.input_ids, position_ids=self.positions,
-                                                     attention_mask=self.mask, past_key_values=kv,
-                                                     use_cache=True).last_hidden_state
+    def _forward(self, kv: SlotBank) -> torch.Tensor:
+        hidden = self.text_step(self.model.model.language_model.embed_tokens(self.input_ids), self.positions,
+                                kv, slot_attention, self.mask)
         return self.model.lm_head(hidden[:, -1])[0]
 
     def _call_step(self) -> None:
-        """Run the step (eager or compiled) with the slot attention selected. The switch is made here, outside
-        the compiled function: traced inside it, torch 2.11's dynamo kept transformers' sdpa (K/V repeated per
-        query head, 1.3 ms a step over 14.6K slots on an H200)."""
-        with attention_implementation(self.model.model.language_model.config, SLOT_ATTENTION):
-            self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
+        """Run the step (eager or compiled) on the active bank."""
+        self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
 
-    def _step(self, kv: Cache) -> None:
-        """Sample (or take the forced token), feed it at slot N+i / position p+i, leave the next scores."""
+    def _step(self, kv: SlotBank) -> None:
+        """Sample the next token, feed it at slot N+i / position p+i, leave the next scores."""
         i = self.step_index
         token = self._sample()
         self.tokens.index_copy_(0, i.clamp(max=self.max_steps - 1), token)
@@ -257,7 +227,7 @@ class SlotDecoder:
     @torch.inference_mode()
     def prepare(self) -> None:
         """Compile and capture the step now, for both banks (the engine calls this before the stream), not in the
-        first reply: with `compile=True` that takes ~50 s for the 2B."""
+        first reply."""
         if self.use_graph:
             active = self.active
             for b in range(len(self.banks)):
@@ -270,8 +240,8 @@ class SlotDecoder:
                 self._call_step()
 
     def _run_steps(self, n: int, record: bool = True) -> None:
-        """n steps, queued with no host sync (one graph launch each on CUDA). Capturing several steps in one graph
-        was measured and bought nothing: the launch costs ~10 us, the step's kernels ~5 ms (BENCHMARKS.md)."""
+        """n steps, queued with no host sync (one graph launch each on CUDA; a launch costs far less than the
+        step's kernels, so several steps in one graph buy nothing)."""
         for _ in range(n):
             if record and self.trace is not None:
                 self.trace.append(self.scores.clone())
@@ -288,18 +258,13 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
-        """Decode on the bank holding the streaming cache's N tokens (else copy them into bank 0's slots [0, N)),
-        close every later slot, mark `context` as seen."""
+        """Decode on the bank holding the streaming cache's N tokens, close every later slot, mark `context` as
+        seen."""
         n = cache.get_seq_length()
-        if n > self.capacity:
-            raise ValueError(f"cache holds {n} tokens, slot buffers {self.capacity}")
         bank = self._bank_holding(cache)
-        self.in_place = bank is not None
-        self.active = bank if self.in_place else 0
-        if not self.in_place:
-            for src, dst in zip(cache.layers, self.layers):
-                dst.keys[:, :, :n].copy_(src.keys)
-                dst.values[:, :, :n].copy_(src.values)
+        if bank is None:
+            raise ValueError(f"the streaming cache ({n} tokens) does not live in the decoder's banks")
+        self.active = bank
         self.mask.fill_(self.neg)
         self.mask[..., :n] = 0
         self.seen.zero_()
@@ -322,7 +287,6 @@ class SlotDecoder:
         self.first_slot.fill_(self.base)
         self.first_position.fill_(int(position))
         self.min_new.fill_(int(min_new))
-        self.force.fill_(-1)
         if self.noise is not None:
             self.noise[:max_new].uniform_(generator=self.generator)
         generated: list[int] = []
@@ -359,29 +323,10 @@ class SlotDecoder:
         return generated, fed
 
     @torch.inference_mode()
-    def step(self, token: int, position: int) -> torch.Tensor:
-        """Feed one given token at the next slot (no sampling); returns the logits for the token after it."""
-        if self.filled >= self.capacity:
-            raise ValueError("slot buffers full")
-        self.step_index.zero_()
-        self.first_slot.fill_(self.filled)
-        self.first_position.fill_(int(position))
-        self.force.fill_(int(token))
-        self._run_steps(1, record=False)
-        self.force.fill_(-1)
-        self.filled += 1
-        return self.scores
-
-    @torch.inference_mode()
     def store(self, cache) -> int:
-        """Add the decoded tokens' K/V (slots [N, filled)) to the streaming cache's layers: in place when it lives
-        in the active bank, else by appending."""
+        """Take the decoded tokens' K/V (slots [N, filled), written in the cache's bank) into its layers."""
         a, b = self.base, self.filled
-        if b > a and self.in_place:
-            for layer in cache.layers:
-                layer.grow(b - a)
-        elif b > a:
-            for src, dst in zip(self.layers, cache.layers):
-                dst.update(src.keys[:, :, a:b], src.values[:, :, a:b])
+        if b > a:
+            cache.grow(b - a)
         self.base = b
         return b - a

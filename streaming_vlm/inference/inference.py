@@ -2,7 +2,7 @@
 
     python -m streaming_vlm.inference.inference --model_path Qwen/Qwen3-VL-2B-Instruct \\
         --video_path match.mp4 --output_path commentary.vtt --fps 4 \\
-        --attn_implementation flash_attention_2 --window_size 24 --text_sliding_window 768
+        --attn_implementation auto --window_size 24 --text_sliding_window 768
 
 Python:
 
@@ -12,30 +12,46 @@ Python:
     results["segments"]  # [{"start", "end", "text", "silent", "timings", ...}, ...]
 
 `--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
-at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on.
+at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on. A line
+that is not UTF-8 is reported on stderr and skipped; the stream goes on.
+
+Output files follow streaming_vlm/output_files.py: checked before the model loads, streamed to `<output>.partial`,
+renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file and
+never replaces an existing output.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import queue
+import signal
 import sys
 import threading
 import time
 
 from streaming_vlm.errors import UserError, cli_entry
 from streaming_vlm.inference.config import POS_MODES, StreamingConfig
-from streaming_vlm.inference.timing import STAGES
 
 
 def stdin_questions(stream=None) -> "queue.Queue[str | None]":
-    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input."""
+    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input.
+
+    Lines are read as bytes and decoded one by one, so a line that is not UTF-8 is reported and skipped instead of
+    ending the input (and with it the questions)."""
     q: "queue.Queue[str | None]" = queue.Queue()
-    stream = stream or sys.stdin
+    stream = stream if stream is not None else sys.stdin
+    stream = getattr(stream, "buffer", stream)
 
     def pump():
         try:
-            for line in stream:
+            for number, raw in enumerate(stream, start=1):
+                try:
+                    line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+                except UnicodeDecodeError as err:
+                    print(f"error: stdin line {number} is not UTF-8 (byte {err.start}); question skipped",
+                          file=sys.stderr, flush=True)
+                    continue
                 if line.strip():
                     q.put(line.strip())
         finally:
@@ -65,6 +81,16 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
     is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
     """
+    from streaming_vlm.model.weights import check_weights
+    from streaming_vlm.output_files import check_outputs
+
+    # Cheap checks first, so bad input fails in a second, before torch is imported or any weights load.
+    cfg = StreamingConfig.from_any(config)
+    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json},
+                  inputs=(cfg.video_path, cfg.model_path))
+    if model is None and cfg.model_path:
+        check_weights(cfg.model_path)
+
     import torch
 
     from streaming_vlm.inference.engine import StreamingEngine, build_template, check_cache_budget
@@ -72,8 +98,6 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
     from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
 
-    cfg = StreamingConfig.from_any(config)
-    # Cheap checks first, so bad input fails in a second, before any weights load.
     check_attn_implementation(cfg.attn_implementation)
     if source is None:
         if not cfg.video_path:
@@ -126,7 +150,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                disable=not cfg.progress, dynamic_ncols=True)
     wall0 = time.perf_counter()
     frames, processed = 0, 0.0
-    def read_seconds():  # the source, with its read time booked (the engine reads one ahead: engine.stream)
+    def read_seconds():  # the source, with the time spent waiting for it booked as "read"
         iterator = iter(source)
         while True:
             t_read = time.perf_counter()
@@ -136,9 +160,11 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 return
             yield second
 
+    finished = False  # a clean end (end of video, Ctrl-C, SIGTERM) publishes the outputs; a failure keeps .partial
     try:
         answer_all(_drain(questions))
-        for segment in engine.stream(read_seconds()):
+        # a live source (`live = True`) has no next second to read while a reply decodes: no lookahead there
+        for segment in engine.stream(read_seconds(), lookahead=not getattr(source, "live", False)):
             frames += segment["frames"]
             segments.append(segment)
             for w in writers:
@@ -161,10 +187,14 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 if item is None:
                     break
                 answer_all([item])
+        finished = True
+    except KeyboardInterrupt:
+        finished = True
+        raise
     finally:
         bar.close()
         for w in writers:
-            w.close()
+            w.close(commit=finished)
 
     wall = time.perf_counter() - wall0
     stream_seconds = sum(s["end"] - s["start"] for s in segments)
@@ -188,6 +218,8 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
 
 
 def format_timings(results: dict) -> str:
+    from streaming_vlm.inference.timing import STAGES
+
     t = results["timings"]
     n = max(len(results["segments"]), 1)
     stages = ", ".join(f"{s} {t.get(s, 0.0):.2f}s ({1000 * t.get(s, 0.0) / n:.1f} ms/s)" for s in STAGES)
@@ -207,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_path", default=None, help="WebVTT file to write (default: cues on stdout)")
     p.add_argument("--fps", type=float, default=d.fps, help=f"frames read per second (default {d.fps:g})")
     p.add_argument("--attn_implementation", default=d.attn_implementation,
-                   help="sdpa | flash_attention_2 | eager (default sdpa)")
+                   help="auto (flash_attention_2 where flash-attn imports, else sdpa) | sdpa | flash_attention_2 | "
+                        "eager (default auto)")
     p.add_argument("--window_size", type=int, default=d.window_size, help="vision window in seconds")
     p.add_argument("--text_sliding_window", type=int, default=d.text_sliding_window,
                    help="tail tokens of earlier commentary kept")
@@ -227,36 +260,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit_json", nargs="?", const="-", default=None, metavar="PATH",
                    help="JSON lines {type,start,end,text}: to stdout, or to PATH")
     p.add_argument("--pos_mode", default=d.pos_mode, help=f"{' | '.join(POS_MODES)} (default contiguous)")
-    p.add_argument("--decode_mode", default=d.decode_mode,
-                   help="auto (CUDA graph on CUDA with sdpa/eager) | cuda_graph | slots | dynamic")
-    p.add_argument("--sdpa_backend", default=d.sdpa_backend,
-                   help="SDPA kernel of the engine's forwards: auto / default (torch's choice) | efficient | flash | "
-                        "cudnn | math (that kernel, math as fallback)")
-    p.add_argument("--decode_compile", action="store_true",
-                   help="torch.compile the decode step (cuda_graph/slots decoding; compiles once at start)")
-    p.add_argument("--prefill_compile", action="store_true",
-                   help="torch.compile the prefill (sdpa: a second's piece as one whole-stack call) and, off "
-                        "CUDA, the eviction's key rotation; compiled at start")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--preprocess_device", default=d.preprocess_device,
-                   help="where frames are resized and normalised: auto (the model's GPU if it runs on one, else the "
-                        "CPU) | cpu | cuda:N (default auto)")
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--start", type=float, default=0.0, help="start at this video second")
     p.add_argument("--end", type=float, default=None, help="stop at this video second")
     p.add_argument("--interactive", action="store_true", help="answer questions typed on stdin mid-stream")
     p.add_argument("--no_progress", action="store_true", help="no progress bar or timing summary")
-    p.add_argument("--no_lookahead", action="store_true",
-                   help="do not read and prepare the next second while this one decodes (a live source would wait)")
+    p.add_argument("--eager", action="store_true",
+                   help="debugging: no torch.compile and no CUDA graph (same results, slower)")
     return p
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the stream like Ctrl-C: a clean end, so the output is published."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def persist_compile_caches() -> None:
+    """Keep torch.compile's on-disk caches (Inductor's FX-graph and kernel caches, Triton's kernels) in the user's
+    cache directory unless the environment names others, so that a second start reuses what the first compiled
+    instead of compiling it again (torch's default is a directory under /tmp)."""
+    root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "streaming-vlm")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(root, "triton"))
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
+    _stop_on_sigterm()
+    persist_compile_caches()  # before anything compiles
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
-    args["lookahead"] = not args.pop("no_lookahead")
     streaming_inference(args)
 
 

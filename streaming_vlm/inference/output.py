@@ -8,6 +8,10 @@ second's cue, which WebVTT allows (cue start times stay non-decreasing).
 
 JSON lines: `{"type": "segment", "start", "end", "text"}` per second, `{"type": "answer", "time", "question",
 "text"}` per answer.
+
+A file target is a `PartialOutput` (streaming_vlm/output_files.py): cues go to `<path>.partial`, flushed per cue, and
+`close(commit=True)` renames it onto the path at a clean end; `close(commit=False)` (a failed run) keeps the
+`.partial` file and leaves an existing output as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from __future__ import annotations
 import json
 import sys
 from typing import IO
+
+from streaming_vlm.output_files import PartialOutput
 
 SILENT_CUE = "..."
 
@@ -41,15 +47,15 @@ class _Sink:
         elif hasattr(target, "write"):
             self.fh, self.owned = target, False
         else:
-            self.fh, self.owned = open(target, "w", encoding="utf-8"), True
+            self.fh, self.owned = PartialOutput(target), True
 
     def write(self, text: str) -> None:
         self.fh.write(text)
         self.fh.flush()
 
-    def close(self) -> None:
+    def close(self, commit: bool = True) -> None:
         if self.owned:
-            self.fh.close()
+            self.fh.commit() if commit else self.fh.keep()
 
 
 class VttWriter:
@@ -75,8 +81,8 @@ class VttWriter:
         t = answer["time"]
         self._cue(t, t + 1.0, [f"Q: {cue_text(answer['question'])}", f"A: {cue_text(answer['text']) or SILENT_CUE}"])
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)
 
 
 class JsonLinesWriter:
@@ -91,8 +97,8 @@ class JsonLinesWriter:
         self.sink.write(json.dumps({"type": "answer", "time": answer["time"], "question": answer["question"],
                                     "text": answer["text"]}, ensure_ascii=False) + "\n")
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)
 
 
 class ConsoleWriter:
@@ -108,5 +114,5 @@ class ConsoleWriter:
     def answer(self, answer: dict) -> None:
         self.sink.write(f"Q: {answer['question']}\nA: {answer['text'] or SILENT_CUE}\n")
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, commit: bool = True) -> None:
+        self.sink.close(commit)

@@ -1,14 +1,13 @@
 """The eviction's key rotation on CUDA as one Triton kernel a layer, in place.
 
 After an eviction every moved key is re-rotated by its own shift (`mrope.rotation_table`, cache.py). Eagerly that
-is ~10 kernels a layer over fp32 copies of the moved keys; through torch.compile it still took 2.8 ms a second
-more than the gather alone for the 2B on an H200 (bench/kernel_micro.py evict; the cause was not looked into).
-This kernel reads each key's two halves once, rotates them in fp32 with the table's (cos, sin) and writes them
-back in the cache dtype: the arithmetic of `mrope.apply_rotation`, one pass, 0.5 ms more than the gather.
+is ~10 kernels a layer over fp32 copies of the moved keys. This kernel reads each key's two halves once, rotates
+them in fp32 with the table's (cos, sin) and writes them back in the cache dtype: the arithmetic of
+`mrope.apply_rotation`, in one pass.
 
-`rotate_in_place_cuda` checks the kernel once per process against `apply_rotation` on a strided test tensor, and
-returns False (the caller rotates another way) where Triton is missing, the head size is not a power of two, or
-the check fails.
+`require_rotation_kernel` checks the kernel once per (device, dtype, head size) against `apply_rotation` on a
+strided test tensor; the engine calls it in `start()` on CUDA, so a missing Triton or a failing kernel is one clear
+error before the stream, not a slower path.
 """
 
 from __future__ import annotations
@@ -50,9 +49,12 @@ def _launch(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
                                           cos.stride(0), HALF=d // 2, BLOCK=block)
 
 
-def _works(device: torch.device, dtype: torch.dtype, dim: int) -> bool:
+def _check(device: torch.device, dtype: torch.dtype, dim: int) -> str | None:
+    """None where the kernel rotates as `apply_rotation`, else why not."""
     from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
+    if dim & (dim - 1):
+        return f"head size {dim} is not a power of two"
     try:
         _STATE["kernel"] = _kernel()
         g = torch.Generator(device=device).manual_seed(0)
@@ -65,22 +67,26 @@ def _works(device: torch.device, dtype: torch.dtype, dim: int) -> bool:
         untouched = buf[..., :17, :].clone()
         _launch(keys, cos, sin)
         ok = torch.allclose(keys.float(), want.float(), atol=2e-2, rtol=2e-2)
-        return bool(ok and torch.equal(buf[..., :17, :], untouched))
-    except Exception:  # noqa: BLE001 - no Triton, no compiler, a launch error: the caller falls back
-        return False
+        if not (ok and torch.equal(buf[..., :17, :], untouched)):
+            return "it does not rotate as apply_rotation"
+        return None
+    except Exception as err:  # noqa: BLE001 - no Triton, no compiler, a launch error: reported by the caller
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
-def rotate_in_place_cuda(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
-    """Rotate CUDA `keys` (B, H, N, d; last dim contiguous) in place by the per-token (N, d) float32 table;
-    False (nothing done) where the kernel does not apply."""
-    d = keys.shape[-1]
-    if (keys.device.type != "cuda" or d & (d - 1) or keys.stride(-1) != 1 or not cos.is_contiguous()
-            or not sin.is_contiguous()):
-        return False
-    key = (keys.device, keys.dtype, d)
+def require_rotation_kernel(device: torch.device, dtype: torch.dtype, dim: int) -> None:
+    """Check (once per process and key) that the kernel runs for keys of this kind; a RuntimeError if not."""
+    key = (torch.device(device), dtype, int(dim))
     if key not in _STATE:
-        _STATE[key] = _works(*key)
-    if not _STATE[key]:
-        return False
+        _STATE[key] = _check(*key)
+    if _STATE[key] is not None:
+        raise RuntimeError(f"the eviction's Triton rotation kernel cannot run on {device} ({dtype}, head size "
+                           f"{dim}): {_STATE[key]}")
+
+
+def rotate_in_place_cuda(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
+    """Rotate CUDA `keys` (B, H, N, d; last dim contiguous) in place by the per-token (N, d) float32 table."""
+    require_rotation_kernel(keys.device, keys.dtype, keys.shape[-1])
+    if keys.stride(-1) != 1 or not cos.is_contiguous() or not sin.is_contiguous():
+        raise ValueError("rotate_in_place_cuda needs keys contiguous in the head dim and a contiguous table")
     _launch(keys, cos, sin)
-    return True

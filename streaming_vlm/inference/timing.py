@@ -5,7 +5,7 @@ interval is the stage's span on the device's timeline: from when the stream reac
 queued before it done) to when it reaches the end mark, including the time the device waited for the host to
 launch the stage's work. Nothing waits for the marks when they are made: the host goes on queueing the next stage
 while the device runs this one (with a synchronize at each stage boundary the device idles while the host prepares
-the next stage; the gain was not measured on its own). Intervals are read when `snapshot()` is called (the
+the next stage). Intervals are read when `snapshot()` is called (the
 engine does once a second, after the reply's tokens were read, when the marks have passed). On the CPU a mark is
 the host clock.
 

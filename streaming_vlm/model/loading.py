@@ -12,18 +12,35 @@ import os
 import torch
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.model.weights import check_weights  # noqa: F401  (re-exported: loading checks before it loads)
+from streaming_vlm.model.hub import looks_like_hub_id, resolve_hub_id
 
-ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
 
+def flash_attn_available() -> bool:
+    """flash-attn imports here (not just installed: a wheel built for another torch fails at import)."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:  # noqa: BLE001 - an ABI mismatch raises ImportError, OSError or RuntimeError
+        return False
+    return True
+
+
 def check_attn_implementation(name: str) -> str:
+    """The attention implementation to load with: `auto` is flash_attention_2 where flash-attn imports, else sdpa
+    (torch's fused kernels, on any install); an explicit flash_attention_2 without flash-attn is a UserError."""
     if name not in ATTN_IMPLEMENTATIONS:
         raise UserError(f"unknown attn_implementation {name!r}; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
-    if name == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        raise UserError("attn_implementation flash_attention_2 needs flash-attn: pip install 'streaming-vlm[flash]' "
-                        "(or use --attn_implementation sdpa)")
+    if name == "auto":
+        return "flash_attention_2" if flash_attn_available() else "sdpa"
+    if name == "flash_attention_2" and not flash_attn_available():
+        raise UserError("attn_implementation flash_attention_2 needs flash-attn, which does not import here: "
+                        "pip install 'streaming-vlm[flash]', or use --attn_implementation auto")
     return name
 
 
@@ -51,13 +68,14 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 
 def _check_path(path: str | os.PathLike) -> str:
+    """A checked local directory, or a hub id resolved once (model/hub.py: no network = one clear line)."""
     path = str(path)
-    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path) or path.count("/") != 1
-    if looks_local:
-        if not os.path.isdir(path):
-            raise UserError(f"model path not found: {path}")
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise UserError(f"not a model checkpoint (no config.json): {path}")
+    if looks_like_hub_id(path):
+        return resolve_hub_id(path)
+    if not os.path.isdir(path):
+        raise UserError(f"model path not found: {path}")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise UserError(f"not a model checkpoint (no config.json): {path}")
     return path
 
 
@@ -71,14 +89,15 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False):
         raise UserError(f"cannot load processor from {path}: {str(err).splitlines()[0]}") from None
 
 
-def load_model(path: str | os.PathLike, attn_implementation: str = "sdpa", dtype=None, device=None,
+def load_model(path: str | os.PathLike, attn_implementation: str = "auto", dtype=None, device=None,
                trust_remote_code: bool = False, **kwargs):
     """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model for inference: eval
     mode, no parameter requiring grad (so our text stack may fuse its projections, model/text_step.py)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     path = _check_path(path)
-    check_attn_implementation(attn_implementation)
+    check_weights(path)
+    attn_implementation = check_attn_implementation(attn_implementation)
     target = resolve_device(device) if device is not None else None
     torch_dtype = resolve_dtype(dtype, target)
     try:

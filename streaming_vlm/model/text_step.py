@@ -2,10 +2,9 @@
 streaming cache (a second's user turn with its vision and DeepStack features, a reply's tail, the prefix) or one
 decode token over the slot buffers (graph_decode.py).
 
-Why not transformers' forward: for the engine's pieces it is host-bound. A 2B second's prefill launched ~1.7K
-kernels from Python and took 45 ms of wall time for 21 ms of GPU time on an H200, and its placeholder checks and
-boolean-mask scatters sync the host with the device (BENCHMARKS.md). Here the layer body is two pure functions of
-tensors, `attention_inputs` (norm, q|k|v, q/k norms, mRoPE) and `layer_output` (o projection, residual, norm,
+Why not transformers' forward: for the engine's pieces it is host-bound: it launches every small kernel of every
+layer from Python, and its placeholder checks and boolean-mask scatters sync the host with the device. Here the
+layer body is two pure functions of tensors, `attention_inputs` (norm, q|k|v, q/k norms, mRoPE) and `layer_output` (o projection, residual, norm,
 gate|up, SiLU, down, residual), with the cache update and the attention call between them:
 
 - q|k|v and gate|up are one matrix-vector/matrix product each. The fused matrices ARE the model's weights: the
@@ -13,17 +12,15 @@ gate|up, SiLU, down, residual), with the cache update and the attention call bet
   added and the model's own forward reads the same values. Only for a model nothing trains (`can_fuse`): an
   optimizer's flat buffers (DeepSpeed, FSDP) would no longer reach these weights. `load_model` returns such a
   model; a trainable one (the training eval callback's) keeps transformers' forward.
-- The two functions take the weights as arguments and have the same shapes in every layer, so
-  torch.compile compiles each once for all layers and piece lengths (`TextStep.compile`; the engine's
-  `prefill_compile`): a 2B second's prefill launched 1.7K kernels, 435 compiled (H200 profiles, BENCHMARKS.md).
+- The functions take the weights as arguments, so the whole stack over a second's piece is one function
+  (`stack_forward`) that torch.compile turns into one generated call for any piece or cache length
+  (`TextStep.compile`; the engine's compiled plan).
 - The vision features go in with index ops at placeholder indices computed on the host, and the DeepStack features
   are added after the first layers the same way: no host sync.
 
 The rotary is the model's own `rotary_emb` over the piece's 3-row (t, h, w) positions, so vision tokens get their
 3-D positions as in transformers' forward. One instance per model (`text_step_for`), shared by the engine's pieces
 and the slot decoder, so the weights are fused once.
-The numbers behind the fusing: 28 layers of 2B decode GEMVs take 1.91 ms as 7 products a layer and 1.13 ms as 4
-(H200, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -80,6 +77,14 @@ def layer_output(h, attn_out, o_proj, o_bias, norm, gate_up, down, eps: float):
 def add_deepstack(h, index, features):
     """DeepStack: a layer's vision features added to the residual stream at the vision tokens (`index`)."""
     return h.index_copy(1, index, h.index_select(1, index) + features[None].to(h.dtype))
+
+
+def chunk_attention(module, query, key, value, attention_mask=None, scaling: float | None = None, **kwargs):
+    """`causal_from_bottom_right` in the attention-function signature `TextStep.__call__` takes (transformers'):
+    a piece appended to the cache sees every cached token and itself causally, so no mask is built."""
+    if attention_mask is not None:
+        raise ValueError("chunk_attention builds its own causal bias; got an explicit attention mask")
+    return causal_from_bottom_right(query, key, value, scaling), None
 
 
 def causal_from_bottom_right(q, k, v, scaling: float):
@@ -150,83 +155,58 @@ class TextStep:
                                  (attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight,
                                   gate_up, mlp.down_proj.weight)))
         self.scaling = float(language_model.layers[0].self_attn.scaling)
-        self._compiled = None
         self._stack = None
 
     def compile(self) -> None:
-        """torch.compile the two layer functions: once for every layer, and dynamic in the piece length from its
-        second length on (torch's automatic dynamic shapes; the weights' shapes stay static). A length of 1 is
-        specialised by torch and compiled once more. And the whole stack for pieces with vision (`stack_forward`,
-        one call, so its ~430 kernels are launched by one generated wrapper, not from Python layer by layer).
-        `warm_up` compiles them now."""
-        if self._compiled is None:
-            self._compiled = (torch.compile(attention_inputs), torch.compile(layer_output))
-            # every dimension dynamic: one compilation for any piece, vision or cache length (its guards cost
-            # ~200 us of host time a call: once a second here, where the layer functions are called 56 times)
+        """torch.compile the whole stack for pieces with vision (`stack_forward`: one call, so its kernels are
+        launched by one generated wrapper, not from Python layer by layer), every dimension dynamic: one
+        compilation for any piece, vision or cache length. `warm_up` compiles it now."""
+        if self._stack is None:
             self._stack = torch.compile(stack_forward, dynamic=True)
 
+    WARM_UP_TOKENS = 7
+
     @torch.inference_mode()
-    def warm_up(self, cache=None, lengths: tuple[int, ...] = (2, 3)) -> None:
-        """Run the compiled layer functions on random pieces of two lengths, and the compiled stack on a random
-        piece with vision in `cache`'s room (nothing is added to it), so that no compilation falls in a stream
-        second."""
-        if self._compiled is None:
-            return
-        if cache is not None:
-            qkv = self.weights[0][0][1]
-            vision = 4
-            h = torch.randn(1, vision + 3, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
-            index = torch.arange(1, vision + 1, device=qkv.device)
-            deepstack = [torch.randn(vision, qkv.shape[1], device=qkv.device, dtype=qkv.dtype) for _ in range(3)]
-            self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), cache, (index, deepstack),
-                       keep=False)
-        (pre, post), (w_in, w_out) = self._compiled, self.weights[0]
-        qkv = w_in[1]
-        for n in lengths:
-            h = torch.randn(1, n, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
-            cos, sin = self.lm.rotary_emb(h, torch.arange(n, device=qkv.device).expand(3, 1, n))
-            q, _, _ = pre(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
-            post(h, q.transpose(1, 2).contiguous().reshape(1, n, -1), *w_out, self.eps)
+    def warm_up(self, keys: list[torch.Tensor], values: list[torch.Tensor], n: int) -> None:
+        """Run the compiled stack on a random piece of `WARM_UP_TOKENS` with vision, written in the buffers' room
+        after their `n` tokens (and left there, unused), so that no compilation falls in a stream second."""
+        qkv = self.weights[0][0][1]
+        vision = self.WARM_UP_TOKENS - 3
+        h = torch.randn(1, self.WARM_UP_TOKENS, qkv.shape[1], device=qkv.device, dtype=qkv.dtype)
+        index = torch.arange(1, vision + 1, device=qkv.device)
+        deepstack = [torch.randn(vision, qkv.shape[1], device=qkv.device, dtype=qkv.dtype) for _ in range(3)]
+        self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), keys, values, n,
+                   (index, deepstack))
 
     def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, cache, attention, mask=None,
-                 visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None,
-                 compiled: bool = False) -> torch.Tensor:
+                 visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
         """hidden (1, L, D): the piece's input embeddings; positions (3, 1, L); `attention(module, q, k, v, mask,
         scaling=…)` in transformers' signature, over what `cache.update(k, v, layer)` returns; `visual`: (the
         vision tokens' indices in the piece, DeepStack features per layer (n, D)), added after the first layers
-        as transformers does. `compiled`: the compiled layer functions (after `compile()`). Returns the final-norm
-        hidden states (1, L, D)."""
-        pre, post = self._compiled if compiled and self._compiled is not None else (attention_inputs, layer_output)
+        as transformers does. Returns the final-norm hidden states (1, L, D)."""
         cos, sin = self.lm.rotary_emb(hidden, positions)
         h = hidden
         for i, (layer, (w_in, w_out)) in enumerate(zip(self.lm.layers, self.weights)):
-            q, k, v = pre(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
+            q, k, v = attention_inputs(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
             k, v = cache.update(k, v, i)
             out, _ = attention(layer.self_attn, q, k, v, mask, scaling=layer.self_attn.scaling)
-            h = post(h, out.reshape(*h.shape[:2], -1), *w_out, self.eps)
+            h = layer_output(h, out.reshape(*h.shape[:2], -1), *w_out, self.eps)
             if visual is not None and i < len(visual[1]):
                 h = add_deepstack(h, visual[0], visual[1][i])
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
 
 
-    def stack(self, hidden: torch.Tensor, positions: torch.Tensor, cache,
-              visual: tuple[torch.Tensor, list[torch.Tensor]], keep: bool = True) -> torch.Tensor | None:
-        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision, its K/V
-        written straight into the streaming cache's buffers (`cache.reserve`) and attending bottom-right causally
-        (the engine's chunk attention); then taken into the cache (`keep=False`: left in its room, unused).
-        Returns the final-norm hidden states, or None where it does not apply (not compiled, or the cache has
-        no layer buffers yet): call the step itself then."""
-        room = cache.reserve(hidden.shape[1]) if self._stack is not None else None
-        if room is None:
-            return None
-        keys, values, n = room
+    def stack(self, hidden: torch.Tensor, positions: torch.Tensor, keys: list[torch.Tensor],
+              values: list[torch.Tensor], n: int, visual: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
+        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision: each
+        layer's K/V written straight into its buffers (`keys`/`values`, the cache's, holding `n` tokens and room
+        for the piece) and attending bottom-right causally. Returns the final-norm hidden states."""
+        if self._stack is None:
+            raise RuntimeError("TextStep.stack before compile()")
         cos, sin = self.lm.rotary_emb(hidden, positions)
-        out = self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
-                          self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
-                          self.scaling)
-        if keep:
-            cache.grow(hidden.shape[1])
-        return out
+        return self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
+                           self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
+                           self.scaling)
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

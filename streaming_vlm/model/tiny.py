@@ -71,12 +71,53 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
 
+# `--hub-like`: our own reproduction of how the hub's Qwen3-VL Instruct template behaves, so tests meet a checkpoint as
+# users bring it. A system turn is rendered only as the first message; user, assistant and tool turns are rendered
+# (consecutive tool results in one user turn); every other role is dropped silently; no default system prompt; a
+# video in a turn is <|vision_start|><|video_pad|><|vision_end|>; with `tools`, a tools block opens the system turn.
+HUB_LIKE_CHAT_TEMPLATE = (
+    "{%- macro render(content) -%}"
+    "{%- if content is string -%}{{- content -}}"
+    "{%- else -%}{%- for item in content -%}"
+    "{%- if item['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif item['type'] == 'video' -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
+    "{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{%- endmacro -%}"
+    "{%- set has_system = messages and messages[0]['role'] == 'system' -%}"
+    "{%- if tools -%}"
+    "{{- '<|im_start|>system\n' -}}"
+    "{%- if has_system -%}{{- render(messages[0]['content']) + '\n\n' -}}{%- endif -%}"
+    "{{- '# Tools\n\nFunctions you may call, as JSON signatures:\n<tools>' -}}"
+    "{%- for tool in tools -%}{{- '\n' + (tool | tojson) -}}{%- endfor -%}"
+    "{{- '\n</tools>\n\nTo call one, reply with <tool_call>\n{\"name\": ..., \"arguments\": {...}}\n</tool_call>'"
+    " + '<|im_end|>\n' -}}"
+    "{%- elif has_system -%}"
+    "{{- '<|im_start|>system\n' + render(messages[0]['content']) + '<|im_end|>\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] in ('user', 'assistant') -%}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + render(message['content']) + '<|im_end|>\n' -}}"
+    "{%- elif message['role'] == 'tool' -%}"
+    "{%- if loop.first or loop.previtem['role'] != 'tool' -%}{{- '<|im_start|>user' -}}{%- endif -%}"
+    "{{- '\n<tool_response>\n' + render(message['content']) + '\n</tool_response>' -}}"
+    "{%- if loop.last or loop.nextitem['role'] != 'tool' -%}{{- '<|im_end|>\n' -}}{%- endif -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
+)
+# The sampling defaults the hub checkpoints' generation_config.json carries.
+HUB_LIKE_GENERATION = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.0)
+
 # Exact configs from the public Qwen3-VL-2B/4B-Instruct checkpoints (REFERENCE.md §1).
 _REAL_SIZES = {
     "2b": dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16),
     "4b": dict(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32),
 }
 SIZES = ("tiny", "2b", "4b")
+# Written into every checkpoint folder built here. A folder without it is the user's: never rebuilt or deleted.
+FACTORY_MARKER = ".built_by_streaming_vlm"
 
 
 def build_config(size: str = "tiny"):
@@ -170,12 +211,18 @@ def build_processor():
                             video_processor=video_processor, chat_template=CHAT_TEMPLATE)
 
 
-def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = "float32") -> Path:
-    """Write a loadable checkpoint directory: config, safetensors weights, tokenizer, processor, chat template."""
+def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, dtype: str = "float32",
+                     hub_like: bool = False) -> Path:
+    """Write a loadable checkpoint directory: config, safetensors weights, tokenizer, processor, chat template.
+    Only into a new or empty folder, or one this factory built (its marker file): never over a user's files.
+
+    `hub_like`: then give it the hub's chat template behaviour and sampling defaults (`make_hub_like`)."""
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not is_factory_checkpoint(out):
+        raise UserError(f"{out} exists and was not written by this factory; it is left alone: choose a new folder")
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    out = Path(out)
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
     if torch_dtype is None:
         raise UserError(f"unknown dtype {dtype!r}; choose float32, bfloat16 or float16")
@@ -197,7 +244,30 @@ def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, 
     # Older transformers (5.17 on the GPU machine) look for the per-processor files, as on the hub.
     processor.image_processor.save_pretrained(out)
     processor.video_processor.save_pretrained(out)
+    if hub_like:
+        make_hub_like(out)
+    (out / FACTORY_MARKER).write_text(f"built by streaming_vlm.model.tiny: size {size}, seed {seed}\n")
     return out
+
+
+def is_factory_checkpoint(path: str | os.PathLike) -> bool:
+    """A folder this factory wrote (its marker file is there): the only kind it may rebuild or replace."""
+    return (Path(path) / FACTORY_MARKER).is_file()
+
+
+def make_hub_like(path: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint's chat template (processor and tokenizer) and generation_config.json as the hub's
+    Qwen3-VL Instruct files have them; the weights are untouched."""
+    from transformers import AutoProcessor, GenerationConfig
+
+    path = Path(path)
+    processor = AutoProcessor.from_pretrained(path)
+    processor.chat_template = processor.tokenizer.chat_template = HUB_LIKE_CHAT_TEMPLATE
+    processor.save_pretrained(path)
+    generation = GenerationConfig.from_pretrained(path)
+    generation.update(**HUB_LIKE_GENERATION)
+    generation.save_pretrained(path)
+    return path
 
 
 @cli_entry
@@ -207,10 +277,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="tiny", help=f"one of {', '.join(SIZES)} (default tiny)")
     parser.add_argument("--seed", type=int, default=0, help="weight init seed (default 0)")
     parser.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default float32)")
+    parser.add_argument("--hub-like", action="store_true",
+                        help="the hub's Qwen3-VL Instruct chat template behaviour and sampling defaults (a test fixture)")
     args = parser.parse_args(argv)
     if args.size not in SIZES:
         raise UserError(f"unknown model size {args.size!r}; choose one of {', '.join(SIZES)}")
-    path = build_checkpoint(args.out, size=args.size, seed=args.seed, dtype=args.dtype)
+    path = build_checkpoint(args.out, size=args.size, seed=args.seed, dtype=args.dtype, hub_like=args.hub_like)
     n_files = sorted(p.name for p in path.iterdir())
     print(f"wrote {args.size} Qwen3-VL checkpoint (seed {args.seed}) to {path}: {', '.join(n_files)}")
 

@@ -114,7 +114,7 @@ class HeldoutLoss(TrainerCallback):
                     record = json.loads(self.path.read_text())
                 except ValueError:
                     record = {}
-            record[str(step)] = {"loss": loss, "tokens": tokens, "samples": min(len(self.dataset), self.max_samples)}
+            record[str(step)] = {"loss": loss, "tokens": tokens, "samples": min(len(self.dataset), self.max_samples or len(self.dataset))}
             os.makedirs(self.path.parent, exist_ok=True)
             write_json_atomic(self.path, record)
             print(f"held-out loss at step {step}: {loss:.4f} over {tokens} label tokens", flush=True)

@@ -13,7 +13,15 @@ from pathlib import Path
 from streaming_vlm.errors import UserError
 
 # Keys of configs/data/*.yaml that are ours, not the data builder's.
-TRAINER_ONLY_KEYS = ("num_workers", "generate")
+TRAINER_ONLY_KEYS = ("num_workers", "generate", "repeat")
+
+
+def repeat_count(d: dict, key: str = "data") -> int:
+    """`repeat`: how many times a source counts in the mix (upstream lists train_s12w24 twice, so it is seen twice)."""
+    n = d.get("repeat", 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise UserError(f"{key}.repeat must be a whole number >= 1, got {n!r}")
+    return n
 
 
 def builder_config(d: dict) -> dict:
@@ -76,7 +84,8 @@ def build_train(sources: dict[str, dict], processor):
     from streaming_vlm.data.dataset import build_train_dataset
 
     parts = [build_train_dataset(_prepared(d), processor) for d in sources.values()]
-    dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    mix = [p for p, (key, d) in zip(parts, sources.items()) for _ in range(repeat_count(d, key))]
+    dataset = mix[0] if len(mix) == 1 else ConcatDataset(mix)
     main = _prepared(sources["data"])
     collator = build_collator(main, processor)
     index_bad = sum((Counter(p.index_bad) for p in parts), Counter())
@@ -93,7 +102,7 @@ def set_expected_total(tracker, dataset, epochs: float, max_steps: int, per_rank
         tracker.expected_total = math.ceil(len(dataset) * float(epochs) / max(world, 1))
 
 
-def build_heldout(d: dict, processor):
+def build_heldout(d: dict, processor, key: str = "data"):
     """Held-out windows of `eval_file` with the training chunking (None when there is no eval_file)."""
     from streaming_vlm.data.dataset import build_eval_dataset
 
@@ -101,5 +110,20 @@ def build_heldout(d: dict, processor):
         return None
     prepared = _prepared(d)
     if not os.path.exists(prepared["eval_file"]):
-        raise UserError(f"held-out data file not found: {prepared['eval_file']} (set data.eval_file=...)")
+        raise UserError(f"held-out data file not found: {prepared['eval_file']} (set {key}.eval_file=...)")
     return build_eval_dataset(prepared, processor)
+
+
+def build_heldout_mix(sources: dict[str, dict], processor):
+    """The held-out windows of every source with an `eval_file`, each `repeat` times, as upstream mixes its valid_*
+    files like its train files (None when no source has one)."""
+    from torch.utils.data import ConcatDataset
+
+    mix = []
+    for key, d in sources.items():
+        part = build_heldout(d, processor, key)
+        if part is not None:
+            mix += [part] * repeat_count(d, key)
+    if not mix:
+        return None
+    return mix[0] if len(mix) == 1 else ConcatDataset(mix)

@@ -30,11 +30,14 @@ def kept_positions(labels: torch.Tensor) -> torch.Tensor:
     return valid.any(dim=0).nonzero(as_tuple=False).squeeze(1)
 
 
-def selective_lm_loss(model, inputs: dict, return_outputs: bool = False):
-    """Summed cross-entropy over label tokens and the number of such tokens: (loss_sum, n_tokens[, outputs])."""
+def selective_lm_loss(model, inputs: dict, return_outputs: bool = False, positions: torch.Tensor | None = None):
+    """Summed cross-entropy over label tokens and the number of such tokens: (loss_sum, n_tokens[, outputs]).
+
+    `positions`: `kept_positions(labels)` computed ahead (the collator does it on the CPU, so the training step
+    has no host sync here); computed from `labels` when not given."""
     inputs = dict(inputs)
     labels = inputs.pop("labels")
-    keep = kept_positions(labels)
+    keep = kept_positions(labels) if positions is None else positions.to(labels.device, non_blocking=True)
     empty = keep.numel() == 0
     if empty:
         keep = torch.tensor([labels.shape[1] - 1], device=labels.device)

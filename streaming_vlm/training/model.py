@@ -20,6 +20,9 @@ def ensure_tiny_checkpoint(path: str, size: str, seed: int = 0, timeout_s: float
     if checkpoints.has_model_weights(path):
         return
     from streaming_vlm.model.tiny import build_checkpoint
+    from streaming_vlm.training.config import check_buildable
+
+    check_buildable(path)
 
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         tmp = Path(f"{path}.tmp{os.getpid()}")
@@ -28,6 +31,7 @@ def ensure_tiny_checkpoint(path: str, size: str, seed: int = 0, timeout_s: float
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             if os.path.isdir(path):
+                check_buildable(path)  # only a checkpoint our factory built is ever replaced
                 shutil.rmtree(path)
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             os.rename(tmp, path)
@@ -40,9 +44,17 @@ def ensure_tiny_checkpoint(path: str, size: str, seed: int = 0, timeout_s: float
 
 
 def freeze_vision(model) -> int:
-    """Freeze the whole vision tower: patch embed, blocks, merger AND `deepstack_merger_list`. Returns #params."""
+    """Freeze the whole vision tower: patch embed, blocks, merger AND `deepstack_merger_list`. Returns #params.
+
+    The tower then runs under no_grad: autograd records nothing for it and keeps none of its activations (its
+    outputs, the merged and DeepStack features, enter the language model as constants), and it runs once per
+    forward, never inside the language model's recomputation. Its blocks are not checkpointed
+    (`checkpointing.CheckpointPolicy` clears their flags)."""
     visual = model.model.visual
     visual.requires_grad_(False)
+    if not getattr(visual, "_runs_without_grad", False):
+        visual.forward = torch.no_grad()(visual.forward)
+        visual._runs_without_grad = True
     return sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in visual.parameters())
 
 
@@ -88,11 +100,12 @@ def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
     """(model, processor). Call after TrainingArguments(deepspeed=...) exists so ZeRO-3 partitions at load."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from streaming_vlm.model.loading import check_attn_implementation, load_processor, resolve_dtype
+    from streaming_vlm.model.loading import check_attn_implementation, check_weights, load_processor, resolve_dtype
 
     if not plan.init_from and model_cfg.get("build_if_missing"):
         ensure_tiny_checkpoint(plan.model_path, str(model_cfg.build_if_missing), int(model_cfg.get("build_seed", 0)))
     attn = check_attn_implementation(str(model_cfg.attn_implementation))
+    check_weights(plan.model_path)
     # Under DeepSpeed the weights live in the training dtype (DeepSpeed keeps fp32 masters in the optimizer);
     # without it, mixed precision is autocast over fp32 weights.
     dtype = resolve_dtype(model_cfg.dtype) if deepspeed_enabled else torch.float32

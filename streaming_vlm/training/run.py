@@ -42,6 +42,104 @@ def dry_run_report(cfg, p) -> str:
     return "\n".join(lines)
 
 
+def finished_message(cfg, output_dir: str) -> str | None:
+    """resume=auto over a run whose final model is saved and marked complete (for this step budget): the one line
+    saying so, else None. Re-running a finished command must not train past it and change the final model."""
+    if cfg.get("resume", "auto") not in ("auto", True):
+        return None
+    try:
+        step = int(json.loads((Path(output_dir) / checkpoints.TRAINING_COMPLETE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    max_steps = int(cfg.trainer.max_steps)
+    if 0 < max_steps and step < max_steps:
+        return None  # a larger step budget than the finished run's: train on from its newest checkpoint
+    return (f"training already complete in {output_dir} (final model at step {step}); nothing to do. To train "
+            f"again, use a new output_dir, or a larger trainer.max_steps to continue")
+
+
+def final_step_checkpoint(resume: str | None, max_steps: int) -> str | None:
+    """The resume checkpoint when it already reached the run's last step (a run killed during its final save)."""
+    if not resume:
+        return None
+    try:
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    target = max_steps if max_steps > 0 else int(state.get("max_steps") or 0)
+    return resume if target > 0 and int(state.get("global_step", 0)) >= target else None
+
+
+def check_resume_compatible(resume: str | None, p) -> None:
+    """HF resumes a DeepSpeed run from the DeepSpeed state of a checkpoint and a plain run from its optimizer.pt:
+    a checkpoint written the other way cannot continue this run (HF would fail deep inside, or silently start the
+    optimizer afresh). One line saying what to pass instead."""
+    if not resume:
+        return
+    ckpt = Path(resume)
+    has_ds = (ckpt / "latest").is_file() or any(ckpt.glob("global_step*"))
+    if p.deepspeed_config and not has_ds:
+        raise UserError(
+            f"cannot resume this DeepSpeed ZeRO-{p.zero_stage} run from {ckpt}: it was written without DeepSpeed (no "
+            f"DeepSpeed state in it). Pass deepspeed=none to continue it as it was trained, or start a ZeRO run from "
+            f"its weights with init_from={ckpt} and a new output_dir (or resume=never)")
+    if not p.deepspeed_config and has_ds:
+        raise UserError(
+            f"cannot resume this run without DeepSpeed from {ckpt}: it was written by a DeepSpeed run (its optimizer "
+            f"state is DeepSpeed's). Pass the same deepspeed=... as that run (e.g. deepspeed=zero3), or start from its "
+            f"weights with init_from={ckpt} and a new output_dir")
+
+
+MODEL_FILES_EXCLUDED = {"optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state.pth", "training_args.bin",
+                        "trainer_state.json", "latest", "zero_to_fp32.py", checkpoints.COMPLETE, checkpoints.STATE_FILE}
+
+
+def finish_final_save(checkpoint: str, processor_path: str, output_dir: str, step: int) -> None:
+    """The final model from a checkpoint at the last step, published like save_final's (main process only)."""
+    from streaming_vlm.model.loading import load_processor
+
+    staged = Path(output_dir) / checkpoints.STAGING / "final"
+    if staged.exists():
+        shutil.rmtree(staged)
+    staged.mkdir(parents=True)
+    for src in Path(checkpoint).iterdir():
+        if src.is_file() and src.name not in MODEL_FILES_EXCLUDED and not src.name.startswith("rng_state"):
+            shutil.copy2(src, staged / src.name)
+    if not checkpoints.has_model_weights(staged) and not (staged / "adapter_model.safetensors").is_file():
+        shutil.rmtree(staged)
+        raise UserError(f"{checkpoint} reached the last step but holds no model weights to publish; rerun with "
+                        "resume=never and a new output_dir")
+    save_processor(load_processor(processor_path), staged)
+    publish_final(staged, output_dir, step)
+
+
+def save_processor(processor, staged: Path) -> None:
+    processor.save_pretrained(staged)
+    # transformers 5.17 (the GPU machine's) looks for the per-processor files, as on the hub
+    for part in ("image_processor", "video_processor"):
+        if hasattr(processor, part):
+            getattr(processor, part).save_pretrained(staged)
+
+
+def publish_final(staged: Path, output_dir: str, step: int) -> None:
+    """Move a staged final model into `output_dir` (config last: a half-moved folder does not load), then mark the
+    run complete. A kill before the marker leaves the last checkpoint, from which a re-run finishes this."""
+    out = Path(output_dir)
+    names = sorted(p.name for p in staged.iterdir())
+    last = [n for n in ("config.json", "adapter_config.json") if n in names]
+    for name in [n for n in names if n not in last] + last:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(staged / name, target)
+    checkpoints.write_json_atomic(out / checkpoints.TRAINING_COMPLETE, {"step": step})
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        staged.parent.rmdir()  # .staging/, when nothing else is in it
+    except OSError:
+        pass
+
+
 def save_final(trainer, processor, output_dir: str, lora_cfg) -> None:
     """The final model in `output_dir`, loadable by from_pretrained / AutoProcessor / peft. Collective under ZeRO-3."""
     staged = Path(output_dir) / checkpoints.STAGING / "final"
@@ -59,25 +157,8 @@ def save_final(trainer, processor, output_dir: str, lora_cfg) -> None:
             merged.save_pretrained(merged_src, safe_serialization=True)
             processor.save_pretrained(merged_src)
     if trainer.is_world_process_zero():
-        processor.save_pretrained(staged)
-        # transformers 5.17 (the GPU machine's) looks for the per-processor files, as on the hub
-        for part in ("image_processor", "video_processor"):
-            if hasattr(processor, part):
-                getattr(processor, part).save_pretrained(staged)
-        out = Path(output_dir)
-        names = sorted(p.name for p in staged.iterdir())
-        last = [n for n in ("config.json", "adapter_config.json") if n in names]
-        for name in [n for n in names if n not in last] + last:  # config last: a half-moved dir does not load
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(staged / name, target)
-        checkpoints.write_json_atomic(out / checkpoints.TRAINING_COMPLETE, {"step": trainer.state.global_step})
-        shutil.rmtree(staged, ignore_errors=True)
-        try:
-            staged.parent.rmdir()  # .staging/, when nothing else is in it
-        except OSError:
-            pass
+        save_processor(processor, staged)
+        publish_final(staged, output_dir, trainer.state.global_step)
     trainer.accelerator.wait_for_everyone()
 
 
@@ -87,6 +168,24 @@ def run(cfg) -> dict | None:
     if cfg.get("dry_run"):
         print(dry_run_report(cfg, p), flush=True)
         return None
+    rank = int(os.environ.get("RANK", "0"))
+    done = finished_message(cfg, p.output_dir)
+    if done:
+        if rank == 0:
+            print(done, flush=True)
+        return None
+    resume = resume_checkpoint(cfg.get("resume"), p.output_dir)
+    check_resume_compatible(resume, p)
+    last = final_step_checkpoint(resume, int(cfg.trainer.max_steps))
+    if last:
+        # killed during the final save: the last checkpoint holds the final weights; publish them, train nothing
+        if rank == 0:
+            step = checkpoints.checkpoint_step(last)
+            checkpoints.clear_staging(p.output_dir)
+            finish_final_save(last, p.processor_path, p.output_dir, step)
+            print(f"{last} is the run's last step: finished its final save into {p.output_dir}; nothing trained",
+                  flush=True)
+        return None
 
     import torch
     import transformers
@@ -94,12 +193,11 @@ def run(cfg) -> dict | None:
     from streaming_vlm.training import tracking
     from streaming_vlm.training.callbacks import HeldoutLoss, StepRecorder, build_config_callbacks
     from streaming_vlm.training.curve import write_curve
-    from streaming_vlm.training.data import build_heldout, build_train, ensure_generated, set_expected_total
+    from streaming_vlm.training.data import build_heldout_mix, build_train, ensure_generated, set_expected_total
     from streaming_vlm.training.model import ensure_tiny_checkpoint, load_for_training, parameter_report
     from streaming_vlm.training.trainer import StreamingTrainer
 
     os.makedirs(p.output_dir, exist_ok=True)
-    rank = int(os.environ.get("RANK", "0"))
     report_to, wandb_mode = tracking.setup(cfg.wandb, cfg.trainer.get("report_to"), p.output_dir, str(cfg.run_name),
                                            is_main=rank == 0)
     # TrainingArguments FIRST: it sets up torch.distributed and (ZeRO-3) the global DeepSpeed config that makes
@@ -119,6 +217,13 @@ def run(cfg) -> dict | None:
             ensure_tiny_checkpoint(p.model_path, str(cfg.model.build_if_missing), int(cfg.model.get("build_seed", 0)))
 
     model, processor = load_for_training(cfg.model, p, deepspeed_enabled=bool(p.deepspeed_config))
+    from streaming_vlm.training.checkpointing import CheckpointPolicy
+    from streaming_vlm.training.kernels import setup_kernels
+
+    setup_kernels(model, cfg.model.get("kernels"), cuda=torch.cuda.is_available() and not args.use_cpu,
+                  announce=args.process_index == 0)
+    policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
+                              float(cfg.trainer.get("memory_fraction") or 0.85))
     report = parameter_report(model)
     if report["trainable_vision"]:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
@@ -131,15 +236,14 @@ def run(cfg) -> dict | None:
               f"(vision tower) | {len(dataset)} training samples | wandb {wandb_mode}"
               + (" | weights partitioned at load (ZeRO-3)" if partitioned else ""), flush=True)
 
-    resume = resume_checkpoint(cfg.get("resume"), p.output_dir)
     attempt = f"{os.getpid()}-{int(__import__('time').time())}"
     trainer = StreamingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                processing_class=processor, bad_sample_tracker=tracker, attempt=attempt,
-                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"),
+                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"), checkpoint_policy=policy,
                                embedding_lr=cfg.trainer.get("embedding_learning_rate"))
     trainer.add_callback(StepRecorder(trainer))
     if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
-        heldout = build_heldout(p.data_sources["data"], processor)
+        heldout = build_heldout_mix(p.data_sources, processor)
         if heldout is not None:
             trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
                                              int(cfg.eval.heldout.get("every_steps", 0))))

@@ -14,12 +14,13 @@ import torch
 from transformers import Trainer
 
 from streaming_vlm.training import checkpoints
-from streaming_vlm.training.loss import count_label_tokens, selective_lm_loss
+from streaming_vlm.training.loss import selective_lm_loss
 
 LOSS_LOG = "train_losses.jsonl"
 # selective: logits only where labels exist (ours). hf: the model's own loss over full logits (the anchor recipe,
 # kept for the throughput benchmark and ablations).
 LOSS_IMPLS = ("selective", "hf")
+LOSS_POSITIONS = "loss_positions"  # the collator's kept positions, carried with the model inputs to compute_loss
 
 
 def _dist():
@@ -41,8 +42,9 @@ def gather_counts(counts: dict[str, int]) -> dict[str, int]:
 
 class StreamingTrainer(Trainer):
     def __init__(self, *args, attempt: str | None = None, bad_sample_tracker=None, loss_impl: str = "selective",
-                 embedding_lr: float | None = None, **kwargs):
+                 checkpoint_policy=None, embedding_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.checkpoint_policy = checkpoint_policy  # checkpointing.CheckpointPolicy: which layers recompute
         if embedding_lr is not None and not float(embedding_lr) > 0:
             raise ValueError(f"trainer.embedding_learning_rate must be > 0 (or null), got {embedding_lr}")
         self.embedding_lr = None if embedding_lr is None else float(embedding_lr)
@@ -102,25 +104,27 @@ class StreamingTrainer(Trainer):
                 break
         from streaming_vlm.data.collator import split_batch
 
-        n = torch.zeros((), dtype=torch.long)
+        # Counts come from the collator's metadata (host integers): reading them off the device tensors would
+        # stall the host once per micro-batch.
+        n = 0
         inputs_list = []
         for batch in batch_samples:
             inputs, meta = split_batch(batch)
             counts = {k: int(v) for k, v in (meta.get("bad_samples") or {}).items() if v}
             self.bad_samples_local.update(counts)
             self.seen_local += int(meta.get("n_samples", 0))
-            self.tokens_local += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else \
-                int(inputs["input_ids"].numel())
+            self.tokens_local += int(meta["num_tokens"])
             self.vision_tokens_local += int(meta.get("num_vision_tokens", 0))
             self._step_samples += list(meta.get("sample_index", []))
             if self.tracker is not None:
                 self.tracker.add(counts, int(meta.get("n_samples", 0)))  # raises the one UserError if too bad
-            labelled = count_label_tokens(inputs["labels"]).cpu()
-            self.label_tokens_local += int(labelled)
+            labelled = int(meta["num_loss_tokens"])
+            self.label_tokens_local += labelled
             n += labelled
+            inputs[LOSS_POSITIONS] = meta["loss_positions"]
             inputs_list.append(inputs)
         batch_samples = inputs_list
-        n = n.to(device)
+        n = torch.tensor(n, dtype=torch.long).to(device, non_blocking=True)
         if self.args.world_size > 1:
             n = self.accelerator.gather(n.reshape(1)).sum()
         return batch_samples, n
@@ -131,10 +135,12 @@ class StreamingTrainer(Trainer):
             from streaming_vlm.data.collator import split_batch
 
             inputs, _ = split_batch(inputs)
+        inputs = dict(inputs)
+        positions = inputs.pop(LOSS_POSITIONS, None)
         if self.loss_impl == "hf":
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
-        loss_sum, n, outputs = selective_lm_loss(model, inputs, return_outputs=True)
+        loss_sum, n, outputs = selective_lm_loss(model, inputs, return_outputs=True, positions=positions)
         if num_items_in_batch is None:  # evaluation / prediction_step: mean over this micro-batch
             loss = loss_sum / n.clamp(min=1)
         else:
@@ -147,6 +153,8 @@ class StreamingTrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self._step_lr is None and self.optimizer is not None:  # the lr this optimizer step uses
             self._step_lr = float(self.optimizer.param_groups[0]["lr"])
+        if self.checkpoint_policy is not None and self.args.gradient_checkpointing:
+            self.checkpoint_policy.before_micro_batch(self.model, int(inputs["input_ids"].numel()), self.optimizer)
         loss = super().training_step(model, inputs, num_items_in_batch)
         # The scaled micro-batch losses of one optimizer step sum to (this rank's label-token CE) x world / tokens.
         # Kept on the device (no host sync per micro-batch); read once per step in pop_step_loss.

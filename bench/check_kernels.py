@@ -1,0 +1,161 @@
+"""Liger's kernels (CUDA only) against transformers' own modules, on the GPU, before any training figure is taken.
+
+    python bench/check_kernels.py            # GPU: exit 1 on a mismatch (the training bench then stops),
+                                             # 3 when Liger cannot run here at all
+    python bench/check_kernels.py --tiny     # CPU: the reference path only (Liger is Triton: nothing to compare)
+
+A Qwen3-VL with the 2B's real widths (hidden 2048, head_dim 128, GQA 16/8, MLP 6144, interleaved mRoPE, DeepStack)
+but 2 decoder layers and a 2-block vision tower, on a real stream window (the stream template over random frames),
+through the training loss (`selective_lm_loss`). Loss and every gradient are computed with transformers' modules,
+then Liger is applied exactly as `train.py` applies it (`streaming_vlm.training.kernels.apply_liger`) and they are
+computed again:
+    fp32 (TF32 off)      loss within 1e-5 relative, every parameter's gradient within 1e-3 (relative L2)
+    bf16 autocast        loss within 2e-2 relative, all gradients together within 5e-2 (relative L2): the kernels
+                         round at different points than transformers' modules do, as bf16 kernels may
+and the patched modules must really be Liger's (a silent no-op would pass the comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOLERANCES = {"fp32": (1e-5, 1e-3), "bf16": (2e-2, 5e-2)}  # (loss, gradient) relative
+UNAVAILABLE = 3  # exit code: Liger could not run at all (not installed, import or launch error); 1: a mismatch
+
+
+def build_model(device: str):
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from streaming_vlm.model.tiny import build_config
+    from streaming_vlm.training.model import freeze_vision
+
+    config = build_config("2b")
+    config.text_config.num_hidden_layers = 2
+    config.vision_config.depth = 2
+    config.vision_config.deepstack_visual_indexes = [0, 1]
+    torch.manual_seed(0)
+    model = Qwen3VLForConditionalGeneration(config).to(device=device, dtype=torch.float32)
+    freeze_vision(model)
+    return model.train()
+
+
+def build_batch(device: str):
+    from streaming_vlm.data.collator import StreamCollator, split_batch
+    from streaming_vlm.data.stream_template import Second, StreamTemplate, VisionBudget
+    from streaming_vlm.model.tiny import build_processor
+
+    processor = build_processor()
+    template = StreamTemplate(processor, budget=VisionBudget(min_pixels=16384, max_pixels=16384,
+                                                             total_pixels=16384 * 8))
+    rng = np.random.default_rng(0)
+    texts = ["kick off", "Red press high", "", "a long ball forward", "shot saved", "corner"]
+    seconds = [Second(float(t), float(t + 1), rng.integers(0, 255, (2, 128, 128, 3), dtype=np.uint8),
+                      [t + 0.25, t + 0.75], text) for t, text in enumerate(texts)]
+    enc = template.encode_window("earlier: Blue won a free kick", seconds)
+    sample = {"input_ids": enc.input_ids, "labels": enc.labels, "position_ids": enc.position_ids,
+              "pixel_values_videos": enc.pixel_values_videos, "video_grid_thw": enc.video_grid_thw, "index": 0}
+    inputs, meta = split_batch(StreamCollator(processor)([sample]))
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    return inputs, meta["loss_positions"].to(device)
+
+
+def loss_and_grads(model, inputs, positions, bf16: bool):
+    from streaming_vlm.training.loss import selective_lm_loss
+
+    model.zero_grad(set_to_none=True)
+    device = inputs["input_ids"].device.type
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        loss_sum, n = selective_lm_loss(model, inputs, positions=positions)
+    loss = loss_sum / n
+    loss.backward()
+    grads = {k: p.grad.detach().float().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return float(loss.detach()), grads
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def liger_is_wired(model) -> list[str]:
+    """What is not Liger's after apply_liger (empty when everything is)."""
+    from liger_kernel.transformers.rope import liger_rotary_pos_emb
+    from transformers.models.qwen3_vl import modeling_qwen3_vl
+
+    missing = []
+    if modeling_qwen3_vl.apply_rotary_pos_emb is not liger_rotary_pos_emb:
+        missing.append("rope")
+    layer = model.model.language_model.layers[0]
+    if "Liger" not in type(layer.input_layernorm).__name__ and "liger" not in \
+            getattr(layer.input_layernorm.forward, "__module__", ""):
+        missing.append("rms_norm")
+    if "liger" not in getattr(layer.mlp.forward, "__module__", ""):
+        missing.append("swiglu")
+    return missing
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU: run the reference path only")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available() and not args.tiny
+    if not cuda and not args.tiny:
+        print("error: no GPU here; use --tiny for the CPU check of this script", file=sys.stderr)
+        return 2
+    device = "cuda" if cuda else "cpu"
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = build_model(device)
+    inputs, positions = build_batch(device)
+    modes = ["fp32", "bf16"] if cuda else ["fp32"]
+    reference = {m: loss_and_grads(model, inputs, positions, bf16=m == "bf16") for m in modes}
+    tokens = inputs["input_ids"].numel()
+    if not cuda:
+        print(f"kernel check (CPU, reference only: Liger is Triton): {tokens} tokens, loss "
+              f"{reference['fp32'][0]:.4f}, {len(reference['fp32'][1])} gradients; Liger not compared")
+        return 0
+
+    from streaming_vlm.training.kernels import apply_liger
+
+    try:
+        apply_liger(model)
+        missing = liger_is_wired(model)
+        liger = {m: loss_and_grads(model, inputs, positions, bf16=m == "bf16") for m in modes}
+    except Exception as err:  # noqa: BLE001 - not installed, or does not run here: no comparison at all
+        print(f"kernel check: Liger could not run here: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
+        return UNAVAILABLE
+    ok = not missing
+    lines = [f"Kernel check ({torch.cuda.get_device_name()}, {tokens} tokens, 2B widths, 2 layers): "
+             f"Liger RMSNorm + RoPE + SwiGLU vs transformers' modules" + (f"; NOT wired: {missing}" if missing else "")]
+    for m in modes:
+        loss_ref, g_ref = reference[m]
+        loss_lig, g_lig = liger[m]
+        loss_tol, grad_tol = TOLERANCES[m]
+        loss_err = abs(loss_lig - loss_ref) / abs(loss_ref)
+        if g_lig.keys() != g_ref.keys():
+            ok = False
+            lines.append(f"  {m}: gradients of different parameters")
+            continue
+        if m == "fp32":
+            worst_name, grad_err = max(((k, rel(g_lig[k], g_ref[k])) for k in g_ref), key=lambda kv: kv[1])
+        else:
+            worst_name = "all"
+            grad_err = rel(torch.cat([g_lig[k].flatten() for k in g_ref]), torch.cat([g_ref[k].flatten() for k in g_ref]))
+        good = loss_err <= loss_tol and grad_err <= grad_tol
+        ok &= good
+        lines.append(f"  {m}: loss {loss_ref:.6f} vs {loss_lig:.6f} (rel {loss_err:.1e}, tol {loss_tol:g}); "
+                     f"gradients rel L2 {grad_err:.1e} ({worst_name}; tol {grad_tol:g}) -> {'ok' if good else 'MISMATCH'}")
+    lines.append("kernel check: " + ("passed" if ok else "FAILED"))
+    print("\n".join(lines), flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Activation checkpointing per decoder layer, chosen per micro-batch from memory: recompute only what must be.
+
+`trainer.gradient_checkpointing`:
+    true    every decoder layer is recomputed in the backward (the recipe's setting; least memory)
+    false   none is
+    auto    as many layers as fit KEEP their activations; the rest are recomputed. On CUDA:
+              1. the first micro-batch recomputes every layer but the last, whose saved activations are counted
+                 as they are saved (the real kernels, dtype, autocast and sequence length: nothing is modelled);
+              2. each later micro-batch keeps the last k layers, k the largest such that
+                   allocated now + optimizer state and gradients not allocated yet
+                   + k x (bytes/token of a kept layer) x tokens + (L - k) x (its input) x tokens
+                   + 2 x (bytes/token of a kept layer) x tokens   (one layer's recompute and gradients in flight)
+                 stays under `trainer.memory_fraction` of the GPU's memory.
+            Off CUDA there is no device budget to read: every layer is recomputed.
+Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
+on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
+are never checkpointed, there is nothing to recompute.
+
+transformers reads each layer's `gradient_checkpointing` flag on every call; the Trainer sets them all at the start
+of training (`gradient_checkpointing_enable`), and `before_micro_batch` sets them per micro-batch after that.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MODES = ("true", "false", "auto")
+IN_FLIGHT_LAYERS = 2  # one layer's recomputed activations and its gradients during the backward
+
+
+def parse_mode(value) -> str:
+    mode = str(value).lower()
+    if mode not in MODES:
+        raise ValueError(f"trainer.gradient_checkpointing must be true, false or auto, got {value!r}")
+    return mode
+
+
+def decoder_layers(model) -> list[torch.nn.Module]:
+    """The text decoder layers (any wrapper: peft, DDP, DeepSpeed engine)."""
+    for name, module in model.named_modules():
+        if name.endswith("language_model.layers") and isinstance(module, torch.nn.ModuleList):
+            return list(module)
+    raise ValueError("no language_model.layers in this model")
+
+
+def layers_to_keep(n_layers: int, tokens: int, kept_bytes_per_token: float, input_bytes_per_token: float,
+                   free_bytes: float) -> int:
+    """The largest k <= n_layers whose activations fit `free_bytes` (see the module docstring)."""
+    for k in range(n_layers, -1, -1):
+        need = tokens * (k * kept_bytes_per_token + (n_layers - k) * input_bytes_per_token
+                         + IN_FLIGHT_LAYERS * kept_bytes_per_token)
+        if need <= free_bytes:
+            return k
+    return 0
+
+
+def skip_frozen_vision(model) -> None:
+    """A vision tower that runs under no_grad (`model.freeze_vision`) has nothing to recompute: no checkpointing."""
+    for name, module in model.named_modules():
+        if getattr(module, "_runs_without_grad", False):
+            for block in module.modules():
+                if hasattr(block, "gradient_checkpointing"):
+                    block.gradient_checkpointing = False
+
+
+def set_kept_layers(layers, k: int) -> None:
+    """The last k layers keep their activations; the others are recomputed."""
+    n = len(layers)
+    for i, layer in enumerate(layers):
+        layer.gradient_checkpointing = i < n - k
+
+
+class SavedBytes:
+    """Counts the distinct storages autograd saves while a module runs forward (parameters excluded)."""
+
+    def __init__(self, module, skip_storages: set[int]):
+        self.skip = skip_storages
+        self.saved: dict[int, int] = {}
+        self.input_bytes = 0
+        self.tokens = 0
+        self._ctx = None
+        self._handles = [module.register_forward_pre_hook(self._enter, with_kwargs=True),
+                         module.register_forward_hook(self._exit, with_kwargs=True)]
+
+    def _pack(self, t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in self.skip:
+            self.saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    def _enter(self, module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        self.input_bytes = hidden.numel() * hidden.element_size()
+        self.tokens = hidden.shape[0] * hidden.shape[1]
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx.__enter__()
+
+    def _exit(self, module, args, kwargs, output):
+        self._ctx.__exit__(None, None, None)
+        self._ctx = None
+        for h in self._handles:
+            h.remove()
+
+    @property
+    def done(self) -> bool:
+        return self.tokens > 0 and self._ctx is None
+
+
+class CheckpointPolicy:
+    def __init__(self, mode, memory_fraction: float = 0.85):
+        self.mode = parse_mode(mode)
+        self.memory_fraction = float(memory_fraction)
+        self.probe: SavedBytes | None = None
+        self.kept_per_token: float | None = None  # bytes a kept layer saves, per token
+        self.input_per_token: float | None = None  # bytes of a recomputed layer's input, per token
+        self.kept: int | None = None
+        self.announced = False
+
+    def before_micro_batch(self, model, tokens: int, optimizer=None) -> int:
+        """Set the layers' flags for a micro-batch of `tokens` tokens; returns how many keep their activations."""
+        layers = decoder_layers(model)
+        skip_frozen_vision(model)
+        if self.mode == "true":
+            k = 0
+        elif self.mode == "false":
+            k = len(layers)
+        elif not torch.cuda.is_available():
+            k = 0
+            self._announce(f"activation checkpointing auto: no CUDA budget to read, all {len(layers)} layers "
+                           "recomputed")
+        else:
+            k = self._auto(model, layers, tokens, optimizer)
+        set_kept_layers(layers, k)
+        self.kept = k
+        return k
+
+    def _auto(self, model, layers, tokens: int, optimizer) -> int:
+        if self.kept_per_token is None:
+            if self.probe is None:  # first micro-batch: measure the last layer, recompute the others
+                params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+                self.probe = SavedBytes(layers[-1], params)
+                return 1
+            if not self.probe.done:
+                return 1
+            self.kept_per_token = sum(self.probe.saved.values()) / self.probe.tokens
+            self.input_per_token = self.probe.input_bytes / self.probe.tokens
+        free = self.memory_fraction * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        free -= torch.cuda.memory_allocated() + pending_state_bytes(model, optimizer)
+        k = layers_to_keep(len(layers), tokens, self.kept_per_token, self.input_per_token, free)
+        self._announce(f"activation checkpointing auto: {k} of {len(layers)} decoder layers keep their activations "
+                       f"at {tokens} tokens (a kept layer saves {self.kept_per_token / 2**10:.1f} KiB/token; "
+                       f"budget {self.memory_fraction:g} of GPU memory)")
+        return k
+
+    def _announce(self, line: str) -> None:
+        if not self.announced:
+            print(line, flush=True)
+            self.announced = True
+
+
+def pending_state_bytes(model, optimizer) -> int:
+    """Gradients and Adam moments of trainable parameters that are not allocated yet (before the first step).
+
+    Local sizes: parameters partitioned by ZeRO-3 count 0 here (DeepSpeed allocates their state up front)."""
+    state = getattr(optimizer, "state", None) or {}
+    total = 0
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        size = p.numel() * p.element_size()
+        if p.grad is None:
+            total += size
+        if p not in state:
+            total += 2 * p.numel() * 4  # exp_avg, exp_avg_sq in fp32
+    return total
