@@ -27,9 +27,10 @@ def vtt_cues(path: Path, n: int) -> list[str]:
     for block in blocks:
         lines = [ln for ln in block.strip().splitlines() if ln.strip()]
         timing = next((i for i, ln in enumerate(lines) if "-->" in ln), None)
-        if timing is None or timing + 1 >= len(lines):
+        text = " ".join(lines[timing + 1:]).strip() if timing is not None else ""
+        if not text or text == "...":  # a silent second
             continue
-        cues.append(f"{lines[timing]}  {' '.join(lines[timing + 1:])}")
+        cues.append(f"{lines[timing]}  {text}")
         if len(cues) == n:
             break
     return cues
