@@ -21,7 +21,8 @@ ablations on `stream`: contiguous vs native RoPE; vision window 1 (current secon
 
 Metrics: win rate vs that baseline with the offline judge and the eval protocol (both orders, ties counted, 100 s
 segments), and a grounded metric: event recall/precision of the commentary against the generator's event log,
-within ±2 s (an event type counts as mentioned when its keyword pattern, below, appears in a second's output).
+within ±2 s (an event type counts as mentioned when its keyword pattern, streaming_vlm.eval.grounding, appears in
+a second's output).
 """
 
 from __future__ import annotations
@@ -60,17 +61,8 @@ TEXT_DEFAULT = 128  # study default text sink and text window (tokens); the pape
 VISION = dict(min_pixels=4096, max_pixels=160 * 96, total_pixels=10**8)  # native 160x96: 15 vision tokens/second
 
 CONTROL_SHIFT = 60.0  # s: event log moved by this much gives the chance precision of the same mentions
-# Grounded metric: event type -> pattern its commentary uses (the generator's phrasings; checked on its lines).
-EVENT_PATTERNS = {
-    "goal": r"\bgoal\b(?! kick)|\bit's in\b",
-    "corner": r"\bcorner\b",
-    "foul": r"\bfoul\b",
-    "save": r"\bsaved?\b|\bstop from\b|\btipped\b|\bturns it\b",
-    "throw_in": r"\bthrow\b",
-    "goal_kick": r"\bgoal kick\b",
-    "miss": r"\bwide\b|\boff target\b|\bover the bar\b",
-}
-_PATTERNS = {k: re.compile(v, re.I) for k, v in EVENT_PATTERNS.items()}
+# Grounded metric: streaming_vlm.eval.grounding (event type -> the generator's phrasings for it).
+from streaming_vlm.eval.grounding import event_scores, mention_offsets  # noqa: E402
 
 
 def arms_and_settings():
@@ -198,35 +190,6 @@ def _run_one(job: dict) -> dict:
             "temperature": job["temperature"], "seed": job["seed"],
             "max_position": max((s.get("next_position", 0) for s in segs), default=0),
             "max_cache_tokens": max((s.get("cache_tokens", 0) for s in segs), default=0)}
-
-
-def event_scores(rows: list[dict], events: list[dict], tol: float = 2.0, shift: float = 0.0) -> dict:
-    """Recall: events (of the mapped types) mentioned within ±tol s. Precision: mentions with such an event.
-
-    `shift` moves the event log by that many seconds: the chance level of the same mentions (a control)."""
-    pats = _PATTERNS
-    mentions = [(r["start"], r["end"], k) for r in rows for k, p in pats.items() if r["text"] and p.search(r["text"])]
-    evs = [(e["t"] + shift, e["type"]) for e in events if e["type"] in pats]
-    hit = sum(any(k == typ and s - tol <= t <= e + tol for s, e, k in mentions) for t, typ in evs)
-    good = sum(any(typ == k and s - tol <= t <= e + tol for t, typ in evs) for s, e, k in mentions)
-    return {"events": len(evs), "recalled": hit, "mentions": len(mentions), "grounded": good,
-            "recall": hit / len(evs) if evs else 0.0, "precision": good / len(mentions) if mentions else 0.0}
-
-
-def mention_offsets(rows: list[dict], events: list[dict], lo: float = -2.0, hi: float = 8.0) -> list[float]:
-    """Per event (of the mapped types) mentioned in [t+lo, t+hi]: the start of the second whose mention is closest
-    after the event (or closest before it, when none is after), minus t. How late the commentary names events."""
-    pats = _PATTERNS
-    out = []
-    for e in events:
-        if e["type"] not in pats:
-            continue
-        near = [r["start"] - e["t"] for r in rows
-                if r["text"] and lo <= r["start"] - e["t"] <= hi and pats[e["type"]].search(r["text"])]
-        after = [d for d in near if d >= 0]
-        if near:
-            out.append(min(after) if after else max(near))
-    return out
 
 
 def main(argv=None) -> None:

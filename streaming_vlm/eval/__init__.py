@@ -21,7 +21,9 @@ Read in this order:
 - `baseline_protocol.py` what one request of the vision-chat baseline holds (windows, frames, context, prompts)
 - `baseline.py`      `eval baseline`: the baseline's commentary, cached and resumable, with its cost
 - `evaluate.py`      `eval run`: generate what is missing, judge, report
-- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate,baseline,run}`
+- `grounding.py`     event mentions against a game's event log (recall, precision, chance control)
+- `quality.py`       word-level figures of one system: commentary words, grounded mentions, ROUGE-L per segment
+- `cli.py`           `python -m streaming_vlm.eval {judge,report,generate,baseline,run,quality}`
 """
 
 from streaming_vlm.eval.head_to_head import judge_segments, run_comparisons

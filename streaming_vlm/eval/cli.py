@@ -1,4 +1,4 @@
-"""`python -m streaming_vlm.eval {judge,report,generate,baseline,run}`: the evaluation from the command line.
+"""`python -m streaming_vlm.eval {judge,report,generate,baseline,run,quality}`: the evaluation from the command line.
 
     # 1. run the streaming model over the reference videos -> per-second predictions (engine settings: --set K=V)
     python -m streaming_vlm.eval generate --reference games.jsonl --video-root videos/ --out model.jsonl \
@@ -17,6 +17,10 @@
     # all of it at once: generate what is missing, judge, report (JSON + markdown, bootstrap CI) in OUT/
     python -m streaming_vlm.eval run --model_path ckpt --reference games.jsonl --video-root videos/ \
         --baseline gpt4o_mini.jsonl --judge openai --out-dir OUT
+
+    # word-level figures of one system: commentary words, grounded event mentions, ROUGE-L per segment
+    python -m streaming_vlm.eval quality --predictions model.jsonl --reference games.jsonl \
+        --vocabulary train_with_seeks.jsonl --events data/events/eval --json quality.json
 
 Bad input ends with one line on stderr and exit code 2 (`streaming_vlm.errors.cli_entry`).
 """
@@ -49,6 +53,7 @@ from streaming_vlm.eval.openai_judge import (
 from streaming_vlm.eval.pipeline import detect_protocol, judge_outputs, make_judge
 from streaming_vlm.eval.predictions import load_outputs
 from streaming_vlm.eval.prompts import PROTOCOLS
+from streaming_vlm.eval.quality import commentary_quality, format_quality, read_event_logs, training_vocabulary
 from streaming_vlm.eval.segments import DEFAULT_MIN_WORDS, DEFAULT_SEGMENT_SECONDS
 from streaming_vlm.eval.win_rate import MISSING_POLICIES, format_table, win_rate_report
 
@@ -67,7 +72,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m streaming_vlm.eval", description="Evaluate a streaming commentator.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate,baseline,run}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{judge,report,generate,baseline,run,quality}")
 
     j = sub.add_parser("judge", help="judge model vs baseline on every segment, in both orders")
     j.add_argument("--predictions", required=True, help="the model's predictions (JSONL)")
@@ -107,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sharding_args(g)
     _add_baseline_parser(sub)
     _add_run_parser(sub)
+
+    q = sub.add_parser("quality", help="commentary words, grounded event mentions and ROUGE-L of one system")
+    q.add_argument("--predictions", required=True, help="the system's predictions (JSONL)")
+    q.add_argument("--reference", required=True, help="reference rows: Inf-Streams games")
+    q.add_argument("--vocabulary", required=True, action="append",
+                   help="training data file whose commentary words count as commentary words (repeatable)")
+    q.add_argument("--events", help="folder of per-game event logs (events/<split>/ of data.synthetic)")
+    q.add_argument("--segment-seconds", type=float, default=DEFAULT_SEGMENT_SECONDS)
+    q.add_argument("--min-words", type=int, default=DEFAULT_MIN_WORDS)
+    q.add_argument("--json", help="write the figures as JSON to this file")
     return parser
 
 
@@ -219,11 +234,24 @@ def run_generate(args) -> int:
     return 0
 
 
+def run_quality(args) -> int:
+    reference = read_rows_strict(args.reference, "reference")
+    outputs = load_outputs(args.predictions, "model")
+    vocab = training_vocabulary(args.vocabulary)
+    logs = read_event_logs(args.events) if args.events else None
+    report = commentary_quality(outputs, reference, vocab, logs, args.segment_seconds, args.min_words)
+    if args.json:
+        _write_json(args.json, report)
+    print(format_quality(report))
+    return 0
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"judge": run_judge, "report": run_report, "generate": run_generate, "baseline": run_baseline,
-                "run": run_all}
+                "run": run_all,
+                "quality": run_quality}
     return commands[args.command](args)
 
 

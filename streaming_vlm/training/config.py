@@ -184,7 +184,7 @@ _TRAINER_VALUES = [
     ("dataloader_num_workers", "int", 0, None, True), ("data_seed", "int", 0, None, True),
     ("ddp_timeout", "int", 1, None, True), ("bf16", "bool", None, None, True), ("fp16", "bool", None, None, True),
     ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool_or_auto", None, None, True),
-    ("memory_fraction", "number", 0.05, 1, True),
+    ("memory_fraction", "number", 0.05, 1, True), ("embedding_learning_rate", "number", 0, None, True),
     ("use_cpu", "bool", None, None, True),
 ]
 _DATA_VALUES = [
@@ -312,7 +312,7 @@ def plan(cfg, world_size: int | None = None) -> Plan:
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
-_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction"}
+_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction", "embedding_learning_rate"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:

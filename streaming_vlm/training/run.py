@@ -239,7 +239,8 @@ def run(cfg) -> dict | None:
     attempt = f"{os.getpid()}-{int(__import__('time').time())}"
     trainer = StreamingTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                                processing_class=processor, bad_sample_tracker=tracker, attempt=attempt,
-                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"), checkpoint_policy=policy)
+                               loss_impl=str(cfg.trainer.get("loss_impl") or "selective"), checkpoint_policy=policy,
+                               embedding_lr=cfg.trainer.get("embedding_learning_rate"))
     trainer.add_callback(StepRecorder(trainer))
     if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
         heldout = build_heldout_mix(p.data_sources, processor)

@@ -42,9 +42,12 @@ def gather_counts(counts: dict[str, int]) -> dict[str, int]:
 
 class StreamingTrainer(Trainer):
     def __init__(self, *args, attempt: str | None = None, bad_sample_tracker=None, loss_impl: str = "selective",
-                 checkpoint_policy=None, **kwargs):
+                 checkpoint_policy=None, embedding_lr: float | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.checkpoint_policy = checkpoint_policy  # checkpointing.CheckpointPolicy: which layers recompute
+        if embedding_lr is not None and not float(embedding_lr) > 0:
+            raise ValueError(f"trainer.embedding_learning_rate must be > 0 (or null), got {embedding_lr}")
+        self.embedding_lr = None if embedding_lr is None else float(embedding_lr)
         self.tracker = bad_sample_tracker  # streaming_vlm.data.bad_samples.BadSampleTracker (max bad fraction)
         if loss_impl not in LOSS_IMPLS:
             raise ValueError(f"trainer.loss_impl must be one of {', '.join(LOSS_IMPLS)}, got {loss_impl!r}")
@@ -65,6 +68,31 @@ class StreamingTrainer(Trainer):
         self.label_tokens_local = 0
         self._staging = False
         self.attempt = attempt or f"{os.getpid()}"
+
+    # ---- optimizer ---------------------------------------------------------------------------------------------
+    def create_optimizer(self, model=None):
+        """The HF optimizer; with `embedding_lr`, the token embedding (the output head too, when tied) in a param
+        group of its own at that learning rate, scheduled like the others.
+
+        Why a group of its own: every step's softmax pushes the rows of the whole vocabulary, but a commentary
+        model only ever emits a few hundred of them; a model whose body is small and trains for few steps needs
+        the embedding to move faster than the body to put the rest of the vocabulary out of reach."""
+        optimizer = super().create_optimizer(model)
+        if self.embedding_lr is None:
+            return optimizer
+        opt_model = self.model if model is None else model
+        embedding = opt_model.get_input_embeddings().weight
+        moved = None
+        for group in optimizer.param_groups:
+            keep = [p for p in group["params"] if p is not embedding]
+            if len(keep) != len(group["params"]):
+                moved = {**group, "params": [embedding], "lr": self.embedding_lr}
+                group["params"] = keep
+        if moved is None:
+            raise ValueError("trainer.embedding_learning_rate is set but the token embedding is not trained")
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        optimizer.add_param_group(moved)  # last: param_groups[0] stays the body's lr, which the logs report
+        return optimizer
 
     # ---- batches ---------------------------------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches, device):
