@@ -59,4 +59,7 @@ step "9. Live commentary on a held-out game with the trained model -> $OUT/comme
 "$PY" -m streaming_vlm.inference.inference --model_path "$OUT/stage2" --video_path "$EVAL_VIDEO" \
     --output_path "$OUT/commentary.vtt" --no_progress "${INFER[@]/#/--}"
 
-"$PY" scripts/demo_summary.py --out "$OUT" --vtt "$OUT/commentary.vtt" --seconds "$SECONDS"
+"$PY" -m streaming_vlm.viewer "$EVAL_VIDEO" "$OUT/commentary.vtt" --out "$OUT/commentary.html" >/dev/null
+
+"$PY" scripts/demo_summary.py --out "$OUT" --vtt "$OUT/commentary.vtt" --seconds "$SECONDS" \
+    --path "viewer=$OUT/commentary.html"
