@@ -31,3 +31,14 @@ def hub_like_ckpt(tmp_path_factory):
     from streaming_vlm.model.tiny import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("hub") / "hub-like-qwen3vl", size="tiny", seed=0, hub_like=True)
+
+
+# `make test-fast`: pure unit modules (no model, no subprocess, no training) for the edit-test loop.
+FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_eval_offline_judge",
+                "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
