@@ -160,13 +160,8 @@ def eviction_rows() -> list[str]:
              torch.empty(1, heads, m + spare, dim, device=DEV, dtype=DT)) for _ in range(layers)]
     from streaming_vlm.inference.rotation_kernel import rotate_in_place_cuda
 
-    compiled = cache_module._rotate_compiled()
-    for n_warm in (17, 29):  # compile for two token counts: dynamic from then on
-        warm = bufs[0][0][..., 3:n_warm, :]
-        compiled(warm, cos[:n_warm - 3], sin[:n_warm - 3])
     rotate_in_place_cuda(bufs[0][0][..., 3:40, :], cos[:37], sin[:37])  # raises where the Triton kernel cannot run
     variants = {"eager rotation (fp32 ops)": cache_module.rotate_in_place,
-                "torch.compile, automatic dynamic": compiled,
                 "Triton kernel (the cache's, rotation_kernel.py)": rotate_in_place_cuda, "no rotation": None}
 
     def compact(rotate):

@@ -53,6 +53,7 @@ import platform
 import re
 import subprocess
 import sys
+from typing import Iterator
 import time
 from pathlib import Path
 
