@@ -6,6 +6,7 @@ scheduler / RNG / data position) is the HF Trainer's own machinery.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter
 from pathlib import Path
@@ -15,6 +16,8 @@ from transformers import Trainer
 
 from streaming_vlm.training import checkpoints
 from streaming_vlm.training.loss import selective_lm_loss
+
+log = logging.getLogger(__name__)
 
 LOSS_LOG = "train_losses.jsonl"
 # selective: logits only where labels exist (ours). hf: the model's own loss over full logits (the anchor recipe,
@@ -88,8 +91,9 @@ class StreamingTrainer(Trainer):
             if len(keep) != len(group["params"]):
                 moved = {**group, "params": [embedding], "lr": self.embedding_lr}
                 group["params"] = keep
-        if moved is None:
-            raise ValueError("trainer.embedding_learning_rate is set but the token embedding is not trained")
+        if moved is None:  # frozen embedding (LoRA): no group to give the rate to, and the run says so
+            log.info("trainer.embedding_learning_rate: the token embedding is not trained here; one learning rate")
+            return optimizer
         optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
         optimizer.add_param_group(moved)  # last: param_groups[0] stays the body's lr, which the logs report
         return optimizer
