@@ -183,7 +183,7 @@ def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
         assert n_track == len(items())
         box = browser.find_element("id", "question")
         box.send_keys("Who scored?", Keys.ENTER)
-        _wait(lambda: "asked" in browser.find_element("id", "status").text, 20, "the question to be accepted")
+        _wait(lambda: "asked" in browser.find_element("id", "status").text, 60, "the question to be accepted")
         feed(6)  # the question is answered before the next second
         answer = _wait(lambda: next((li.text for li in items() if "Q: Who scored?" in li.text), None), 60,
                        "the answer in the page")

@@ -373,5 +373,16 @@ def main(argv: list[str] | None = None) -> None:
         viewer.shutdown()
 
 
+def _leave_live_reader() -> None:
+    """A live source's reader thread may still sit in FFmpeg's blocking read (a pipe kept open after a stall).
+    The outputs are published by now; ending the process without interpreter finalization keeps that thread from
+    being torn down mid-call (which can crash the process after a clean run)."""
+    if any(t.name == "live-source" and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 if __name__ == "__main__":
     main()
+    _leave_live_reader()
