@@ -32,17 +32,9 @@ from streaming_vlm.eval.predictions import load_outputs
 from streaming_vlm.eval.report_markdown import report_markdown
 from streaming_vlm.eval.sharded_generate import generate_sharded
 from streaming_vlm.eval.jsonl import write_rows
+from streaming_vlm.output_files import write_atomic
 from streaming_vlm.eval.verdict import Judge
 from streaming_vlm.eval.win_rate import win_rate_report
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise UserError(f"cannot write {path}: {err.strerror}") from None
 
 
 def evaluate(
@@ -92,6 +84,6 @@ def evaluate(
     report["ci95"] = win_rate_interval(records, missing, resamples=resamples)
     if baseline.header:
         report["baseline_header"] = baseline.header
-    _write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    _write_text(out / "report.md", report_markdown(report))
+    write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(out / "report.md", report_markdown(report))
     return report

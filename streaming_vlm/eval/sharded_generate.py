@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 from streaming_vlm.errors import UserError
 from streaming_vlm.eval.generate import InferenceFn, job_rows, load_streaming_inference
 from streaming_vlm.eval.jsonl import read_rows_lenient, write_rows
+from streaming_vlm.output_files import write_atomic
 
 UNTRACKED_SETTINGS = ("device", "progress")  # where a job runs does not change what it is
 
@@ -67,9 +68,7 @@ def prepare_parts(out_path, jobs, overrides, video_root) -> Path:
     if not parts.parent.is_dir():
         raise UserError(f"output folder does not exist: {parts.parent}")
     parts.mkdir(exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # torchrun ranks may write it at the same time
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(manifest, indent=1) + "\n")  # per-process temp name: torchrun ranks may race
     return parts
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from streaming_vlm.errors import UserError, cli_entry
+from streaming_vlm.output_files import write_atomic
 from streaming_vlm.viewer.page import render
 
 
@@ -47,9 +48,7 @@ def write_page(video: str | os.PathLike, captions: str | os.PathLike, out: str |
         raise UserError(f"output folder does not exist: {out.parent}")
     text, n = read_captions(captions)
     page = render(title or video.name, video_url(video, out), text)
-    tmp = out.with_name(out.name + ".partial")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)  # never a half-written page
+    write_atomic(out, page)  # never a half-written page
     return out, n
 
 
