@@ -41,7 +41,7 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
     from streaming_vlm.inference.cache import PREVIOUS as PREVIOUS_KIND
     from streaming_vlm.inference.cache import REPLY
     from streaming_vlm.inference.frames import VideoFrameSource
-    from streaming_vlm.inference.testvideo import write_video
+    from tests.fixture_video import write_video
     from streaming_vlm.model.loading import load_model, load_processor
     from streaming_vlm.training.curve import read_records
 

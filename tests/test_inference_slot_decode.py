@@ -12,7 +12,7 @@ from transformers import Qwen3VLForConditionalGeneration
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.engine import Plan, StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 PLANS = {"dynamic": Plan(fast=False), "slots": Plan(fast=True), "compiled": Plan(fast=True, compiled=True),
          "cuda_graph": Plan(fast=True, cuda_graph=True)}

@@ -10,7 +10,7 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.inference.engine import Plan, StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 from streaming_vlm.model.text_step import rms_norm, text_step_for
 
 
