@@ -1,5 +1,6 @@
-"""What a user runs prints no warning about our own files: a factory checkpoint loads, and goes through the HF
-Trainer's special-token alignment, without a warning; composing any training config warns about nothing."""
+"""What a user runs prints no warning about our own files or settings: a factory checkpoint loads, and goes through
+the HF Trainer's special-token alignment, without a warning; composing any training config, and building the
+TrainingArguments from it, warns about nothing."""
 
 from __future__ import annotations
 
@@ -60,3 +61,24 @@ def test_composing_the_training_configs_warns_about_nothing():
             for name in experiments:
                 compose(config_name="config", overrides=[f"experiment={name}"], return_hydra_config=True)
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+
+
+@pytest.mark.parametrize("mode", ["true", "auto", "false"])
+def test_training_arguments_are_built_without_warnings(mode, tiny_ckpt, tmp_path):
+    """`trainer.gradient_checkpointing` reaches the Trainer under the name this transformers reads, silently."""
+    from hydra import compose, initialize_config_dir
+
+    from streaming_vlm.training.config import plan, training_arguments
+
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+        cfg = compose(config_name="config", overrides=[
+            "experiment=smoke_stage1", f"trainer.gradient_checkpointing={mode}", f"output_dir={tmp_path / 'run'}",
+            f"model.name_or_path={tiny_ckpt}", f"data.root={tmp_path / 'data'}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = training_arguments(cfg, plan(cfg), [])
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert args.gradient_checkpointing is (mode != "false")
+    if mode != "false":
+        assert (getattr(args, "activation_checkpointing_kwargs", None) or args.gradient_checkpointing_kwargs) \
+            == {"use_reentrant": False}
