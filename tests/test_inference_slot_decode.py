@@ -231,7 +231,7 @@ def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):
         slots.first_slot.fill_(slots.base)
         slots.step_index.zero_()
         with torch.inference_mode():
-            slots._run_steps(1, record=False)
+            slots._run_steps(1)
         traced.append(len(graphs))
     assert traced[0] >= 1 and traced[1] == traced[0], traced
 
@@ -253,7 +253,7 @@ def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, vide
     slots.load(engine.cache)
     slots.first_slot.fill_(slots.base)
     with torch.inference_mode():
-        slots._run_steps(1, record=False)
+        slots._run_steps(1)
     sdpa = [n for g in graphs for n in g.graph.nodes if "scaled_dot_product_attention" in str(n.target)]
     layers = model.config.text_config.num_hidden_layers
     kv_heads = model.config.text_config.num_key_value_heads
