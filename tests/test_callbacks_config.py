@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+pytestmark = pytest.mark.fast  # composes configs only: no model, subprocess or training
 
 
 def _compose(*overrides):
