@@ -64,9 +64,12 @@ def test_composing_the_training_configs_warns_about_nothing():
 
 
 @pytest.mark.parametrize("mode", ["true", "auto", "false"])
-def test_training_arguments_are_built_without_warnings(mode, tiny_ckpt, tmp_path):
+def test_training_arguments_are_built_without_warnings(mode, tiny_ckpt, tmp_path, monkeypatch):
     """`trainer.gradient_checkpointing` reaches the Trainer under the name this transformers reads, silently."""
     from hydra import compose, initialize_config_dir
+
+    for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):  # one process, whatever ran before
+        monkeypatch.delenv(var, raising=False)
 
     from streaming_vlm.training.config import plan, training_arguments
 
