@@ -471,10 +471,11 @@ class StreamingEngine:
             param = next(self.model.parameters())
             banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
                                           param.dtype, param.device)
-            self.slots = self.slot_decoder_class(self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id,
-                                     max_steps=longest, temperature=cfg.temperature,
-                                     repetition_penalty=cfg.repetition_penalty, generator=self.generator,
-                                     compile=self.plan.compiled)
+            self.slots = self.slot_decoder_class(self.model, banks, use_graph=self.plan.cuda_graph,
+                                                 im_end_id=self.im_end_id, max_steps=longest,
+                                                 temperature=cfg.temperature,
+                                                 repetition_penalty=cfg.repetition_penalty, generator=self.generator,
+                                                 compile=self.plan.compiled)
         if not self.slots.fits(self.cache, max_new):
             raise RuntimeError(f"the cache ({self.cache.get_seq_length()} tokens) and a reply of {max_new} exceed "
                                f"the slot decoder's {self.slots.capacity} slots sized from the cache budget")
