@@ -29,13 +29,14 @@ BUDGET_2B = dict(min_pixels=100 * 32 * 32, max_pixels=768 * 32 * 32, total_pixel
 
 
 def make_data(d: Path, games: int, duration: float, width: int, height: int) -> Path:
-    from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks, write_video
+    from tests.fixture_video import conversation, timed_words, write_jsonl_with_seeks, write_video
 
     rows = []
     for g in range(games):
         name = f"game_{g:03d}.mp4"
         if not (d / name).exists():
-            write_video(d / name, duration, fps=24, width=width, height=height, crf=28)
+            write_video(d / name, duration, fps=24, width=width, height=height,
+                        options={"preset": "ultrafast", "crf": "28"})
         rows.append(conversation(name, 0.0, duration, timed_words(0, duration, 0.35, prefix=f"g{g}w")))
     return write_jsonl_with_seeks(d / "bench_with_seeks.jsonl", rows)
 

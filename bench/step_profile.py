@@ -1,10 +1,10 @@
 """Where one optimizer step's time goes: a Trainer callback that profiles ONE step of a real `train.py` run.
 
-The training bench adds it through the config hook for extra callbacks (no hook in the package), on a step after
+The training bench adds it as one more node of the config's `callbacks:` (no hook in the package), on a step after
 the measured ones:
 
-    python train.py experiment=stage1_2b ... eval.enabled=true \
-        'eval.callbacks=[{_target_: bench.step_profile.ProfileStep, step: 4, out: /tmp/profile.txt}]'
+    python train.py experiment=stage1_2b ... \
+        '+callbacks.profile_step={_target_: bench.step_profile.ProfileStep, step: 4, out: /tmp/profile.txt}'
 
 It writes the step's wall time, the GPU kernel time by kind (GEMMs, attention, Triton/Liger, optimizer, copies,
 other), the time the GPU sat idle (wall minus kernel time: host work, syncs, loader waits), and the top kernels.

@@ -67,6 +67,7 @@ from streaming_vlm.inference.engine import Plan, StreamingEngine  # noqa: E402
 from streaming_vlm.data.stream_template import Second  # noqa: E402
 from streaming_vlm.inference.frames import VideoFrameSource  # noqa: E402
 from streaming_vlm.model.mrope import apply_rotation  # noqa: E402
+from tests.score_trace import TracingEngine  # noqa: E402
 
 ENGINE_MODES = ("streaming", "per_layer", "stepwise")  # our engine as the CLI runs it, and variants
 VARIANTS = ("per_layer", "stepwise")
@@ -111,6 +112,11 @@ class AnchorRotationCache(StreamingCache):
             emb = torch.cat([angle, angle], dim=-1)
             self._cos, self._sin, self._emb_len = emb.cos(), emb.sin(), n
         return apply_rotation(keys, self._cos, self._sin), values
+
+
+class AnchorEngine(StreamingEngine):
+    """Our engine on the anchor's cache (`anchor` mode)."""
+    cache_class = AnchorRotationCache
 
 
 # ---- model -------------------------------------------------------------------------------------------------
@@ -173,8 +179,7 @@ def run_mode(mode, size, model, processor, args, device) -> dict:
     if mode == "per_layer":
         plan = Plan(fast=True, cuda_graph=device.type == "cuda",
                     preprocess_device=str(device) if device.type == "cuda" else None)
-    engine = StreamingEngine(model, processor, cfg, plan=plan,
-                             cache_class=AnchorRotationCache if mode == "anchor" else StreamingCache)
+    engine = (AnchorEngine if mode == "anchor" else StreamingEngine)(model, processor, cfg, plan=plan)
     if args.video:
         source = VideoFrameSource(args.video, args.fps, end=minutes * 60)
     else:
@@ -224,8 +229,7 @@ def check_graph(size, model, processor, args, device, seconds: int) -> dict:
                "min_new_tokens": args.tokens, "temperature": 0.0, "repetition_penalty": 1.0,  # greedy = argmax
                "max_cache_tokens": args.max_cache_tokens, "min_pixels": args.min_pixels,
                "max_pixels": args.max_pixels, "eager": args.eager, "progress": False}
-        engine = StreamingEngine(model, processor, cfg, plan=Plan(fast=False) if mode == "dynamic" else None)
-        engine.score_trace = []
+        engine = TracingEngine(model, processor, cfg, plan=Plan(fast=False) if mode == "dynamic" else None)
         engine.start()
         source = SyntheticFrameSource(seconds, fps=args.fps, height=args.height, width=args.width, seed=1)
         runs[mode] = (engine, [seg["text"] for seg in engine.stream(source)])

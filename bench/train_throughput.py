@@ -160,8 +160,7 @@ def train_command(name: str, size: str, args, model: Path, data: Path, run_dir: 
             f"trainer.max_steps={steps + 2}", "trainer.save_steps=1000000", "eval=none", "resume=never",
             "wandb.mode=disabled", f"trainer.global_batch_size={args.global_batch}", "trainer.logging_steps=1"]
     if profile:
-        argv += ["eval.enabled=true",
-                 f"eval.callbacks=[{{_target_:bench.step_profile.ProfileStep,step:{steps},out:'{profile}'}}]"]
+        argv += [f"+callbacks.profile_step={{_target_:bench.step_profile.ProfileStep,step:{steps},out:'{profile}'}}"]
     forced = {e.split("=")[0] for e in args.extra}
     overrides = [o for o in overrides if o.split("=")[0] not in forced]
     if args.tiny:

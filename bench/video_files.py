@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streaming_vlm.inference.testvideo import encode_h264  # noqa: E402
+from tests.fixture_video import encode_h264  # noqa: E402
 
 
 def write_broadcast_like(path, seconds: float, fps: int, width: int, height: int, seed: int = 0,

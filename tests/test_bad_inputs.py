@@ -24,7 +24,7 @@ for _k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_ckpt):
-    from streaming_vlm.inference.testvideo import write_video
+    from tests.fixture_video import write_video
 
     d = tmp_path_factory.mktemp("bad_inputs")
     truncated = d / "truncated_ckpt"

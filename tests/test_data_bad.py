@@ -11,7 +11,7 @@ import torch
 from streaming_vlm.data.bad_samples import BadSampleTracker, is_bad
 from streaming_vlm.data.collator import StreamCollator
 from streaming_vlm.data.dataset import build_bad_sample_tracker, build_train_dataset
-from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks, write_video
+from tests.fixture_video import FAST, conversation, timed_words, write_jsonl_with_seeks, write_video
 from streaming_vlm.errors import UserError
 
 SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64, total_pixels=10 ** 9, stage="clip")
@@ -20,7 +20,7 @@ SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64, total_pixels=10 ** 9, stage
 @pytest.fixture(scope="module")
 def bad_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
-    write_video(d / "short.mp4", 4)
+    write_video(d / "short.mp4", 4, options=FAST)
     shutil.copy(d / "short.mp4", d / "vanishing.mp4")
     (d / "empty.mp4").write_bytes(b"")
     (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)

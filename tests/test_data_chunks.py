@@ -11,7 +11,7 @@ import torch
 from streaming_vlm.data.chunker import (Chunk, chunks_for, previous_text, second_texts, stream_windows)
 from streaming_vlm.data.collator import StreamCollator
 from streaming_vlm.data.dataset import build_train_dataset
-from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks, write_video
+from tests.fixture_video import FAST, conversation, timed_words, write_jsonl_with_seeks, write_video
 from streaming_vlm.data.records import StreamRecord
 from streaming_vlm.data.sources import record_from_row
 from streaming_vlm.data.stream_template import IGNORE_INDEX, truncate_tokens
@@ -23,9 +23,9 @@ PAD = "<|video_pad|>"
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    write_video(d / "short.mp4", 4)  # 24 fps, 160x96
-    write_video(d / "game.mp4", 60)
-    write_video(d / "late.mp4", 1013, fps=2, width=64, height=64)  # native 2 fps: cheap to write, long in time
+    write_video(d / "short.mp4", 4, options=FAST)  # 24 fps, 160x96
+    write_video(d / "game.mp4", 60, options=FAST)
+    write_video(d / "late.mp4", 1013, fps=2, width=64, height=64, options=FAST)  # 2 fps: long in time
     return d
 
 

@@ -9,7 +9,7 @@ import torch
 
 from streaming_vlm.data.collator import StreamCollator, split_batch
 from streaming_vlm.data.dataset import build_train_dataset
-from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks, write_video
+from tests.fixture_video import FAST, conversation, timed_words, write_jsonl_with_seeks, write_video
 from streaming_vlm.data.stream_template import IGNORE_INDEX, Second, StreamTemplate
 
 SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64, total_pixels=10 ** 9, system_prompt="SYS")
@@ -18,7 +18,7 @@ SMALL = dict(min_pixels=32 * 32, max_pixels=64 * 64, total_pixels=10 ** 9, syste
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory, tiny_processor):
     d = tmp_path_factory.mktemp("col")
-    write_video(d / "g.mp4", 12)
+    write_video(d / "g.mp4", 12, options=FAST)
     rows = [conversation("g.mp4", 0.0, 12.0, timed_words(0, 6, 0.3) + timed_words(6, 12, 0.7))]
     path = write_jsonl_with_seeks(d / "t_with_seeks.jsonl", rows)
     ds = build_train_dataset(dict(SMALL, train_file=str(path), window=3, stride=3, min_words=1), tiny_processor)

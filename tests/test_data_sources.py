@@ -10,7 +10,7 @@ import pytest
 from streaming_vlm.data.bad_samples import (EMPTY_COMMENTARY, MALFORMED_JSON, MALFORMED_RECORD, NON_UTF8,
                                             WORDS_OUTSIDE_SPAN, BadSample)
 from streaming_vlm.data.chunker import validate_record
-from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks
+from tests.fixture_video import conversation, timed_words, write_jsonl_with_seeks
 from streaming_vlm.data.sources import (HFSource, JsonlSource, open_source, record_from_row, seeks_sidecar,
                                         split_line)
 from streaming_vlm.errors import UserError

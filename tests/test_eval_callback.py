@@ -181,8 +181,9 @@ def test_win_rate_logged_during_a_two_rank_zero3_run(zero3_data, tiny_ckpt, tmp_
 
     common = _common(zero3_data, tiny_ckpt, 3)
     out = tmp_path / "z3"
-    evaluation = ["eval=win_rate", "eval.every_n_steps=2", "eval.minutes=0.2", "eval.segment_seconds=6",
-                  "eval.min_words=3", "eval.inference.max_new_tokens=6"]
+    node = "callbacks.win_rate"
+    evaluation = ["eval=none", "callbacks=win_rate", f"{node}.every_n_steps=2", f"{node}.minutes=0.2",
+                  f"{node}.segment_seconds=6", f"{node}.min_words=3", f"{node}.inference.max_new_tokens=6"]
     r = _train(_torchrun(31500), common + evaluation + [f"output_dir={out}"])
     assert "world size 2" in r.stdout and "weights partitioned at load (ZeRO-3)" in r.stdout
 
@@ -225,9 +226,10 @@ def test_lockstep_generation_under_zero3(zero3_data, tiny_ckpt, tmp_path):
     model, rank 0's tokens broadcast, so the ranks do identical work and nobody waits forever."""
     out = tmp_path / "ls"
     r = _train(_torchrun(32500), _common(zero3_data, tiny_ckpt, 2) + [
-        f"output_dir={out}", "trainer.save_steps=100", "eval=win_rate", "eval.minutes=0.05", "eval.max_streams=1",
-        "eval.segment_seconds=3", "eval.min_words=1", "eval.inference.max_new_tokens=3",
-        "eval.zero3_generation=lockstep"])
+        f"output_dir={out}", "trainer.save_steps=100", "eval=none", "callbacks=win_rate",
+        "callbacks.win_rate.minutes=0.05", "callbacks.win_rate.max_streams=1", "callbacks.win_rate.segment_seconds=3",
+        "callbacks.win_rate.min_words=1", "callbacks.win_rate.inference.max_new_tokens=3",
+        "callbacks.win_rate.zero3_generation=lockstep"])
     for what, step in (("baseline", 0), ("model", 2)):
         # matched in the whole output, not per line: the two ranks' prints can land on one line
         found = re.findall(rf"win-rate eval \({what}, step {step}, rank (\d)/2, lockstep\): "

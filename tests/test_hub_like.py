@@ -92,7 +92,7 @@ def test_engine_sampling_settings_win_over_generation_config(hub_like_ckpt, tiny
     top-p 0.8 sampling at 0.7. The engine samples with its own settings only: greedy gives the argmax text on both,
     and a seeded temperature-1.5 run gives the same text on both (and differs from greedy: it really samples)."""
     from streaming_vlm.inference import run_stream
-    from streaming_vlm.inference.testvideo import write_video
+    from tests.fixture_video import write_video
     from streaming_vlm.model.loading import load_model, load_processor
 
     video = write_video(tmp_path / "v.mp4", seconds=3, fps=8)

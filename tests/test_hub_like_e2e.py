@@ -41,7 +41,7 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
     from streaming_vlm.inference.cache import PREVIOUS as PREVIOUS_KIND
     from streaming_vlm.inference.cache import REPLY
     from streaming_vlm.inference.frames import VideoFrameSource
-    from streaming_vlm.inference.testvideo import write_video
+    from tests.fixture_video import write_video
     from streaming_vlm.model.loading import load_model, load_processor
     from streaming_vlm.training.curve import read_records
 
@@ -70,8 +70,9 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
     # stage 2 from stage 1, with the win-rate eval callback (baseline: the initial model) on one held-out game
     s2 = tmp_path / "stage2"
     r = train(_args(data, hub_like_ckpt, s2, "smoke_stage2", 1) + [
-        f"init_from={s1}", "data.min_words=1", "eval=win_rate", "eval.minutes=0.2", "eval.max_streams=1",
-        "eval.segment_seconds=4", "eval.min_words=1", "eval.inference.window_size=2", "eval.inference.max_new_tokens=3"])
+        f"init_from={s1}", "data.min_words=1", "callbacks=win_rate", "callbacks.win_rate.minutes=0.2",
+        "callbacks.win_rate.max_streams=1", "callbacks.win_rate.segment_seconds=4", "callbacks.win_rate.min_words=1",
+        "callbacks.win_rate.inference.window_size=2", "callbacks.win_rate.inference.max_new_tokens=3"])
     assert f"model {s1}" in r.stdout
     win = json.loads((s2 / "win_rate.json").read_text())
     assert win and all(v["eval/votes"] > 0 for v in win.values())

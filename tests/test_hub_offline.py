@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_ID = "Qwen/Qwen3-VL-2B-Instruct"

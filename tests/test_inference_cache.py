@@ -129,7 +129,7 @@ def test_pieces_are_written_into_the_layers_spare_room(tiny_ckpt, tiny_processor
     from streaming_vlm.data.video import VideoReader
     from streaming_vlm.inference.cache import SpareLayer
     from streaming_vlm.inference.engine import StreamingEngine
-    from streaming_vlm.inference.testvideo import write_video
+    from tests.fixture_video import write_video
 
     video = write_video(tmp_path / "game.mp4", seconds=6, fps=24, width=160, height=96)
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)

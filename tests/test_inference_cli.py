@@ -19,7 +19,7 @@ import pytest
 import webvtt
 
 from streaming_vlm.inference.inference import main, streaming_inference
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 FAST = ["--max_new_tokens", "3", "--max_answer_tokens", "4", "--seed", "0", "--device", "cpu"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}

@@ -17,7 +17,7 @@ import pytest
 
 from streaming_vlm.inference.engine import StreamingEngine
 from streaming_vlm.inference.frames import VideoFrameSource
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 from streaming_vlm.model.loading import load_model
 
 MINUTES = float(os.environ.get("STREAMING_TEST_MINUTES", "20"))

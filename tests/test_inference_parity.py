@@ -23,7 +23,7 @@ from streaming_vlm.data.stream_template import Second
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.inference.cache import REPLY, USER
 from streaming_vlm.inference.engine import StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 from streaming_vlm.model.mrope import mrope_positions
 from streaming_vlm.model.tiny import build_config
 

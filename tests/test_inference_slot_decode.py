@@ -12,7 +12,8 @@ from transformers import Qwen3VLForConditionalGeneration
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.engine import Plan, StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
+from tests.score_trace import TracingEngine
 
 PLANS = {"dynamic": Plan(fast=False), "slots": Plan(fast=True), "compiled": Plan(fast=True, compiled=True),
          "cuda_graph": Plan(fast=True, cuda_graph=True)}
@@ -32,8 +33,7 @@ def _frozen(tiny_ckpt, attn="sdpa"):
 def _run(model, processor, video, mode, **extra):
     cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 6,
            "min_new_tokens": 4, **extra}
-    engine = StreamingEngine(model, processor, cfg, plan=PLANS[mode])
-    engine.score_trace = []  # the logits every token was sampled from (host sampler or slot decoder)
+    engine = TracingEngine(model, processor, cfg, plan=PLANS[mode])  # + the scores every token was sampled from
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
     outs = [engine.step(s) for s in VideoReader(video, fps=2.0).seconds(0, 6)]
     return engine, outs
@@ -231,7 +231,7 @@ def test_one_compiled_step_serves_both_banks(tiny_ckpt, tiny_processor, video):
         slots.first_slot.fill_(slots.base)
         slots.step_index.zero_()
         with torch.inference_mode():
-            slots._run_steps(1, record=False)
+            slots._run_steps(1)
         traced.append(len(graphs))
     assert traced[0] >= 1 and traced[1] == traced[0], traced
 
@@ -253,7 +253,7 @@ def test_compiled_step_traces_the_slot_attention(tiny_ckpt, tiny_processor, vide
     slots.load(engine.cache)
     slots.first_slot.fill_(slots.base)
     with torch.inference_mode():
-        slots._run_steps(1, record=False)
+        slots._run_steps(1)
     sdpa = [n for g in graphs for n in g.graph.nodes if "scaled_dot_product_attention" in str(n.target)]
     layers = model.config.text_config.num_hidden_layers
     kv_heads = model.config.text_config.num_key_value_heads
@@ -350,8 +350,7 @@ def test_lookahead_prepares_the_next_second_and_changes_nothing(tiny_ckpt, tiny_
     for lookahead in (False, True):
         cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0,
                "max_new_tokens": 6, "min_new_tokens": 4}
-        engine = StreamingEngine(model, tiny_processor, cfg, plan=PLANS[mode])
-        engine.score_trace = []
+        engine = TracingEngine(model, tiny_processor, cfg, plan=PLANS[mode])
         engine.start(previous_text="Earlier: a quiet first half, nil nil.")
         outs = list(engine.stream(VideoReader(video, fps=2.0).seconds(0, 6), lookahead=lookahead))
         runs[lookahead] = (engine, outs)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 
 def _hashes(paths) -> dict[str, str]:

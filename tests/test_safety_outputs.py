@@ -23,7 +23,7 @@ import webvtt
 
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.inference import main, stdin_questions, streaming_inference
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 FAST = {"max_new_tokens": 2, "max_answer_tokens": 3, "seed": 0, "device": "cpu", "progress": False}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
@@ -182,7 +182,7 @@ def test_the_tiny_factory_never_deletes_a_users_folder(tiny_ckpt, tmp_path):
 
 def test_a_stale_seeks_sidecar_is_rescanned_said_and_its_rows_counted(tmp_path, caplog):
     from streaming_vlm.data.bad_samples import MALFORMED_JSON, BadSample
-    from streaming_vlm.data.fixture_video import conversation, timed_words, write_jsonl_with_seeks
+    from tests.fixture_video import conversation, timed_words, write_jsonl_with_seeks
     from streaming_vlm.data.sources import JsonlSource
 
     rows = [conversation("v.mp4", 0.0, 4.0, timed_words(0, 4, 0.5)) for _ in range(8)]

@@ -65,8 +65,7 @@ def synth_data(tmp_path_factory):
 def env(slurm):
     """What a user's shell would hold when submitting: the cluster's SLURM_CONF, this venv's torchrun."""
     e = dict(slurm.env)
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "GPUS_PER_NODE",
-              "STREAMING_VLM_TEST_SAVE_DELAY"):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS", "GPUS_PER_NODE"):
         e.pop(k, None)
     e.update(TORCHRUN=str(Path(sys.executable).parent / "torchrun"), RDZV_PORT=str(free_port()),
              WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",

@@ -9,9 +9,10 @@ import torch
 from transformers import Qwen3VLForConditionalGeneration
 
 from streaming_vlm.data.video import VideoReader
-from streaming_vlm.inference.engine import Plan, StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from streaming_vlm.inference.engine import Plan
 from streaming_vlm.model.text_step import rms_norm, text_step_for
+from tests.fixture_video import write_video
+from tests.score_trace import TracingEngine
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,7 @@ def test_compiled_prefill_and_eviction_stream_as_eager(tiny_ckpt, tiny_processor
     for compiled in (False, True, "again"):
         cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 5,
                "min_new_tokens": 3}
-        engine = StreamingEngine(model, tiny_processor, cfg, plan=Plan(fast=True, compiled=bool(compiled)))
-        engine.score_trace = []
+        engine = TracingEngine(model, tiny_processor, cfg, plan=Plan(fast=True, compiled=bool(compiled)))
         graphs = counters["stats"]["unique_graphs"]
         stacked = []
         if compiled:  # count the seconds that ran the compiled whole stack

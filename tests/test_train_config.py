@@ -262,9 +262,9 @@ class _Probe:
 def test_eval_callbacks_are_built_from_config():
     from omegaconf import OmegaConf
 
-    from streaming_vlm.training.callbacks import build_config_callbacks
+    from streaming_vlm.training.callbacks import instantiate_callbacks
 
-    cfg = OmegaConf.create({"enabled": True, "callbacks": [{"_target_": f"{__name__}._Probe", "every": 5}]})
-    (cb,) = build_config_callbacks(cfg, trainer="T", processor="P")
+    cfg = OmegaConf.create({"probe": {"_target_": f"{__name__}._Probe", "every": 5}})
+    (cb,) = instantiate_callbacks(cfg, trainer="T", processor="P")
     assert isinstance(cb, _Probe) and cb.every == 5 and cb.bound == ("T", "P")
-    assert build_config_callbacks(OmegaConf.create({"enabled": False, "callbacks": cfg.callbacks})) == []
+    assert instantiate_callbacks(OmegaConf.create({})) == []

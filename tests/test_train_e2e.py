@@ -42,7 +42,7 @@ def synth_data(tmp_path_factory):
 def _env(extra=None):
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "STREAMING_VLM_TEST_SAVE_DELAY"):
+    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     env.update(extra or {})
     return env
@@ -125,14 +125,14 @@ def test_stage1_learns_heldout_and_stage2_initialises_from_it(synth_data, tiny_c
 
 
 # ---- kill -9 and exact resume -------------------------------------------------------------------------------------
-def _wait_for(predicate, proc, timeout=300.0, what=""):
+def _wait_for(predicate, proc, timeout=300.0, what="", poll=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():
             return
         if proc.poll() is not None:
             raise AssertionError(f"training exited (rc {proc.returncode}) before {what}")
-        time.sleep(0.05)
+        time.sleep(poll)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -142,14 +142,17 @@ def test_kill9_mid_checkpoint_and_at_random_step_then_exact_resume(reference_run
     cmd = [sys.executable, str(ROOT / "train.py"), *common_args(synth_data, tiny_ckpt, out)]
     logs = []
 
-    # attempt 1: SIGKILL while checkpoint-4 is being written (saves are slowed down so the kill lands inside one)
+    # attempt 1: SIGKILL while checkpoint-4 is being written: frozen (SIGSTOP) as soon as its staging folder
+    # appears, which is while its files are still being written, before the atomic publish
     with open(tmp_path / "a1.log", "w") as log:
-        p = subprocess.Popen(cmd, cwd=ROOT, env=_env({"STREAMING_VLM_TEST_SAVE_DELAY": "3"}), stdout=log,
-                             stderr=subprocess.STDOUT)
-        _wait_for(lambda: (out / checkpoints.STAGING / "checkpoint-4").exists(), p, what="checkpoint-4 staging")
-        time.sleep(0.5)
+        p = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        _wait_for(lambda: (out / checkpoints.STAGING / "checkpoint-4").exists(), p, what="checkpoint-4 staging",
+                  poll=0.005)
+        p.send_signal(signal.SIGSTOP)
+        frozen_mid_save = not (out / "checkpoint-4").exists()
         p.send_signal(signal.SIGKILL)
         p.wait()
+    assert frozen_mid_save, "checkpoint-4 was published before the kill: the save was not interrupted"
     logs.append((tmp_path / "a1.log").read_text())
     assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
     assert_no_partial_checkpoint(out)

@@ -9,7 +9,7 @@ import pytest
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.frames import VideoFrameSource
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 from streaming_vlm.inference.video_file import ReadAhead
 
 

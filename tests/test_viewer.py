@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 
 sys.path.insert(0, str(Path(__file__).parent))
 from live_streams import stream_bytes  # noqa: E402

@@ -9,7 +9,7 @@ from transformers import Qwen3VLForConditionalGeneration
 
 from streaming_vlm.data.video import VideoReader
 from streaming_vlm.inference.engine import StreamingEngine
-from streaming_vlm.inference.testvideo import write_video
+from tests.fixture_video import write_video
 from streaming_vlm.model.vision_grid import VisionGrids
 
 SYNCS = ("aten::item", "aten::_local_scalar_dense", "aten::repeat_interleave", "aten::nonzero")

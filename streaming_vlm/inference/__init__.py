@@ -11,7 +11,7 @@ One second of stream, in reading order: frames (frame sources; video_file reads 
 live_source reads HLS, RTSP, V4L2 and stdin in real time; `open_source` picks one) ->
 the stream template (streaming_vlm/data) -> engine (its plan; prefill through model/text_step.py) -> graph_decode
 (the reply) -> eviction (the policy) + cache (StreamingCache, segments, re-rotation; rotation_kernel on CUDA) ->
-output (VTT / JSON lines). Also: config (StreamingConfig), timing, inference (the CLI), transfer, testvideo.
+output (VTT / JSON lines). Also: config (StreamingConfig), timing, inference (the CLI), transfer.
 """
 
 _EXPORTS = {

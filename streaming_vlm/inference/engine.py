@@ -177,12 +177,13 @@ def _tensors(obj):
 
 
 class StreamingEngine:
-    def __init__(self, model, processor, config: StreamingConfig | dict | None = None,
-                 cache_class: type[StreamingCache] = StreamingCache, plan: Plan | None = None):
-        """`plan`: how to run (default: `choose_plan` in `start()`); `cache_class`: a StreamingCache subclass (the
-        benchmark swaps in the anchor's rotation)."""
+    # The classes a stream's cache and the fast path's decoder are built from; a subclass may name its own.
+    cache_class: type[StreamingCache] = StreamingCache
+    slot_decoder_class: type[SlotDecoder] = SlotDecoder
+
+    def __init__(self, model, processor, config: StreamingConfig | dict | None = None, plan: Plan | None = None):
+        """`plan`: how to run (default: `choose_plan` in `start()`)."""
         self.config = StreamingConfig.from_any(config)
-        self.cache_class = cache_class
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
@@ -212,7 +213,6 @@ class StreamingEngine:
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
         self.slots: SlotDecoder | None = None  # fixed-buffer decoder (CUDA graph), built on first use
-        self.score_trace: list[torch.Tensor] | None = None  # a list: records the logits every token is sampled from
         self.second_index = -1
         self.current_time = 0.0  # end of the last second processed (where a question is inserted)
         self.tokens_generated = 0
@@ -471,11 +471,11 @@ class StreamingEngine:
             param = next(self.model.parameters())
             banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
                                           param.dtype, param.device)
-            self.slots = SlotDecoder(self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id,
-                                     max_steps=longest, temperature=cfg.temperature,
-                                     repetition_penalty=cfg.repetition_penalty, generator=self.generator,
-                                     compile=self.plan.compiled)
-        self.slots.trace = self.score_trace
+            self.slots = self.slot_decoder_class(self.model, banks, use_graph=self.plan.cuda_graph,
+                                                 im_end_id=self.im_end_id, max_steps=longest,
+                                                 temperature=cfg.temperature,
+                                                 repetition_penalty=cfg.repetition_penalty, generator=self.generator,
+                                                 compile=self.plan.compiled)
         if not self.slots.fits(self.cache, max_new):
             raise RuntimeError(f"the cache ({self.cache.get_seq_length()} tokens) and a reply of {max_new} exceed "
                                f"the slot decoder's {self.slots.capacity} slots sized from the cache budget")
@@ -571,8 +571,6 @@ class StreamingEngine:
 
     @torch.inference_mode()
     def _sample(self, logits: torch.Tensor, context: torch.Tensor, n_generated: int, min_new: int) -> int:
-        if self.score_trace is not None:
-            self.score_trace.append(logits.detach().float().clone())
         scores = logits[None].float().clone()
         if self.repetition is not None:
             scores = self.repetition(context[None], scores)

@@ -134,7 +134,6 @@ class SlotDecoder:
         # reuses the compiled step (tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
-        self.trace: list[torch.Tensor] | None = None  # set to a list to record the scores of every sampled step
         self.base = 0  # N: where the loaded cache ends
         self.filled = 0  # slots holding real tokens
 
@@ -239,12 +238,10 @@ class SlotDecoder:
             with self._undone():
                 self._call_step()
 
-    def _run_steps(self, n: int, record: bool = True) -> None:
+    def _run_steps(self, n: int) -> None:
         """n steps, queued with no host sync (one graph launch each on CUDA; a launch costs far less than the
         step's kernels, so several steps in one graph buy nothing)."""
         for _ in range(n):
-            if record and self.trace is not None:
-                self.trace.append(self.scores.clone())
             if not self.use_graph:
                 self._call_step()
                 continue
@@ -291,7 +288,6 @@ class SlotDecoder:
             self.noise[:max_new].uniform_(generator=self.generator)
         generated: list[int] = []
         done, stopped = 0, False
-        traced = len(self.trace) if self.trace is not None else 0
         fed_steps = max(0, max_new - 1)
         while done < fed_steps and not stopped:
             n = min(fed_steps - done, max(self.chunk, min_new - done))  # no stop can come before min_new
@@ -307,15 +303,11 @@ class SlotDecoder:
                 generated.append(token)
         if while_waiting is not None:  # no step was queued (max_new <= 1)
             while_waiting()
-        if self.trace is not None:
-            del self.trace[traced + done:]  # steps replayed past the stop
         fed = len(generated) + (1 if stopped else 0)  # <|im_end|> sampled: already fed at its slot
         if stopped:
             self.mask[..., self.base + fed:] = self.neg  # undo the steps replayed past the stop
             self.step_index.fill_(fed)
         elif max_new > 0:  # the last token: sampled as the step would, not fed
-            if self.trace is not None:
-                self.trace.append(self.scores.clone())
             token = int(self._sample())
             if token != self.im_end_id:
                 generated.append(token)

@@ -50,6 +50,9 @@ QWEN3VL_ADDED_TOKENS: list[tuple[str, bool]] = [
     ("</think>", False),
 ]
 FIRST_ADDED_ID = 151643
+# The special ids the tokenizer, config.json and generation_config.json all declare (as the hub checkpoints'
+# tokenizer does): <|endoftext|> is BOS and PAD, <|im_end|> ends a turn; generation also stops at <|endoftext|>.
+ENDOFTEXT_ID, IM_END_ID = 151643, 151645
 
 # Renders like Qwen3-VL's own template: any role, string or list content, a video as
 # <|vision_start|><|video_pad|><|vision_end|> (the processor expands the inner pad per temporal patch).
@@ -146,8 +149,8 @@ def build_config(size: str = "tiny"):
         tie_word_embeddings=True,
         rope_parameters={"rope_type": "default", "rope_theta": 5_000_000.0,
                          "mrope_section": mrope_section, "mrope_interleaved": True},
-        bos_token_id=151643,
-        eos_token_id=151645,
+        bos_token_id=ENDOFTEXT_ID,
+        eos_token_id=IM_END_ID,
     )
     vision_config = dict(
         vision,
@@ -236,8 +239,13 @@ def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, 
         raise UserError(f"cannot write checkpoint to {out}: {err.strerror or err}") from None
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).to(torch_dtype)
-    model.generation_config.eos_token_id = [151645, 151643]
-    model.generation_config.pad_token_id = 151643
+    # The files agree with the tokenizer (PAD <|endoftext|>, EOS <|im_end|>), so nothing that loads them (the
+    # HF Trainer's special-token alignment included) has anything to rewrite or warn about. PAD is set after
+    # the weights are drawn: as the embedding's padding_idx at init it would zero that row; loading keeps the
+    # row as saved, and padding_idx only stops the gradient a padded position sends to it.
+    model.config.text_config.pad_token_id = ENDOFTEXT_ID
+    model.generation_config.eos_token_id = [IM_END_ID, ENDOFTEXT_ID]
+    model.generation_config.pad_token_id = ENDOFTEXT_ID
     model.save_pretrained(out, safe_serialization=True)
     processor = build_processor()
     processor.save_pretrained(out)

@@ -1,5 +1,6 @@
-"""Trainer callbacks: exact per-step loss records, bad-sample totals, held-out loss, and the config hook that
-builds extra callbacks (`eval.callbacks`, e.g. the win-rate callback) with `hydra.utils.instantiate`."""
+"""Trainer callbacks: exact per-step loss records, bad-sample totals, held-out loss, and `instantiate_callbacks`,
+which builds the config's extra callbacks (`callbacks:`, configs/callbacks/, e.g. the win-rate callback) with
+`hydra.utils.instantiate`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from transformers import TrainerCallback
 
 from streaming_vlm.data.collator import split_batch
+from streaming_vlm.errors import UserError
 from streaming_vlm.training.checkpoints import write_json_atomic
 from streaming_vlm.training.loss import selective_lm_loss
 from streaming_vlm.training.trainer import gather_counts
@@ -133,18 +135,21 @@ class HeldoutLoss(TrainerCallback):
         self._measure(state, model)
 
 
-def build_config_callbacks(eval_cfg, trainer=None, processor=None) -> list:
-    """`eval.callbacks`: [{_target_: pkg.Callback, ...kwargs}] -> TrainerCallback instances (when eval.enabled).
+def instantiate_callbacks(callbacks_cfg, trainer=None, processor=None) -> list:
+    """The config's `callbacks:` node, {name: {_target_: pkg.Callback, ...kwargs}} -> TrainerCallback instances, in
+    the node's order. A node without `_target_` is a UserError.
 
     A callback that needs the run's context defines `bind(trainer, processor)`; it is called once, before training
     (the trainer gives output_dir, args, the model and `trainer.log`; the processor feeds the stream template)."""
-    if not eval_cfg or not eval_cfg.get("enabled") or not eval_cfg.get("callbacks"):
+    if not callbacks_cfg:
         return []
     from hydra.utils import instantiate
 
     built = []
-    for c in eval_cfg.callbacks:
-        cb = instantiate(c)
+    for name, node in callbacks_cfg.items():
+        if not hasattr(node, "get") or not node.get("_target_"):
+            raise UserError(f"callbacks.{name} needs a _target_ (the callback's class), got {node!r}")
+        cb = instantiate(node)
         if hasattr(cb, "bind"):
             cb.bind(trainer, processor)
         built.append(cb)

@@ -353,12 +353,16 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         kwargs["use_cpu"] = False
     from streaming_vlm.training.checkpointing import parse_mode
 
+    # transformers >= 5.23 names it activation_checkpointing (the old name still works, with a FutureWarning);
+    # either way `args.gradient_checkpointing` reads the value
+    name = "activation_checkpointing" if "activation_checkpointing" in known else "gradient_checkpointing"
+    kwargs.pop("gradient_checkpointing", None)
     try:  # true | false | auto: the Trainer sets checkpointing up unless false; CheckpointPolicy picks the layers
-        kwargs["gradient_checkpointing"] = parse_mode(t.get("gradient_checkpointing", False)) != "false"
+        kwargs[name] = parse_mode(t.get("gradient_checkpointing", False)) != "false"
     except ValueError as err:
         raise UserError(str(err)) from None
-    if kwargs.get("gradient_checkpointing"):
-        kwargs.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
+    if kwargs.get(name):
+        kwargs.setdefault(f"{name}_kwargs", {"use_reentrant": False})
     import torch
 
     if torch.cuda.is_available() and kwargs.get("dataloader_pin_memory", True):

@@ -249,7 +249,8 @@ class WinRateCallback(TrainerCallback):
         for video in self.streams:
             path = self.video_path(video)
             if not os.path.isfile(path):
-                raise UserError(f"eval video not found: {path} (from {self.reference_path}; set eval.video_root)")
+                raise UserError(f"eval video not found: {path} (from {self.reference_path}; "
+                                "set callbacks.win_rate.video_root)")
             VideoFrameSource(path)  # opens it: an undecodable file fails here, on every rank, not mid-training
         self.reference_rows = self.trim_reference(rows)
         segments_for(self.reference_rows, "inf-streams", self.segment_seconds, self.min_words)  # none: UserError

@@ -20,7 +20,7 @@ from streaming_vlm.errors import UserError
 
 _LOCAL_RANK_RE = re.compile(r"^--local[_-]rank(?:=(\d+))?$")
 # Groups whose options are files under configs/<group>/ (hydra/* groups may come from plugins, so they are skipped).
-_CHECKED_GROUPS = ("model", "data", "trainer", "eval", "experiment", "deepspeed")
+_CHECKED_GROUPS = ("model", "data", "trainer", "eval", "callbacks", "experiment", "deepspeed")
 
 
 def strip_local_rank(argv: list[str]) -> list[str]:
@@ -59,7 +59,7 @@ def check_group_choices(argv: list[str], config_dir: str | os.PathLike) -> None:
         if key == "experiment" and value in ("null", ""):
             continue
         options = group_options(config_dir, key)
-        for choice in value.split(","):  # multirun sweeps: experiment=a,b
+        for choice in value.strip("[]").split(","):  # multirun sweeps: experiment=a,b; lists: callbacks=[a,b]
             if choice not in options:
                 raise UserError(f"unknown {key} {choice!r}; choose one of: {', '.join(options)} "
                                 f"(files in {Path(config_dir) / key}/)")

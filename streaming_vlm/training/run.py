@@ -191,7 +191,7 @@ def run(cfg) -> dict | None:
     import transformers
 
     from streaming_vlm.training import tracking
-    from streaming_vlm.training.callbacks import HeldoutLoss, StepRecorder, build_config_callbacks
+    from streaming_vlm.training.callbacks import HeldoutLoss, StepRecorder, instantiate_callbacks
     from streaming_vlm.training.curve import write_curve
     from streaming_vlm.training.data import build_heldout_mix, build_train, ensure_generated, set_expected_total
     from streaming_vlm.training.model import ensure_tiny_checkpoint, load_for_training, parameter_report
@@ -247,7 +247,7 @@ def run(cfg) -> dict | None:
         if heldout is not None:
             trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
                                              int(cfg.eval.heldout.get("every_steps", 0))))
-    for cb in build_config_callbacks(cfg.eval, trainer, processor):
+    for cb in instantiate_callbacks(cfg.get("callbacks"), trainer, processor):
         trainer.add_callback(cb)
     if resume:
         trainer.restore_extra_state(resume)

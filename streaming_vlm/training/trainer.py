@@ -224,11 +224,6 @@ class StreamingTrainer(Trainer):
             self._staging = False
         self.accelerator.wait_for_everyone()  # every rank's DeepSpeed shards are on disk
         if self.args.should_save:
-            delay = float(os.environ.get("STREAMING_VLM_TEST_SAVE_DELAY", "0") or 0)
-            if delay:  # tests only: widen the window in which a SIGKILL lands mid-checkpoint
-                import time
-
-                time.sleep(delay)
             extra = {"bad_samples_total": dict(self.bad_samples_total), "seen_total": self.seen_total,
                      "attempt": self.attempt}
             checkpoints.publish(staged, self.args.output_dir, self.state.global_step, extra_state=extra)

@@ -1,7 +1,8 @@
-"""Small real H.264 files and commentary rows for tests and benchmarks (PyAV, libx264, yuv420p).
+"""Test fixtures: small real H.264 mp4 files (PyAV, libx264, yuv420p) and LiveCC/StreamingVLM commentary rows.
 
-Frame i is a flat grey of level `frame_level(i)` with a moving white bar, so decoded frames can be traced back to
-their native index (and so to their absolute time) after compression.
+The package's own video writer (data/synth/render.py) renders the synthetic football games; these files are
+plain moving shapes for tests and benchmarks (bench/ imports this module with the repository root on sys.path).
+Content changes every frame (a bar sweeps, colours drift), so consecutive seconds have different pixels.
 """
 
 from __future__ import annotations
@@ -13,12 +14,8 @@ from pathlib import Path
 import numpy as np
 
 
-def frame_level(i: int) -> int:
-    return (i * 3) % 240
-
-
-def write_video(path: str | os.PathLike, seconds: float, fps: int = 24, width: int = 160, height: int = 96,
-                crf: int = 23) -> Path:
+def encode_h264(path, frames, fps: int, width: int, height: int, options: dict | None = None) -> Path:
+    """Write (height, width, 3) uint8 RGB `frames` as an H.264 mp4 (libx264 `options`, e.g. preset, crf)."""
     import av
 
     path = Path(path)
@@ -26,17 +23,36 @@ def write_video(path: str | os.PathLike, seconds: float, fps: int = 24, width: i
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": str(crf)}
-        bar = max(2, width // 20)
-        for i in range(int(round(seconds * fps))):
-            img = np.full((height, width, 3), frame_level(i), np.uint8)
-            x = (i * 2) % max(1, width - bar)
-            img[:, x:x + bar] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        stream.options = dict(options or {})
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def write_video(path, seconds: float, fps: int = 24, width: int = 160, height: int = 96, seed: int = 0,
+                options: dict | None = None) -> Path:
+    """`seconds` of moving shapes at `fps` (at least one frame); `options` go to libx264 (default: its own)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+
+    def frames():
+        for i in range(max(1, int(round(seconds * fps)))):
+            frame = np.empty((height, width, 3), np.uint8)
+            frame[:] = (base + i * np.array([3, 5, 7])) % 256
+            x = (i * 4) % width
+            frame[:, x:x + max(2, width // 16)] = 255
+            y = (i * 2) % height
+            frame[y:y + max(2, height // 12), :, 1] = 0
+            yield frame
+
+    return encode_h264(path, frames(), fps, width, height, options)
+
+
+# Long fixture videos whose pixels no test looks at: 3-4x faster to encode than libx264's defaults.
+FAST = {"preset": "ultrafast"}
 
 
 def timed_words(start: float, end: float, every: float = 0.4, prefix: str = "w") -> list[list]:
