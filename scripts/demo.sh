@@ -23,14 +23,14 @@ step "3. Decode a few seconds of a held-out game through the project's video rea
 EVAL_VIDEO=$(ls "$OUT"/data/videos/eval/*.mp4 | head -n 1)
 "$PY" scripts/demo_decode.py --video "$EVAL_VIDEO" --model_path "$CKPT" --start 20 --seconds 3
 
-step "4. Stage 1: streaming SFT on 8 s windows of the training games, with the previous commentary (loss curve below)"
+step "4. Stage 1: streaming SFT on 8 s windows of the training games, with the previous commentary, 100 steps (loss curve below)"
 "$PY" train.py experiment=smoke_stage1 data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/stage1"
 
 step "5. Stage 2: anneal on whole clips, initialised from stage 1"
 "$PY" train.py experiment=smoke_stage2 data.root="$OUT/data" model.name_or_path="$CKPT" init_from="$OUT/stage1" \
     output_dir="$OUT/stage2"
 
-step "6. The baseline: chunk-only SFT (independent 8 s clips, no previous commentary)"
+step "6. The baseline: chunk-only SFT (independent 8 s clips, no previous commentary), 50 steps: half of stage 1, for the time budget"
 "$PY" train.py experiment=smoke_chunk data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/chunk"
 
 # Inference as trained: 2 fps, training's per-frame vision budget and text windows; the CLI's default sampling.

@@ -1,9 +1,10 @@
 """The demo's way of training, on a smaller budget: does the tiny model's commentary on a held-out game read like
-commentary? train.py (experiment=smoke_stage1, fewer steps) -> `python -m streaming_vlm.eval generate` with the
-demo's inference settings and the CLI's default sampling -> `python -m streaming_vlm.eval quality`.
+commentary? train.py (experiment=smoke_stage1, the demo's recipe at 60 of its 100 steps) -> `python -m
+streaming_vlm.eval generate` with the demo's inference settings and the CLI's default sampling -> `python -m
+streaming_vlm.eval quality`.
 
-The thresholds sit below what the demo's recipe reaches and well above what the recipe before the embedding's own
-learning rate reached at the whole demo budget (46% commentary words, ROUGE-L 0.14; BENCHMARKS.md); the untrained
+The thresholds sit below what this budget reaches on this data and well above what the recipe before the
+embedding's own learning rate reached at the whole demo budget (figures: BENCHMARKS.md, issue 26); the untrained
 model's words are arbitrary tokens of the 151k vocabulary."""
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-STEPS = 30
+STEPS = 60
 # The demo's inference settings (scripts/demo.sh, INFER); sampling is the CLI's default.
 INFER = ["window_size=8", "text_sink=64", "text_sliding_window=64", "min_pixels=4096", "max_pixels=4096",
          "max_new_tokens=6", "seed=0"]
-MIN_COMMENTARY_WORDS = 0.8
-MIN_ROUGE = 0.15
+MIN_COMMENTARY_WORDS = 0.88
+MIN_ROUGE = 0.18
 
 
 def _run(args, timeout):
@@ -41,7 +42,7 @@ def test_demo_training_makes_commentary_words_on_a_held_out_game(tiny_ckpt, tmp_
     generate_dataset(data, train_games=4, eval_games=1, duration=120, eval_duration=120, clips=0, seed=11)
     _run(["train.py", "experiment=smoke_stage1", f"data.root={data}", "data.generate=null",
           f"model.name_or_path={tiny_ckpt}", f"output_dir={tmp_path / 'stage1'}", f"trainer.max_steps={STEPS}",
-          "trainer.save_steps=1000", "eval=none", "wandb.mode=disabled"], timeout=900)
+          "trainer.save_steps=1000", "eval=none", "wandb.mode=disabled"], timeout=1800)
     pred = tmp_path / "pred.jsonl"
     _run(["-m", "streaming_vlm.eval", "generate", "--reference", str(data / "eval_inf.jsonl"), "--video-root",
           str(data), "--model_path", str(tmp_path / "stage1"), "--out", str(pred), *[f"--set={kv}" for kv in INFER]],
