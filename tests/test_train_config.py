@@ -278,6 +278,9 @@ def test_publish_is_one_rename(tmp_path):
 
 # ---- wandb mode, eval callback hook -------------------------------------------------------------------------------
 def test_wandb_offline_without_key_or_network(monkeypatch, tmp_path):
+    """auto: online only with an API key and a server that answers (WANDB_BASE_URL, here a loopback listener)."""
+    import socket
+
     from omegaconf import OmegaConf
 
     from streaming_vlm.training import tracking
@@ -285,12 +288,17 @@ def test_wandb_offline_without_key_or_network(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    assert tracking.resolve_mode("auto") == "offline"
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: False)
-    assert tracking.resolve_mode("auto") == "offline"
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: True)
-    assert tracking.resolve_mode("auto") == "online"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        assert tracking.resolve_mode("auto") == "offline"  # a server, but no key
+        monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+        assert tracking.resolve_mode("auto") == "online"
+    finally:
+        server.close()
+    assert tracking.resolve_mode("auto") == "offline"  # a key, but nothing listens any more
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins (tests, CI)
     assert tracking.resolve_mode("online") == "disabled"
     cfg = OmegaConf.create({"mode": "auto", "project": "p", "entity": None, "group": None, "tags": []})
