@@ -22,7 +22,7 @@ from streaming_vlm.errors import UserError
 from streaming_vlm.training import checkpoints
 from streaming_vlm.training.config import batch_arithmetic, resolve_deepspeed
 from streaming_vlm.training.launch import normalize_group_adds, prepare_argv, strip_local_rank
-from streaming_vlm.training.run import main_task
+from train_task import compose_args, train_task  # tests/train_task.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -38,15 +38,6 @@ def run_train(args, env=None, cwd=ROOT, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def compose_args(args: list[str]):
-    """The config train.py would run with for these command-line arguments."""
-    from hydra import compose, initialize_config_dir
-
-    overrides = [a for a in prepare_argv(list(args), CONFIGS) if not a.startswith(("hydra.", "hydra/"))]
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        return compose(config_name="config", overrides=overrides)
-
-
 @pytest.fixture
 def train_in_process(monkeypatch, capsys):
     """train.py's task on composed args, in this process: (exit code, stdout, stderr). WORLD_SIZE as a launcher
@@ -57,15 +48,7 @@ def train_in_process(monkeypatch, capsys):
         if world_size:
             monkeypatch.setenv("WORLD_SIZE", str(world_size))
         capsys.readouterr()
-        try:
-            cfg = compose_args(args)
-            main_task(cfg)
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code
-        except UserError as err:  # raised before Hydra (argv checks): train.py prints it the same way, exit 2
-            print(f"error: {err}", file=sys.stderr)
-            code = 2
+        code = train_task(args)
         out = capsys.readouterr()
         return code, out.out, out.err
 
