@@ -4,13 +4,12 @@ the checkpoint factory.
 Each must exit != 0 with at most a few lines on stderr, the expected words, no traceback, and, where the input
 allows it, before anything heavy loads (no model weights loaded, no training started). One case per entry point
 runs as the user runs it (a subprocess: the real exit code and stderr of a fresh interpreter); the others call the
-same entry point in this process (the CLI's `main(argv)`, or train.py's steps via tests/train_task.py), which saves
+same entry point in this process (the CLI's `main(argv)`, or train.py's steps via tests/in_process.py), which saves
 a fresh interpreter's imports per case.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from train_task import train_task  # tests/train_task.py
+from in_process import run_module, train_task  # tests/in_process.py
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
@@ -117,17 +116,7 @@ SUBPROCESS = {"train max_steps=abc", "cli fps inf", "eval generate --set window_
 def _in_process(argv: list[str], capfd) -> tuple[int, str, str]:
     """The entry point's own `main` (train.py: its steps) on `argv`, in this process: (exit code, stdout, stderr)."""
     capfd.readouterr()
-    if argv[0].endswith("train.py"):
-        code = train_task(argv[1:])
-    else:
-        assert argv[0] == "-m", argv
-        module = importlib.import_module(argv[1])
-        if not hasattr(module, "main"):  # a package: `python -m` runs its __main__
-            module = importlib.import_module(f"{argv[1]}.__main__")
-        try:
-            code = module.main(argv[2:])
-        except SystemExit as exit_:
-            code = exit_.code
+    code = train_task(argv[1:]) if argv[0].endswith("train.py") else run_module(argv)
     out = capfd.readouterr()
     return code, out.out, out.err
 

@@ -22,7 +22,7 @@ from streaming_vlm.errors import UserError
 from streaming_vlm.training import checkpoints
 from streaming_vlm.training.config import batch_arithmetic, resolve_deepspeed
 from streaming_vlm.training.launch import normalize_group_adds, prepare_argv, strip_local_rank
-from train_task import compose_args, train_task  # tests/train_task.py
+from in_process import compose_args, train_task  # tests/in_process.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -4,7 +4,7 @@ model and trains nothing; resume=auto over a checkpoint written without DeepSpee
 saying what to pass. The run never modifies its inputs (the checkpoint it starts from, the data).
 
 The finished run is the session's reference run (conftest.py), copied; nothing here trains, so train.py's steps run
-in this process (tests/train_task.py)."""
+in this process (tests/in_process.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from train_runs import common_args  # tests/train_runs.py
-from train_task import train_task  # tests/train_task.py
+from in_process import train_task  # tests/in_process.py
 
 pytestmark = pytest.mark.slow
 

@@ -1,10 +1,17 @@
-"""train.py's steps in this process, for tests of its checks (no subprocess: the Python, torch and Hydra imports of
-a fresh interpreter cost seconds a case on a shared CPU). The same public functions train.py runs, in its order:
-argv normalisation (`launch.prepare_argv`), the output-folder check, the config composed by Hydra from configs/,
-then the Hydra task body (`run.main_task`: a UserError is one stderr line and exit code 2)."""
+"""Entry points run in this process, for tests of their checks and exit codes: a fresh interpreter's imports (Python,
+torch, transformers, Hydra) cost seconds a case on a shared CPU. Each suite keeps one real subprocess per entry point
+for the process boundary itself.
+
+- `run_module(["-m", module, *args])`: what `python -m module args` runs, the module's (or package's __main__'s)
+  `main(argv)`; its exit code.
+- `train_task(args)`: train.py's steps, the same public functions in its order: argv normalisation
+  (`launch.prepare_argv`), the output-folder check, the config composed by Hydra from configs/, then the Hydra task
+  body (`run.main_task`: a UserError is one stderr line and exit code 2).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -36,3 +43,16 @@ def train_task(args: list[str]) -> int:
     except UserError as err:  # before Hydra: train.py prints it the same way
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def run_module(argv: list[str]) -> int:
+    """`python -m MODULE ARGS` in this process (argv: ["-m", MODULE, *ARGS]): its exit code."""
+    assert argv[0] == "-m", argv
+    module = importlib.import_module(argv[1])
+    if not hasattr(module, "main"):  # a package: `python -m` runs its __main__
+        module = importlib.import_module(f"{argv[1]}.__main__")
+    try:
+        code = module.main([str(a) for a in argv[2:]])
+    except SystemExit as exit_:
+        code = exit_.code
+    return code or 0
