@@ -128,6 +128,7 @@ def test_bad_input_is_one_clear_line_before_loading(case, inputs, capfd, monkeyp
         proc = subprocess.run([sys.executable, *argv(inputs)], cwd=ROOT, env=ENV, capture_output=True, text=True,
                               timeout=300)
         code, out, err = proc.returncode, proc.stdout, proc.stderr
+        assert code == 2 and err.strip().splitlines()[-1].startswith("error: "), (code, err)  # the CLIs' contract
     else:
         for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
             monkeypatch.delenv(k, raising=False)
