@@ -33,6 +33,35 @@ def hub_like_ckpt(tmp_path_factory):
     return build_checkpoint(tmp_path_factory.mktemp("hub") / "hub-like-qwen3vl", size="tiny", seed=0, hub_like=True)
 
 
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """Generated synthetic football streams for the end-to-end trainings (4 train games, 1 eval game)."""
+    from data.synthetic import generate_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "data"
+    generate_dataset(out, train_games=4, eval_games=1, duration=90, eval_duration=60, clips=8, seed=3)
+    return out
+
+
+def _tree(root):
+    import hashlib
+    from pathlib import Path
+
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
+    """One uninterrupted single-process train.py run, shared: 6 steps, global batch 4, checkpoints every 2 steps.
+    The exact-resume tests compare against it; the finished-run tests re-run its command. Returns (output dir,
+    completed process, sha256 of every input file (data, checkpoint) before the run)."""
+    from train_runs import common_args, train
+
+    inputs = {**_tree(synth_data), **_tree(tiny_ckpt)}
+    out = tmp_path_factory.mktemp("reference") / "run"
+    return out, train(common_args(synth_data, tiny_ckpt, out)), inputs
+
+
 # `make test-fast`: pure unit modules (no model, no subprocess, no training) for the edit-test loop.
 FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_eval_offline_judge",
                 "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks"}

@@ -147,15 +147,17 @@ def test_missing_api_key_for_the_openai_judge(files):
     assert_one_line_error(result, "EVAL_CLI_NO_SUCH_KEY is not set")
 
 
-def test_generate_with_the_tiny_checkpoint_then_judge_and_report(tiny_ckpt, tmp_path):
-    """`generate` runs the real streaming engine (tiny checkpoint, a generated 12 s game): one row per second, the
-    same rows as `run_stream` with the same settings; `judge` and `report` then consume them end to end."""
+def test_generate_with_the_tiny_checkpoint_then_judge_and_report(tiny_ckpt, tmp_path, capfd):
+    """`generate` runs the real streaming engine (tiny checkpoint, a generated 10 s game): one row per second, the
+    same rows as `run_stream` with the same settings; `judge` and `report` then consume them end to end. The model's
+    rows come from the CLI as a process; the baseline's from the same CLI's main in this process."""
+    from in_process import run_module  # tests/in_process.py
     from data.synthetic import generate_dataset
     from streaming_vlm.inference import run_stream
     from streaming_vlm.model.loading import load_model, load_processor
 
     data = tmp_path / "data"
-    generate_dataset(data, train_games=0, eval_games=1, eval_duration=12, clips=0, seed=11)
+    generate_dataset(data, train_games=0, eval_games=1, eval_duration=10, clips=0, seed=11)
     ref = data / "eval_inf.jsonl"
     (video,) = [json.loads(line)["video"] for line in ref.read_text().splitlines()]
     common = ["--reference", ref, "--video-root", data, "--model_path", tiny_ckpt,
@@ -163,13 +165,14 @@ def test_generate_with_the_tiny_checkpoint_then_judge_and_report(tiny_ckpt, tmp_
     model_out, base_out = tmp_path / "model.jsonl", tmp_path / "baseline.jsonl"
     result = cli("generate", *common, "--out", model_out, "--set", "max_new_tokens=5")
     assert result.returncode == 0, result.stderr
-    assert f"wrote 12 prediction rows for 1 videos to {model_out}" in result.stdout
-    assert f"generated {video}: 12 rows" in result.stderr
-    result = cli("generate", *common, "--out", base_out, "--set", "max_new_tokens=2")
-    assert result.returncode == 0, result.stderr
+    assert f"wrote 10 prediction rows for 1 videos to {model_out}" in result.stdout
+    assert f"generated {video}: 10 rows" in result.stderr
+    capfd.readouterr()
+    assert run_module(["-m", "streaming_vlm.eval", "generate", *common, "--out", base_out, "--set",
+                       "max_new_tokens=2"]) == 0, capfd.readouterr().err
 
     rows = [json.loads(line) for line in model_out.read_text().splitlines()]
-    assert [(r["video"], r["start"], r["end"]) for r in rows] == [(video, float(t), float(t + 1)) for t in range(12)]
+    assert [(r["video"], r["start"], r["end"]) for r in rows] == [(video, float(t), float(t + 1)) for t in range(10)]
     assert all(isinstance(r["text"], str) for r in rows) and any(r["text"] for r in rows)
     # the same engine and settings in-process (greedy: deterministic) give the same per-second text
     model, processor = load_model(tiny_ckpt, device="cpu"), load_processor(tiny_ckpt)
@@ -177,7 +180,7 @@ def test_generate_with_the_tiny_checkpoint_then_judge_and_report(tiny_ckpt, tmp_
                         {"temperature": 0.0, "window_size": 4, "max_new_tokens": 5, "progress": False})
     assert [r["text"] for r in rows] == [s["text"] for s in direct]
     base_rows = [json.loads(line) for line in base_out.read_text().splitlines()]
-    assert len(base_rows) == 12 and base_rows != rows
+    assert len(base_rows) == 10 and base_rows != rows
 
     verdicts = tmp_path / "verdicts.jsonl"
     result = cli("judge", "--predictions", model_out, "--baseline", base_out, "--reference", ref, "--out", verdicts,

@@ -38,7 +38,9 @@ def test_bootstrap_resamples_segments_not_votes():
     assert win_rate_interval([])["low_pct"] is None
 
 
-def test_run_end_to_end_with_the_offline_judge(tiny_ckpt, tmp_path, monkeypatch):
+def test_run_end_to_end_with_the_offline_judge(tiny_ckpt, tmp_path, monkeypatch, capfd):
+    """`eval run` as a process; the report read back and the rerun through the same CLI's main in this process."""
+    from in_process import run_module  # tests/in_process.py
     from data.synthetic import generate_dataset
     from streaming_vlm.eval.baseline import make_baseline
     from streaming_vlm.eval.baseline_protocol import BaselineProtocol
@@ -77,16 +79,17 @@ def test_run_end_to_end_with_the_offline_judge(tiny_ckpt, tmp_path, monkeypatch)
     assert f"{ci['low_pct']:.2f}-{ci['high_pct']:.2f}%" in markdown and "| **overall** |" in markdown
     assert markdown in result.stdout
     # the verdicts file reads back through `report` to the same tallies
-    check = subprocess.run([sys.executable, "-m", "streaming_vlm.eval", "report", str(out / "verdicts.jsonl"),
-                            "--json", "-"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert json.loads(check.stdout)["overall"] == overall
+    capfd.readouterr()
+    assert run_module(["-m", "streaming_vlm.eval", "report", str(out / "verdicts.jsonl"), "--json", "-"]) == 0
+    assert json.loads(capfd.readouterr().out)["overall"] == overall
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(rows) == 20
 
     # a rerun reuses the predictions and the cached verdicts, and reports the same
-    again = subprocess.run([str(c) for c in cmd], env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
-    assert again.returncode == 0, again.stderr
-    assert "using the existing model predictions" in again.stderr
+    monkeypatch.chdir(REPO)
+    assert run_module([str(c) for c in cmd[1:]]) == 0
+    again = capfd.readouterr()
+    assert "using the existing model predictions" in again.err, again.err
     assert json.loads((out / "report.json").read_text()) == report
 
 

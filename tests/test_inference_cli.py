@@ -4,8 +4,8 @@
 - A video shorter than one second still gives a valid VTT.
 - `--interactive` through a pipe: the answer is printed and written.
 - `--fps 4`: two temporal patches per second with absolute timestamps; the card's Python API with a preset.
-- Every bad input: non-zero exit, one line on stderr, no traceback (subprocess for two, in-process for the rest:
-  same `main`, same `cli_entry`, minus ~10 s of imports per case on a shared CPU).
+- Every bad input: non-zero exit, one line on stderr, no traceback (in-process: same `main`, same `cli_entry`, minus
+  ~10 s of imports per case on a shared CPU; the CLI's exit code 2 as a real process is in test_bad_inputs.py).
 """
 
 from __future__ import annotations
@@ -179,16 +179,6 @@ def test_bad_input_is_one_line(case, needle, tiny_ckpt, videos, tmp_path, capsys
     assert len(lines) == 1 and needle in lines[0], err
     assert "Traceback" not in err
     assert not (tmp_path / "x.vtt").exists()  # nothing written for bad input
-
-
-@pytest.mark.parametrize("case", ["missing", "model"])
-def test_bad_input_subprocess(case, tiny_ckpt, videos, tmp_path):
-    video = tmp_path / "nope.mp4" if case == "missing" else videos["game"]
-    model = tiny_ckpt if case == "missing" else tmp_path / "nope"
-    proc = _cli(["--model_path", model, "--video_path", video, "--output_path", tmp_path / "x.vtt"])
-    lines = _stderr_lines(proc.stderr)
-    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert "Traceback" not in proc.stderr
 
 
 def test_run_stream_is_the_eval_entry_point(tiny_ckpt, tiny_processor, videos):

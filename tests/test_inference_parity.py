@@ -76,7 +76,6 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
     engine = StreamingEngine(model, tiny_processor, {"window_size": 8, "temperature": 0})
     engine.start(previous_text=previous)
     assert engine.plan.fast == (engine.text_step is not None) == (attn == "text_step")
-    prefix_last = engine._last_logits.clone()
     n_prefix = engine.cache.num_tokens
     ids, chunks = engine.cache.ids(), []
     for i, s in enumerate(seconds):
@@ -93,7 +92,6 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
     assert ids == inputs["input_ids"][0].tolist(), "streamed tokens differ from the processor's"
     assert engine.cache.num_tokens == len(ids) and engine.cache.next_position > 0
     assert (torch.tensor(ids) == model.config.video_token_id).sum() > 4 * 20  # every second carries vision
-    torch.testing.assert_close(prefix_last, full[n_prefix - 1], atol=TOL, rtol=0)
     diff = (streamed - full[n_prefix:]).abs().max().item()
     assert diff < TOL, f"streaming vs full forward: max |Δlogit| = {diff:.2e}"
 

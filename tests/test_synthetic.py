@@ -377,17 +377,23 @@ def test_memory_lines_count_earlier_events():
     ["--width", "161", "--height", "96"],
     ["--unwritable"],
 ])
-def test_bad_input_is_one_line(args, tmp_path):
+def test_bad_input_is_one_line(args, tmp_path, capfd):
+    """The CLI's main in this process (the same module as a process: test_bad_inputs.py)."""
+    from in_process import run_module  # tests/in_process.py
+
     out = tmp_path / "out"
     if args == ["--unwritable"]:
         blocker = tmp_path / "file"
         blocker.write_text("x")
         out, args = blocker / "out", []
-    res = _cli("--out", str(out), "--train-games", "1", "--eval-games", "0", "--clips", "0", *args)
-    assert res.returncode != 0
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr and lines[0].startswith("error:")
+    capfd.readouterr()
+    code = run_module(["-m", "data.synthetic", "--out", str(out), "--train-games", "1", "--eval-games", "0", "--clips",
+                       "0", *args])
+    err = capfd.readouterr().err
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and lines[0].startswith("error:")
 
 
 def test_size_presets_and_python_api(tmp_path):

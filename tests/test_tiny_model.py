@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ import torch
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration, Qwen3VLProcessor
 from transformers.video_utils import VideoMetadata
 
+from in_process import run_module  # tests/in_process.py
 from streaming_vlm.model.tiny import QWEN3VL_ADDED_TOKENS, build_checkpoint, build_config
 
 REAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
@@ -95,17 +94,20 @@ def test_real_size_configs(size, hidden, layers):
     (["--size", "7b"], "unknown model size"),
     (["--dtype", "int3"], "unknown dtype"),
 ])
-def test_cli_bad_input_is_one_line(tmp_path, args, needle):
-    proc = subprocess.run([sys.executable, "-m", "streaming_vlm.model.tiny", "--out", str(tmp_path / "x"), *args],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "WARNING" not in ln]
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+def test_cli_bad_input_is_one_line(tmp_path, args, needle, capfd):
+    """The factory CLI's main in this process (the same module as a process: test_bad_inputs.py)."""
+    capfd.readouterr()
+    code = run_module(["-m", "streaming_vlm.model.tiny", "--out", str(tmp_path / "x"), *args])
+    err = capfd.readouterr().err
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip() and "WARNING" not in ln]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
 
 
-def test_cli_unwritable_out(tmp_path):
+def test_cli_unwritable_out(tmp_path, capfd):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    proc = subprocess.run([sys.executable, "-m", "streaming_vlm.model.tiny", "--out", str(blocker / "sub")],
-                          capture_output=True, text=True)
-    assert proc.returncode != 0 and "cannot write checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    capfd.readouterr()
+    code = run_module(["-m", "streaming_vlm.model.tiny", "--out", str(blocker / "sub")])
+    err = capfd.readouterr().err
+    assert code != 0 and "cannot write checkpoint" in err and "Traceback" not in err

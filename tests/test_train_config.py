@@ -1,5 +1,11 @@
 """train.py's command line and config tree: both experiment syntaxes, overrides, launchers' arguments, the recipe
-values, batch arithmetic, and bad input as one line + exit 2 (no traceback). Fast: dry runs import no torch."""
+values, batch arithmetic, and bad input as one line + exit 2 (no traceback).
+
+The configs are composed in-process with Hydra's compose API after train.py's own argv normalisation
+(`launch.prepare_argv`), and run through the Hydra task body (`run.main_task`, a dry run: nothing is imported or
+trained). Two subprocesses remain, where the process boundary is what is tested: train.py's dry run with a
+launcher's `--local_rank` and the world size from the environment, and a bad experiment name as one stderr line with
+exit code 2."""
 
 from __future__ import annotations
 
@@ -10,11 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from streaming_vlm.errors import UserError
 from streaming_vlm.training import checkpoints
 from streaming_vlm.training.config import batch_arithmetic, resolve_deepspeed
 from streaming_vlm.training.launch import normalize_group_adds, prepare_argv, strip_local_rank
+from in_process import compose_args, train_task  # tests/in_process.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -28,6 +36,23 @@ def run_train(args, env=None, cwd=ROOT, timeout=120):
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def train_in_process(monkeypatch, capsys):
+    """train.py's task on composed args, in this process: (exit code, stdout, stderr). WORLD_SIZE as a launcher
+    would set it; LOCAL_RANK as `--local_rank` exports it (both restored afterwards)."""
+    def run(args, world_size=None):
+        for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SUBMITIT_EXECUTOR"):
+            monkeypatch.delenv(k, raising=False)
+        if world_size:
+            monkeypatch.setenv("WORLD_SIZE", str(world_size))
+        capsys.readouterr()
+        code = train_task(args)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -60,28 +85,26 @@ def dry_config(out: str) -> str:
 
 # ---- both experiment syntaxes, overrides, recipe ------------------------------------------------------------------
 @pytest.mark.parametrize("form", ["experiment=stage1_2b", "+experiment=stage1_2b"])
-def test_both_experiment_syntaxes(form, fake_data, tmp_path):
-    r = run_train([form, "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)],
-                  env={"WORLD_SIZE": "8"})
-    assert r.returncode == 0, r.stderr
-    assert "run_name: stage1_2b" in r.stdout
-    assert "global batch 512 = 1/device x grad-accum 64 x 8" in r.stdout
+def test_both_experiment_syntaxes(form, fake_data, tmp_path, train_in_process):
+    code, out, err = train_in_process([form, "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)],
+                                      world_size=8)
+    assert code == 0, err
+    assert "run_name: stage1_2b" in out
+    assert "global batch 512 = 1/device x grad-accum 64 x 8" in out
     assert not (tmp_path / "o").exists(), "a dry run writes nothing"
 
 
-def test_stage1_recipe_values(fake_data, tmp_path):
-    import yaml
-
-    r = run_train(["experiment=stage1_2b", "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)],
-                  env={"WORLD_SIZE": "8"})
-    assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load(dry_config(r.stdout))
+def test_stage1_recipe_values(fake_data, tmp_path, train_in_process):
+    code, out, err = train_in_process(["experiment=stage1_2b", "dry_run=true", f"output_dir={tmp_path}/o",
+                                       *data_args(fake_data, 1)], world_size=8)
+    assert code == 0, err
+    cfg = yaml.safe_load(dry_config(out))
     t = cfg["trainer"]
     assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_ratio"]) == (1e-5, "cosine", 0.03)
     assert t["optim"].startswith("adamw") and t["num_train_epochs"] == 1
     assert (t["global_batch_size"], t["per_device_train_batch_size"]) == (512, 1)
     assert t["bf16"] is True and t["gradient_checkpointing"] == "auto"  # layers recomputed as memory needs
-    assert cfg["deepspeed"]["config"] == "auto" and "ZeRO-3" in r.stdout  # 8 processes: ZeRO-3
+    assert cfg["deepspeed"]["config"] == "auto" and "ZeRO-3" in out  # 8 processes: ZeRO-3
     assert cfg["model"]["freeze_vision"] is True and cfg["model"]["lora"]["enabled"] is False
     assert cfg["model"]["name_or_path"] == "Qwen/Qwen3-VL-2B-Instruct"
     assert (cfg["data"]["window"], cfg["data"]["stride"], cfg["data"]["fps"]) == (24, 12, 2)
@@ -96,23 +119,33 @@ def test_stage1_recipe_values(fake_data, tmp_path):
 
 
 @pytest.mark.parametrize("size", ["2b", "4b"])
-def test_stage2_initialises_from_stage1_dir(size, fake_data, tmp_path):
-    r = run_train([f"experiment=stage2_{size}", "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 2)],
-                  env={"WORLD_SIZE": "8"})
-    assert r.returncode == 0, r.stderr
-    assert f"model {fake_data / 'stage1_out'}" in r.stdout  # weights come from init_from, not the hub id
-    assert "stage: clip" in r.stdout and f"Qwen3-VL-{size.upper()}-Instruct" in r.stdout
+def test_stage2_initialises_from_stage1_dir(size, fake_data, tmp_path, train_in_process):
+    code, out, err = train_in_process([f"experiment=stage2_{size}", "dry_run=true", f"output_dir={tmp_path}/o",
+                                       *data_args(fake_data, 2)], world_size=8)
+    assert code == 0, err
+    assert f"model {fake_data / 'stage1_out'}" in out  # weights come from init_from, not the hub id
+    assert "stage: clip" in out and f"Qwen3-VL-{size.upper()}-Instruct" in out
 
 
-def test_any_key_overridable_and_local_rank_accepted(fake_data, tmp_path):
-    """The deepspeed launcher's --local_rank=N is taken out before Hydra and exported as LOCAL_RANK."""
-    r = run_train(["--local_rank=3", "experiment=stage1_4b", "dry_run=true", f"output_dir={tmp_path}/o",
-                   "trainer.learning_rate=3e-5", "data.window=16", "model.lora.enabled=true", "seed=7",
-                   "deepspeed=zero2", *data_args(fake_data, 1)], env={"WORLD_SIZE": "16"})
+def test_any_key_overridable(fake_data, tmp_path, train_in_process):
+    code, out, err = train_in_process(["experiment=stage1_4b", "dry_run=true", f"output_dir={tmp_path}/o",
+                                       "trainer.learning_rate=3e-5", "data.window=16", "model.lora.enabled=true",
+                                       "seed=7", "deepspeed=zero2", *data_args(fake_data, 1)], world_size=16)
+    assert code == 0, err
+    assert "learning_rate: 3.0e-05" in out and "window: 16" in out and "seed: 7" in out
+    assert "ZeRO-2" in out and "grad-accum 32 x 16" in out
+
+
+def test_train_py_dry_run_with_launcher_arguments(fake_data, tmp_path):
+    """The script itself (a subprocess): the deepspeed launcher's --local_rank=N is taken out before Hydra and
+    exported as LOCAL_RANK, `+experiment=` is accepted, the world size comes from the environment, exit code 0."""
+    r = run_train(["--local_rank=3", "+experiment=stage1_4b", "dry_run=true", f"output_dir={tmp_path}/o",
+                   "trainer.learning_rate=3e-5", *data_args(fake_data, 1)], env={"WORLD_SIZE": "16"})
     assert r.returncode == 0, r.stderr
-    assert "LOCAL_RANK=3" in r.stdout
-    assert "learning_rate: 3.0e-05" in r.stdout and "window: 16" in r.stdout and "seed: 7" in r.stdout
-    assert "ZeRO-2" in r.stdout and "grad-accum 32 x 16" in r.stdout
+    assert "LOCAL_RANK=3" in r.stdout and "WORLD_SIZE=16" in r.stdout
+    assert "run_name: stage1_4b" in r.stdout and "learning_rate: 3.0e-05" in r.stdout
+    assert "grad-accum 32 x 16" in r.stdout and "ZeRO-3" in r.stdout
+    assert not (tmp_path / "o").exists(), "a dry run writes nothing"
 
 
 def test_argv_helpers(monkeypatch):
@@ -126,15 +159,12 @@ def test_argv_helpers(monkeypatch):
 
 
 def test_every_experiment_composes():
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
-        for name in EXPERIMENTS:
-            cfg = compose(config_name="config", overrides=[f"experiment={name}"])
-            assert cfg.run_name == name
-            assert cfg.trainer.per_device_train_batch_size >= 1
-        tiny = compose(config_name="config", overrides=["experiment=smoke_stage1"])
-        assert tiny.model.build_if_missing == "tiny" and tiny.trainer.use_cpu is True
+    for name in EXPERIMENTS:
+        cfg = compose_args([f"experiment={name}"])
+        assert cfg.run_name == name
+        assert cfg.trainer.per_device_train_batch_size >= 1
+    tiny = compose_args(["+experiment=smoke_stage1"])
+    assert tiny.model.build_if_missing == "tiny" and tiny.trainer.use_cpu is True
 
 
 # ---- batch arithmetic ---------------------------------------------------------------------------------------------
@@ -151,45 +181,47 @@ def test_batch_arithmetic():
 
 
 # ---- bad input: one line, exit 2, no traceback --------------------------------------------------------------------
-def assert_one_line_error(r, *needles):
-    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert "Traceback" not in r.stderr + r.stdout
+def assert_one_line_error(result, *needles):
+    code, out, err = result
+    assert code == 2, (code, out[-2000:], err[-2000:])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out
     for n in needles:
         assert n in lines[0], lines[0]
 
 
-def test_bad_unknown_experiment(tmp_path):
-    assert_one_line_error(run_train(["experiment=stage3_7b", f"output_dir={tmp_path}"]), "unknown experiment",
-                          "stage3_7b", "stage1_2b")
-    assert_one_line_error(run_train(["+experiment=nope", f"output_dir={tmp_path}"]), "unknown experiment 'nope'")
+def test_bad_unknown_experiment(tmp_path, train_in_process):
+    r = run_train(["experiment=stage3_7b", f"output_dir={tmp_path}"])  # the script: exit 2, one stderr line
+    assert_one_line_error((r.returncode, r.stdout, r.stderr), "unknown experiment", "stage3_7b", "stage1_2b")
+    assert_one_line_error(train_in_process(["+experiment=nope", f"output_dir={tmp_path}"]),
+                          "unknown experiment 'nope'")
 
 
-def test_bad_missing_data_file(tmp_path):
-    r = run_train(["experiment=smoke_stage1", f"data.root={tmp_path}/nowhere", "data.generate=null",
-                   f"output_dir={tmp_path}/o"])
+def test_bad_missing_data_file(tmp_path, train_in_process):
+    r = train_in_process(["experiment=smoke_stage1", f"data.root={tmp_path}/nowhere", "data.generate=null",
+                          f"output_dir={tmp_path}/o"])
     assert_one_line_error(r, "data file not found", "nowhere")
-    r = run_train(["experiment=stage1_2b", f"data.root={tmp_path}", f"output_dir={tmp_path}/o"])
+    r = train_in_process(["experiment=stage1_2b", f"data.root={tmp_path}", f"output_dir={tmp_path}/o"])
     assert_one_line_error(r, "data file not found", "train_s12w24_with_seeks.jsonl")
 
 
-def test_bad_stage2_init_without_checkpoint(fake_data, tmp_path):
+def test_bad_stage2_init_without_checkpoint(fake_data, tmp_path, train_in_process):
     empty = tmp_path / "stage1_killed_early"
     (empty / "checkpoint-20").mkdir(parents=True)  # a checkpoint dir without COMPLETE: not a checkpoint
-    r = run_train(["experiment=stage2_2b", f"init_from={empty}", f"data.root={fake_data / 'inf'}",
-                   f"output_dir={tmp_path}/o"])
+    r = train_in_process(["experiment=stage2_2b", f"init_from={empty}", f"data.root={fake_data / 'inf'}",
+                          f"output_dir={tmp_path}/o"])
     assert_one_line_error(r, "init_from", "holds no model")
-    r = run_train(["experiment=smoke_stage2", f"init_from={tmp_path}/missing", f"output_dir={tmp_path}/o"])
+    r = train_in_process(["experiment=smoke_stage2", f"init_from={tmp_path}/missing", f"output_dir={tmp_path}/o"])
     assert_one_line_error(r, "init_from", "does not exist")
 
 
-def test_bad_zero3_batch_arithmetic(fake_data, tmp_path):
-    r = run_train(["experiment=stage1_2b", *data_args(fake_data, 1), f"output_dir={tmp_path}/o"],
-                  env={"WORLD_SIZE": "3"})
+def test_bad_zero3_batch_arithmetic(fake_data, tmp_path, train_in_process):
+    r = train_in_process(["experiment=stage1_2b", *data_args(fake_data, 1), f"output_dir={tmp_path}/o"],
+                         world_size=3)
     assert_one_line_error(r, "DeepSpeed ZeRO-3", "global_batch_size=512", "world size (3)")
-    r = run_train(["experiment=stage1_2b", *data_args(fake_data, 1), "trainer.global_batch_size=500",
-                   f"output_dir={tmp_path}/o"], env={"WORLD_SIZE": "8"})
+    r = train_in_process(["experiment=stage1_2b", *data_args(fake_data, 1), "trainer.global_batch_size=500",
+                          f"output_dir={tmp_path}/o"], world_size=8)
     assert_one_line_error(r, "impossible batch arithmetic", "500")
 
 
@@ -229,6 +261,9 @@ def test_publish_is_one_rename(tmp_path):
 
 # ---- wandb mode, eval callback hook -------------------------------------------------------------------------------
 def test_wandb_offline_without_key_or_network(monkeypatch, tmp_path):
+    """auto: online only with an API key and a server that answers (WANDB_BASE_URL, here a loopback listener)."""
+    import socket
+
     from omegaconf import OmegaConf
 
     from streaming_vlm.training import tracking
@@ -236,12 +271,17 @@ def test_wandb_offline_without_key_or_network(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
-    assert tracking.resolve_mode("auto") == "offline"
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: False)
-    assert tracking.resolve_mode("auto") == "offline"
-    monkeypatch.setattr(tracking, "_reachable", lambda *a, **k: True)
-    assert tracking.resolve_mode("auto") == "online"
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+    try:
+        assert tracking.resolve_mode("auto") == "offline"  # a server, but no key
+        monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+        assert tracking.resolve_mode("auto") == "online"
+    finally:
+        server.close()
+    assert tracking.resolve_mode("auto") == "offline"  # a key, but nothing listens any more
     monkeypatch.setenv("WANDB_MODE", "disabled")  # the environment wins (tests, CI)
     assert tracking.resolve_mode("online") == "disabled"
     cfg = OmegaConf.create({"mode": "auto", "project": "p", "entity": None, "group": None, "tags": []})

@@ -6,7 +6,10 @@
   run bitwise (every step's loss, the samples of every step, the final weights); no checkpoint is ever half-written;
 - real ZeRO-3 on 2 CPU ranks (gloo; the deepspeed launcher, then torchrun): same per-step losses as one process,
   a final model gathered for from_pretrained, and an exact resume from a ZeRO-3 checkpoint;
-- LoRA: the adapter is saved in peft's format and reloads with PeftModel.from_pretrained.
+- LoRA: the adapter is saved in peft's format and reloads with PeftModel.from_pretrained; the same run (over data
+  with a truncated video) counts the bad samples per reason in every step's logged metrics.
+
+The uninterrupted reference run and the data are the session's (conftest.py), shared with test_train_finished.
 """
 
 from __future__ import annotations
@@ -25,40 +28,13 @@ import pytest
 import torch
 
 from streaming_vlm.training import checkpoints
+from train_runs import common_args, train, train_env  # tests/train_runs.py
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory):
-    from data.synthetic import generate_dataset
-
-    out = tmp_path_factory.mktemp("synth") / "data"
-    generate_dataset(out, train_games=4, eval_games=1, duration=90, eval_duration=60, clips=8, seed=3)
-    return out
-
-
-def _env(extra=None):
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    env.update(extra or {})
-    return env
-
-
-def common_args(data, ckpt, out, experiment="smoke_stage1", steps=6):
-    return [f"experiment={experiment}", f"data.root={data}", "data.generate=null", f"model.name_or_path={ckpt}",
-            f"output_dir={out}", f"trainer.max_steps={steps}", "trainer.save_steps=2", "trainer.save_total_limit=3",
-            "eval=none"]
-
-
-def train(args, timeout=600, launcher=None, env=None):
-    cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *args]
-    r = subprocess.run(cmd, cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"{cmd}\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
+_env = train_env  # (names kept for the modules that import them from here)
 
 
 def records(out: Path) -> list[dict]:
@@ -82,14 +58,6 @@ def load_state(path: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(path / "model.safetensors"))
-
-
-@pytest.fixture(scope="module")
-def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
-    """Uninterrupted single-process run: 6 steps, global batch 4, checkpoints every 2 steps."""
-    out = tmp_path_factory.mktemp("reference") / "run"
-    r = train(common_args(synth_data, tiny_ckpt, out))
-    return out, r
 
 
 # ---- learning + stage 2 -------------------------------------------------------------------------------------------
@@ -137,7 +105,7 @@ def _wait_for(predicate, proc, timeout=300.0, what="", poll=0.05):
 
 
 def test_kill9_mid_checkpoint_and_at_random_step_then_exact_resume(reference_run, synth_data, tiny_ckpt, tmp_path):
-    ref_out, _ = reference_run
+    ref_out = reference_run[0]
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), *common_args(synth_data, tiny_ckpt, out)]
     logs = []
@@ -195,7 +163,7 @@ def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(referenc
                                                                      tmp_path):
     from transformers import Qwen3VLForConditionalGeneration
 
-    ref_out, _ = reference_run
+    ref_out = reference_run[0]
     out = tmp_path / "z3"
     deepspeed = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
                  str(29500 + os.getpid() % 1000)]
@@ -228,15 +196,27 @@ def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(referenc
         assert abs(rec["loss"] - first[rec["step"]]) <= 1e-6 * first[rec["step"]], (rec, first)
 
 
-# ---- LoRA ---------------------------------------------------------------------------------------------------------
-def test_lora_adapter_saved_in_peft_format_and_reloads(synth_data, tiny_ckpt, tmp_path):
+# ---- LoRA, and bad samples in the logged metrics: one run over data with a truncated video ----------------------
+@pytest.fixture(scope="module")
+def lora_run_over_a_corrupt_video(synth_data, tiny_ckpt, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lora_bad")
+    data = tmp / "data"
+    shutil.copytree(synth_data, data)
+    video = sorted((data / "videos" / "train").glob("*.mp4"))[1]
+    video.write_bytes(video.read_bytes()[:4096])  # truncated: exists, not empty, undecodable
+    out = tmp / "run"
+    r = train(common_args(data, tiny_ckpt, out, steps=3)
+              + ["model.lora.enabled=true", "model.lora.r=4", "model.lora.alpha=8", "trainer.learning_rate=1e-2",
+                 "data.max_bad_fraction=0.5", "trainer.save_steps=100"])
+    return out, r
+
+
+def test_lora_adapter_saved_in_peft_format_and_reloads(lora_run_over_a_corrupt_video, tiny_ckpt):
     from peft import PeftModel
     from safetensors.torch import load_file
     from transformers import Qwen3VLForConditionalGeneration
 
-    out = tmp_path / "lora"
-    r = train(common_args(synth_data, tiny_ckpt, out, steps=3)
-              + ["model.lora.enabled=true", "model.lora.r=4", "model.lora.alpha=8", "trainer.learning_rate=1e-2"])
+    out, r = lora_run_over_a_corrupt_video
     assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
     cfg = json.loads((out / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["lora_alpha"] == 8
@@ -253,14 +233,8 @@ def test_lora_adapter_saved_in_peft_format_and_reloads(synth_data, tiny_ckpt, tm
     assert "trainable params" in r.stdout
 
 
-# ---- bad samples reach the logged metrics -------------------------------------------------------------------------
-def test_bad_samples_counted_per_reason_in_logged_metrics(synth_data, tiny_ckpt, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(synth_data, data)
-    video = sorted((data / "videos" / "train").glob("*.mp4"))[1]
-    video.write_bytes(video.read_bytes()[:4096])  # truncated: exists, not empty, undecodable
-    out = tmp_path / "run"
-    r = train(common_args(data, tiny_ckpt, out, steps=3) + ["data.max_bad_fraction=0.5", "trainer.save_steps=100"])
+def test_bad_samples_counted_per_reason_in_logged_metrics(lora_run_over_a_corrupt_video):
+    out, r = lora_run_over_a_corrupt_video
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["bad_samples"].get("corrupt_video", 0) > 0, summary
     # every step's logged metrics carry the per-reason totals (the final checkpoint holds the log history)

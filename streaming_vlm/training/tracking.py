@@ -1,4 +1,6 @@
-"""wandb mode: online with an API key and a reachable server, offline otherwise, disabled on request."""
+"""wandb mode: online with an API key and a reachable server, offline otherwise, disabled on request. The server is
+wandb's own setting, WANDB_BASE_URL (default https://api.wandb.ai), so a self-hosted server is probed, not the
+public one."""
 
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ def _has_api_key() -> bool:
     return bool(auth and auth[2])
 
 
-def _reachable(host: str = "api.wandb.ai", port: int = 443, timeout: float = 2.0) -> bool:
+def _reachable(timeout: float = 2.0) -> bool:
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host, port = url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
