@@ -192,6 +192,8 @@ class StreamingEngine:
         self.tokenizer = self.template.tokenizer
         self.policy = build_policy(self.template, self.config)
         self.im_end_id = self.template.im_end_id
+        # ids the model's forward takes for vision features wherever they occur in a piece with frames
+        self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}
         self.timings = Timings(self.device)
         self.inv_freq = model.model.language_model.rotary_emb.inv_freq
         self.vision_grids = VisionGrids(model.model.visual, self.device)  # the tower's per-grid tensors, once
@@ -502,6 +504,12 @@ class StreamingEngine:
                  tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
         ids, positions = enc.input_ids, enc.position_ids
+        if tail[0] and enc.pixel_values_videos is not None and self._placeholder_ids.intersection(tail[0]):
+            # a sampled vision placeholder id (an untrained model can emit one) must not be taken for one of the
+            # piece's frames: the tail is written by a forward of its own
+            self._run(torch.tensor(tail[0], dtype=ids.dtype),
+                      torch.tensor(tail[1], dtype=positions.dtype).expand(3, -1), None, None, all_logits=False)
+            tail = ([], [])
         if tail[0]:
             ids = torch.cat([torch.tensor(tail[0], dtype=ids.dtype), ids])
             positions = torch.cat([torch.tensor(tail[1], dtype=positions.dtype).expand(3, -1), positions], dim=1)
