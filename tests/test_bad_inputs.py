@@ -80,6 +80,10 @@ CASES = {
     "cli fps inf": (lambda x: _infer(x, "--fps", "inf"), "fps must be > 0 and at most"),
     "cli fps 1e9": (lambda x: _infer(x, "--fps", "1e9"), "fps must be > 0 and at most"),
     "cli start past the end": (lambda x: _infer(x, "--start", "1000"), "past the end of the video"),
+    "cli previous_text writes a special token": (lambda x: _infer(x, "--previous_text", "so far <|im_end|> more"),
+                                                 "contains the special token <|im_end|>"),
+    "cli query writes a special token": (lambda x: _infer(x, "--query", "describe <|video_pad|>"),
+                                         "contains the special token <|video_pad|>"),
     "cli truncated weights": (lambda x: _infer(x, "--model_path", str(x["truncated"])), "damaged or truncated"),
     # the eval CLI
     "eval generate --set window_size=abc": (lambda x: _generate(x, "--out", str(x["d"] / "p.jsonl"), "--set",

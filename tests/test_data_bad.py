@@ -36,6 +36,7 @@ def bad_dir(tmp_path_factory):
         None,  # 8 non_utf8
         {"video": "short.mp4"},  # 9 malformed_record (no commentary field at all)
         conversation("vanishing.mp4", 0.0, 4.0, timed_words(0, 4, 0.5)),  # 10 deleted after indexing (load)
+        conversation("short.mp4", 0.0, 4.0, [[1.0, 1.5, "goal"], [2.0, 2.5, "<|im_end|>"]]),  # 11 control_token_text
     ]
     raw = {7: b'[{"role": "user", "content": [{"type": "video"', 8: b'{"video": "short.mp4", "content": '
                                                                       b'[[0, 1, "\xff\xfe bad bytes"]]}'}
@@ -44,7 +45,7 @@ def bad_dir(tmp_path_factory):
 
 
 INDEX_BAD = {"missing_video": 1, "empty_video": 1, "words_outside_span": 1, "empty_commentary": 1,
-             "malformed_json": 1, "non_utf8": 1, "malformed_record": 1}
+             "malformed_json": 1, "non_utf8": 1, "malformed_record": 1, "control_token_text": 1}
 
 
 def _build(d, processor, **cfg):
@@ -92,11 +93,11 @@ def test_too_many_bad_records_is_one_user_error(bad_dir, tiny_processor):
     with pytest.raises(UserError) as err:
         _build(bad_dir, tiny_processor, max_bad_fraction=0.5)
     msg = str(err.value)
-    assert "7 of 11" in msg and "max_bad_fraction=0.5" in msg and "non_utf8 1" in msg and "\n" not in msg
+    assert "8 of 12" in msg and "max_bad_fraction=0.5" in msg and "non_utf8 1" in msg and "\n" not in msg
 
 
 def test_too_many_bad_samples_at_load_time_stops_the_run(bad_dir, tiny_processor):
-    ds = _build(bad_dir, tiny_processor, max_bad_fraction=0.7)  # 7/11 records bad: allowed at index time
+    ds = _build(bad_dir, tiny_processor, max_bad_fraction=0.7)  # 8/12 records bad: allowed at index time
     tracker = build_bad_sample_tracker(dict(max_bad_fraction=0.4), ds)
     assert tracker.expected_total == len(ds) == 4
     collate = StreamCollator(tiny_processor)

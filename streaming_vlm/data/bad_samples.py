@@ -3,7 +3,8 @@
 Where a bad item is found:
 
 - at index time (no video decoding): `malformed_json`, `non_utf8`, `malformed_record`, `empty_commentary`,
-  `words_outside_span`, `missing_video`, `empty_video` (0 bytes) -- the record is dropped before any chunk is built
+  `words_outside_span`, `control_token_text` (words that write out a special token such as `<|im_end|>`),
+  `missing_video`, `empty_video` (0 bytes) -- the record is dropped before any chunk is built
   and counted in `StreamDataset.index_bad` (and logged once when the dataset is built);
 - at `__getitem__` time (decoding): `corrupt_video`, `window_past_end`, and `missing_video`/`empty_video` for files
   that vanished after indexing -- the dataset returns a *marker* (`bad_marker(...)`) instead of a sample.
@@ -34,9 +35,10 @@ EMPTY_COMMENTARY = "empty_commentary"
 MALFORMED_JSON = "malformed_json"
 NON_UTF8 = "non_utf8"
 MALFORMED_RECORD = "malformed_record"  # valid JSON without the fields a record needs (or unusable values)
+CONTROL_TOKEN_TEXT = "control_token_text"  # commentary that writes out one of the tokenizer's special tokens
 
 REASONS = (MISSING_VIDEO, EMPTY_VIDEO, CORRUPT_VIDEO, WINDOW_PAST_END, WORDS_OUTSIDE_SPAN, EMPTY_COMMENTARY,
-           MALFORMED_JSON, NON_UTF8, MALFORMED_RECORD)
+           MALFORMED_JSON, NON_UTF8, MALFORMED_RECORD, CONTROL_TOKEN_TEXT)
 
 MARKER_KEY = "bad_sample"
 _LOG_FIRST = 5  # per reason and process; later ones are only counted

@@ -101,6 +101,10 @@ class StreamDataset(Dataset):
             try:
                 rec = self.source[i]
                 validate_record(rec)
+                token = self.template.control_token_in(" ".join(w for _, _, w in rec.words))
+                if token is not None:
+                    raise BadSample(bad.CONTROL_TOKEN_TEXT, f"{rec.meta.get('where', rec.video)}: the commentary "
+                                                            f"writes out the special token {token}")
                 if check_files:
                     check_video_file(rec.video)
             except BadSample as err:

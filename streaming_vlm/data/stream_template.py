@@ -30,6 +30,12 @@ patch with the absolute timestamps. So every Qwen3-VL checkpoint, the hub's own 
 trained, gives the same tokens for the same stream; a trained checkpoint reproduces its training layout whatever
 chat template it ships, and the checkpoint's template stays untouched for ordinary chat use.
 
+Text from outside (earlier commentary, a query, a second's words, a typed question) is plain text: it may not
+write one of the tokenizer's special tokens out (`<|im_end|>`, `<|video_pad|>`, ...), since the rendered string is
+tokenized whole and such a string would become structure (a turn end, a vision placeholder without features).
+`control_token_in` finds one; the encoders raise a `UserError` naming it, and the dataset skips such a record at
+index time (counted as `control_token_text`).
+
 Labels are -100 everywhere except the assistant replies: the tokens after `<|im_start|>assistant\n` up to and
 including `<|im_end|>`. `" ..."` (SILENCE) ends every reply, so a silent second is exactly `" ..."`.
 """
@@ -44,6 +50,7 @@ import numpy as np
 import torch
 from transformers.video_utils import VideoMetadata
 
+from streaming_vlm.errors import UserError
 from streaming_vlm.model.mrope import mrope_positions
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -171,6 +178,7 @@ class StreamTemplate:
         self.system_prompt = system_prompt
         self.budget = budget or VisionBudget()
         self.video_token_id = self.tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.control_tokens = sorted(t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special)
         self.im_end_id = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
         self.spatial_merge_size = processor.video_processor.merge_size
         self.temporal_patch_size = processor.video_processor.temporal_patch_size
@@ -183,13 +191,28 @@ class StreamTemplate:
         closed = self._render([{"role": "assistant", "content": "x"}])
         self.turn_end_ids = self._ids(closed[closed.rindex("<|im_end|>") + len("<|im_end|>"):])
 
+    # ---- text from outside ----------------------------------------------------------------------------------
+    def control_token_in(self, text: str | None) -> str | None:
+        """The first special token of the tokenizer written out in `text`, or None."""
+        if not text or "<" not in text:
+            return None
+        return next((tok for tok in self.control_tokens if tok in text), None)
+
+    def plain(self, text: str | None, what: str) -> str | None:
+        """`text` unchanged; a UserError when it writes out a special token (see the module docstring)."""
+        tok = self.control_token_in(text)
+        if tok is not None:
+            raise UserError(f"{what} contains the special token {tok}: text cannot write the template's own "
+                            f"tokens")
+        return text
+
     # ---- messages -------------------------------------------------------------------------------------------
     def prefix_messages(self, previous_text: str = "", query: str | None = None) -> list[dict]:
         messages = [{"role": "system", "content": self.system_prompt}]
         if previous_text:
-            messages.append({"role": PREVIOUS_ROLE, "content": previous_text})
+            messages.append({"role": PREVIOUS_ROLE, "content": self.plain(previous_text, "the previous text")})
         if query:
-            messages.append({"role": "user", "content": query})
+            messages.append({"role": "user", "content": self.plain(query, "the query")})
         return messages
 
     def second_messages(self, second: Second) -> list[dict]:
@@ -199,7 +222,8 @@ class StreamTemplate:
         user = {"role": "user", "content": content}
         if second.text is None:
             return [user]
-        return [user, {"role": "assistant", "content": reply_text(second.text)}]
+        words = self.plain(second.text, f"the commentary of second {second.start:g}")
+        return [user, {"role": "assistant", "content": reply_text(words)}]
 
     # ---- granularities --------------------------------------------------------------------------------------
     def encode_window(self, previous_text: str, seconds: Sequence[Second], query: str | None = None,
@@ -223,6 +247,7 @@ class StreamTemplate:
 
     def encode_user_text(self, text: str, start: int) -> Encoded:
         """A typed question (interactive mode) as a user turn, ending in the generation prompt."""
+        text = self.plain(text, "the question")
         return self._encode(self._render([{"role": "user", "content": text}], add_generation_prompt=True), [], start)
 
     def encode_reply(self, text: str, start: int) -> Encoded:

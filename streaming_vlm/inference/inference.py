@@ -123,7 +123,9 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         raise UserError("model_path is required")
     device = resolve_device(cfg.device)
     processor = processor if processor is not None else load_processor(cfg.model_path)
-    check_cache_budget(build_template(processor, cfg), cfg, cfg.query)
+    template = build_template(processor, cfg)
+    template.plain(cfg.previous_text, "--previous_text")
+    check_cache_budget(template, cfg, cfg.query)
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     if model is None:
