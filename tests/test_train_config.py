@@ -118,6 +118,24 @@ def test_stage1_recipe_values(fake_data, tmp_path, train_in_process):
     assert ds["stage3_gather_16bit_weights_on_model_save"] is True
 
 
+def test_loader_workers_auto_use_the_nodes_cpus(fake_data, tmp_path, train_in_process, monkeypatch):
+    """`data.num_workers: auto` (the recipe's default): this node's CPUs shared by its training processes, less one
+    for each process itself; a number is taken as it is; anything else is one line."""
+    cpus = len(os.sched_getaffinity(0))
+    args = ["experiment=stage1_2b", "dry_run=true", f"output_dir={tmp_path}/o", *data_args(fake_data, 1)]
+    for local in (1, 2):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local))
+        code, out, err = train_in_process(args, world_size=local)
+        assert code == 0, err
+        expected = max(0, cpus // local - 1)
+        assert f"loader workers {expected} (auto: {cpus} CPUs / {local} process" in out, out
+        assert yaml.safe_load(dry_config(out))["data"]["num_workers"] == "auto"
+    code, out, err = train_in_process([*args, "data.num_workers=3"], world_size=2)
+    assert code == 0 and "loader workers 3 |" in out, err
+    code, out, err = train_in_process([*args, "data.num_workers=many"], world_size=2)
+    assert code != 0 and "num_workers must be an integer or auto, got 'many'" in err, err
+
+
 @pytest.mark.parametrize("size", ["2b", "4b"])
 def test_stage2_initialises_from_stage1_dir(size, fake_data, tmp_path, train_in_process):
     code, out, err = train_in_process([f"experiment=stage2_{size}", "dry_run=true", f"output_dir={tmp_path}/o",

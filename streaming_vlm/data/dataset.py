@@ -29,7 +29,7 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     packing              collator: pack a micro-batch into one row, no cross-sample attention (false)
     max_packed_tokens    collator: tokens per packed row (null -> everything in one row)
     video_cache          open VideoReaders kept per worker (4)
-    num_workers          DataLoader workers; read by the trainer, not here (4)
+    num_workers          DataLoader workers (or auto); read by the trainer, not here
     repeat               times the source counts in the training / held-out mix; read by the trainer (1)
 """
 

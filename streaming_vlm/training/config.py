@@ -38,14 +38,18 @@ class Plan:
     output_dir: str
     data_sources: dict[str, dict]  # name -> data config (plain dict)
     deepspeed_auto: bool = False  # chosen by world size (`deepspeed: auto`)
+    loader_workers: int = 0  # DataLoader worker processes per training process
+    loader_workers_auto: str | None = None  # how `auto` chose them
+
 
     def summary(self) -> str:
         ds = f"ZeRO-{self.zero_stage} ({self.deepspeed_config})" if self.deepspeed_config else "no DeepSpeed"
         if self.deepspeed_auto:
             ds += f" (deepspeed auto: {self.world_size} process{'es' if self.world_size > 1 else ''})"
         return (f"world size {self.world_size} | global batch {self.global_batch} = {self.per_device_batch}/device x "
-                f"grad-accum {self.grad_accum} x {self.world_size} | {ds} | model {self.model_path} | "
-                f"output {self.output_dir}")
+                f"grad-accum {self.grad_accum} x {self.world_size} | {ds} | loader workers {self.loader_workers}"
+                f"{f' (auto: {self.loader_workers_auto})' if self.loader_workers_auto else ''} | "
+                f"model {self.model_path} | output {self.output_dir}")
 
 
 def launch_world_size() -> int:
@@ -54,6 +58,17 @@ def launch_world_size() -> int:
         if value and value.isdigit() and (var == "WORLD_SIZE" or os.environ.get("SUBMITIT_EXECUTOR")):
             return int(value)
     return 1
+
+
+def auto_loader_workers() -> tuple[int, str]:
+    """DataLoader workers for `num_workers: auto`: the CPUs this process may run on, shared by the training
+    processes of this node, less one for the training process itself. Decoding and the video processor run in the
+    workers, one CPU each, and a window costs seconds of CPU: every spare CPU is a worker."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = next((int(v) for v in (os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("SLURM_NTASKS_PER_NODE"))
+                  if v and v.isdigit() and int(v) > 0), 1)
+    workers = max(0, cpus // local - 1)
+    return workers, f"{cpus} CPUs / {local} process{'es' if local > 1 else ''} on this node - 1"
 
 
 def batch_arithmetic(global_batch: int | None, per_device: int, grad_accum: int | None, world: int,
@@ -181,7 +196,7 @@ _TRAINER_VALUES = [
     ("per_device_train_batch_size", "int", 1, None, False), ("global_batch_size", "int", 1, None, True),
     ("gradient_accumulation_steps", "int", 1, None, True), ("logging_steps", "int", 1, None, True),
     ("save_steps", "int", 1, None, True), ("save_total_limit", "int", 0, None, True),
-    ("dataloader_num_workers", "int", 0, None, True), ("data_seed", "int", 0, None, True),
+    ("dataloader_num_workers", "int_or_auto", 0, None, True), ("data_seed", "int", 0, None, True),
     ("ddp_timeout", "int", 1, None, True), ("bf16", "bool", None, None, True), ("fp16", "bool", None, None, True),
     ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool_or_auto", None, None, True),
     ("memory_fraction", "number", 0.05, 1, True), ("embedding_learning_rate", "number", 0, None, True),
@@ -192,7 +207,7 @@ _DATA_VALUES = [
     ("min_words", "int", 0, None, True), ("text_sink", "int", 0, None, False),
     ("text_sliding_window", "int", 0, None, False), ("fps", "number", 0.001, 120, False),
     ("min_pixels", "int", 1, None, True), ("max_pixels", "int", 1, None, True), ("total_pixels", "int", 1, None, True),
-    ("max_bad_fraction", "number", 0, 1, False), ("num_workers", "int", 0, None, True),
+    ("max_bad_fraction", "number", 0, 1, False), ("num_workers", "int_or_auto", 0, None, True),
     ("packing", "bool", None, None, True), ("max_packed_tokens", "int", 1, None, True),
 ]
 _TOP_VALUES = [("seed", "int", 0, None, False), ("model.build_seed", "int", 0, None, True),
@@ -209,8 +224,11 @@ def check_value(key: str, value, kind: str, low, high, nullable: bool) -> None:
         if nullable:
             return
         raise UserError(f"{key} must be set (got null)")
-    if kind == "bool_or_auto" and value == "auto":  # chosen at run time (gradient_checkpointing: see checkpointing.py)
+    if kind.endswith("_or_auto") and value == "auto":  # chosen at run time (checkpointing.py, auto_loader_workers)
         return
+    or_auto = " or auto" if kind == "int_or_auto" else ""
+    if or_auto:
+        kind = "int"
     if kind in ("bool", "bool_or_auto"):
         if not isinstance(value, bool):
             raise UserError(f"{key} must be true{',' if kind == 'bool_or_auto' else ' or'} false"
@@ -218,7 +236,7 @@ def check_value(key: str, value, kind: str, low, high, nullable: bool) -> None:
         return
     wanted = int if kind == "int" else (int, float)
     if isinstance(value, bool) or not isinstance(value, wanted):
-        raise UserError(f"{key} must be {'an integer' if kind == 'int' else 'a number'}, got {value!r}")
+        raise UserError(f"{key} must be {'an integer' if kind == 'int' else 'a number'}{or_auto}, got {value!r}")
     if not math.isfinite(value):
         raise UserError(f"{key} must be a finite number, got {value!r}")
     if low is not None and value < low or high is not None and value > high:
@@ -304,11 +322,15 @@ def plan(cfg, world_size: int | None = None) -> Plan:
     if looks_like_hub_id(model_path) and not cfg.get("dry_run"):
         # no network and not cached: one clear line now, not minutes of retries inside from_pretrained
         model_path = resolve_hub_id(model_path)
+    workers, workers_auto = t.get("dataloader_num_workers") or 0, None
+    if workers == "auto":
+        workers, workers_auto = auto_loader_workers()
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),
                 data_sources=sources,
-                deepspeed_auto=str((cfg.get("deepspeed") or {}).get("config")) == "auto")
+                deepspeed_auto=str((cfg.get("deepspeed") or {}).get("config")) == "auto",
+                loader_workers=int(workers), loader_workers_auto=workers_auto)
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
@@ -346,6 +368,7 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         logging_strategy="steps",
         eval_strategy="no",
         label_names=["labels"],
+        dataloader_num_workers=p.loader_workers,
     )
     if p.deepspeed_config and kwargs.get("use_cpu"):
         # accelerate's cpu=True path never enables DeepSpeed; on a CPU-only host the run is on CPU regardless
