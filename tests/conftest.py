@@ -67,9 +67,10 @@ def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
     return out, train(common_args(synth_data, tiny_ckpt, out)), inputs
 
 
-# `make test-fast`: pure unit modules (no model, no subprocess, no training) for the edit-test loop.
+# `make test-fast`: unit modules for the edit-test loop: no training, no long stream; at most the tiny checkpoint.
 FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_eval_offline_judge",
-                "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks"}
+                "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks", "test_data_sources",
+                "test_cuda_config", "test_inference_rotation"}
 
 # How the 2 workers share the suite: a module's tests run together in one worker (its module fixtures are built
 # once), and modules that share a costly session fixture form one group. Groups are handed out in collection
