@@ -77,10 +77,10 @@ FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_
 # order, so the longest modules come first and the many short ones fill the gaps at the end. The order decides only
 # how long the run takes, never what a test checks.
 SHARED_GROUPS = {"test_train_e2e": "reference_run", "test_train_finished": "reference_run"}
-LONGEST_FIRST = ["test_demo_commentary", "test_inference_long", "test_inference_slot_decode", "test_train_e2e",
-                 "test_train_finished", "test_eval_callback", "test_slurm_cluster", "test_eval_sharded",
-                 "test_hub_like_e2e", "test_eval_cli", "test_inference_parity", "test_eval_run",
-                 "test_inference_cli", "test_hub_like", "test_hub_offline", "test_live_source"]
+LONGEST_FIRST = ["test_demo_commentary", "test_slurm_cluster", "test_train_e2e", "test_train_finished",
+                 "test_eval_callback", "test_inference_slot_decode", "test_eval_sharded", "test_hub_like_e2e",
+                 "test_inference_long", "test_eval_cli", "test_inference_parity", "test_eval_run", "test_viewer",
+                 "test_live_source", "test_hub_offline", "test_inference_cli", "test_hub_like"]
 
 
 def _module(nodeid: str) -> str:
