@@ -91,7 +91,8 @@ def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleGroups(LoadScopeScheduling):
-        """xdist's per-module scheduling, with SHARED_GROUPS' modules as one unit and units in collection order."""
+        """xdist's per-module scheduling, with SHARED_GROUPS' modules as one unit and units in collection order.
+        (Not `--dist loadgroup`: with pytest 9.2 its xdist_group marks no longer reach the scheduler.)"""
 
         def _split_scope(self, nodeid):
             return SHARED_GROUPS.get(_module(nodeid), _module(nodeid))
