@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m fast
+	$(PY) -m pytest -q -p no:cacheprovider -m fast -n 0
 
 clean:
 	rm -rf outputs checkpoints

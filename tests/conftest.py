@@ -9,6 +9,11 @@ import pytest
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `make test` runs on 2 pytest-xdist workers (pyproject.toml's addopts). Each worker, and every process it starts,
+# computes on one thread: two workers of torch's default 2 threads on 2 cores oversubscribe them, and OpenMP's
+# spin-waiting threads then slow both down several-fold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
@@ -62,12 +67,43 @@ def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
     return out, train(common_args(synth_data, tiny_ckpt, out)), inputs
 
 
-# `make test-fast`: pure unit modules (no model, no subprocess, no training) for the edit-test loop.
+# `make test-fast`: unit modules for the edit-test loop: no training, no long stream; at most the tiny checkpoint.
 FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_eval_offline_judge",
-                "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks"}
+                "test_fidelity_metrics", "test_eval_openai_judge", "test_data_chunks", "test_data_sources",
+                "test_cuda_config", "test_inference_rotation"}
+
+# How the 2 workers share the suite: a module's tests run together in one worker (its module fixtures are built
+# once), and modules that share a costly session fixture form one group. Groups are handed out in collection
+# order, so the longest modules come first and the many short ones fill the gaps at the end. The order decides only
+# how long the run takes, never what a test checks.
+SHARED_GROUPS = {"test_train_e2e": "reference_run", "test_train_finished": "reference_run"}
+LONGEST_FIRST = ["test_demo_commentary", "test_slurm_cluster", "test_train_e2e", "test_train_finished",
+                 "test_eval_callback", "test_inference_slot_decode", "test_eval_sharded", "test_hub_like_e2e",
+                 "test_inference_long", "test_eval_cli", "test_inference_parity", "test_eval_run", "test_viewer",
+                 "test_live_source", "test_hub_offline", "test_inference_cli", "test_hub_like"]
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        """xdist's per-module scheduling, with SHARED_GROUPS' modules as one unit and units in collection order.
+        (Not `--dist loadgroup`: with pytest 9.2 its xdist_group marks no longer reach the scheduler.)"""
+
+        def _split_scope(self, nodeid):
+            return SHARED_GROUPS.get(_module(nodeid), _module(nodeid))
+
+    config.option.loadscopereorder = False  # (by default xdist sorts units by their number of tests)
+    return ModuleGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in FAST_MODULES:
+        if _module(item.nodeid) in FAST_MODULES:
             item.add_marker(pytest.mark.fast)
+    items.sort(key=lambda item: rank.get(_module(item.nodeid), len(rank)))  # stable: files keep their order

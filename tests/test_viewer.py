@@ -175,23 +175,23 @@ def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
         browser.get(url)
         # the cues in the list (a second skipped while the machine was busy is a list item too, not a cue)
         items = lambda: browser.find_elements("css selector", "#cues li:not(.skipped)")  # noqa: E731
-        _wait(lambda: len(items()) >= 1, 30, "the cues made before the page loaded")
+        _wait(lambda: len(items()) >= 1, 120, "the cues made before the page loaded")
         before = len(items())
         feed(4)  # seconds 2-3 complete after the page loaded
-        _wait(lambda: len(items()) > before, 60, "a cue made after the page loaded")
+        _wait(lambda: len(items()) > before, 120, "a cue made after the page loaded")
         n_track = browser.execute_script("return document.getElementById('video').textTracks[0].cues.length")
         assert n_track == len(items())
         box = browser.find_element("id", "question")
         box.send_keys("Who scored?", Keys.ENTER)
-        _wait(lambda: "asked" in browser.find_element("id", "status").text, 60, "the question to be accepted")
+        _wait(lambda: "asked" in browser.find_element("id", "status").text, 120, "the question to be accepted")
         feed(6)  # the question is answered before the next second
-        answer = _wait(lambda: next((li.text for li in items() if "Q: Who scored?" in li.text), None), 60,
+        answer = _wait(lambda: next((li.text for li in items() if "Q: Who scored?" in li.text), None), 120,
                        "the answer in the page")
         assert "A:" in answer
         _not_blank(browser, tmp_path / "serve.png")
         feed(8)
         proc.stdin.close()  # the source ends: the run ends, the page is told, the server stays up
-        _wait(lambda: "ended" in browser.find_element("id", "status").text, 60, "the end of the stream")
+        _wait(lambda: "ended" in browser.find_element("id", "status").text, 120, "the end of the stream")
         assert any("stays up" in ln for ln in lines)
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
