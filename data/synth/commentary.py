@@ -5,7 +5,10 @@ Every line is grounded in what the frames show at that moment:
 * "filler" lines describe the visible state (who has the ball, where, the score on the scoreboard) and are only
   used while that state holds for the whole line;
 * memory lines ("that's the third corner for Red", "Blue's second of the afternoon", half-time statistics) only
-  count things that happened earlier in the video.
+  count things that happened earlier in the video;
+* the words that name a goal, a save or a corner (`streaming_vlm.eval.grounding`'s patterns) are said only in the
+  line of that event (and a goal's follow-up): memory, statistics and filler lines say "set piece", "scored",
+  "corners", "saves" or "need to score" instead, so where such a word falls in the commentary is where the event is.
 Quiet spells and the tail of the half-time break stay silent.
 
 Scheduling is greedy by priority: the must-say lines (goals, kick-offs, half/full time) first, then set pieces,
@@ -287,16 +290,16 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
         if ev.get("header"):
             texts = [x.replace(head, "headed in!", 1) if x.startswith(head) else x for x in texts]
         n = int(ev.get("count", 1))
-        follow = [f"{T}'s {ordinal_word(n)} of the afternoon", f"that's {T}'s {ordinal_word(n)} goal",
-                  f"the {O} keeper had no chance", f"what a finish from {T}"]
+        follow = [f"{T}'s {ordinal_word(n)} of the afternoon", f"the {O} keeper had no chance",
+                  f"what a finish from {T}"]
         if n == 1:
-            follow += [f"a first goal for {T}"]
+            follow += [f"{T} are off the mark"]
         else:
             follow += [f"{T} have {count_word(n)} now"]
         if ev.get("header"):
             follow += [f"a fine header from {T}"]
         if ctx.get("from_corner"):
-            follow += ["and that came from a corner", f"the corner pays off for {T}"]
+            follow += ["and that came from the set piece", f"the set piece pays off for {T}"]
         if ev.get("free_kick"):
             follow += ["straight in from the free kick", f"what a free kick from {T}"]
         shots = ctx["shots"].get(T, 0)
@@ -318,7 +321,7 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
                      f"good stop from the {T} keeper", f"{S} try their luck, straight at the keeper"]
         follow = []
         if n >= 2:
-            follow += [f"that's the {ordinal_word(n)} save from the {T} keeper", f"the {T} keeper is busy today"]
+            follow += [f"the {T} keeper is busy today"]
         shots = ctx["shots"].get(S, 0)
         if shots >= 2:
             follow += [f"{S} have had {count_word(shots)} shots now", f"{S}'s {ordinal_word(shots)} attempt"]
@@ -380,17 +383,18 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
         fr, fb = st.get("foul", [0, 0])
         stats.append(f"{plural(sr, 'shot')} for Red, {number_word(sb, 'none')} for Blue")
         if cr + cb:
-            stats.append(f"Red had {plural(cr, 'corner')}, Blue {number_word(cb, 'none')}")
+            stats.append(f"corners, Red {number_word(cr, 'none')} and Blue {number_word(cb, 'none')}")
         if fr + fb:
             stats.append(f"{plural(fr, 'foul')} by Red and {number_word(fb, 'none')} by Blue")
         gr, gb = st.get("goal", [0, 0])
         if gr + gb == 0:
             stats.append("no goals for either side so far" if kind == "half_time" else "no goals at all")
         else:
-            stats.append(f"{plural(gr, 'goal')} for Red, {number_word(gb, 'none')} for Blue")
+            stats.append(f"Red scored {number_word(gr, 'none')}, Blue {number_word(gb, 'none')}")
         vr, vb = st.get("save", [0, 0])
         if vr + vb:
-            stats.append(f"the Red keeper made {plural(vr, 'save')}, the Blue keeper {number_word(vb, 'none')}")
+            stats.append(f"saves, the Red keeper {number_word(vr, 'none')} and the Blue keeper "
+                         f"{number_word(vb, 'none')}")
         order = list(rng.permutation(len(stats)))
         chain = [_Req(0, i, t + 0.5, [stats[j]], kind="followup", max_lag=2.0) for j in order]
         # chain the stats after the first line, each right after the previous
@@ -506,7 +510,7 @@ class _Filler:
             r, b = sc0
             if r != b:
                 lead, trail = ("Red", "Blue") if r > b else ("Blue", "Red")
-                out += [("lead", f"{lead} still in front"), ("trail", f"{trail} need a goal"),
+                out += [("lead", f"{lead} still in front"), ("trail", f"{trail} need to score"),
                         ("trail2", f"{trail} chasing the game")]
         if p0 >= 0 and p0 == p1 and not self.g.hidden[self.g.frame_at(t0)]:
             T = TEAM_NAMES[p0]
