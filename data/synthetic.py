@@ -3,7 +3,7 @@
     python -m data.synthetic --out DIR [--train-games 6 --eval-games 2 --duration 180 --eval-duration 180
                                         --clips 20 --seed 0 --long-games 0 --long-duration 3600
                                         --size tiny|small|medium [--width W --height H] --native-fps 24 --workers 2
-                                        --event-rate 1 --event-captions]
+                                        --event-rate 1 --event-captions --strict-event-words]
 
 Layout of DIR:
     videos/{train,eval,long}/game_{seed:06d}.mp4
@@ -135,7 +135,8 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
                      eval_duration: float | None = None, clips: int = 20, seed: int = 0, long_games: int = 0,
                      long_duration: float = 3600.0, size: str | None = "tiny", width: int | None = None,
                      height: int | None = None, native_fps: float = 24.0, workers: int = 2, crf: int = 18,
-                     event_rate: float = 1.0, event_captions: bool = False, log=None) -> dict[str, Any]:
+                     event_rate: float = 1.0, event_captions: bool = False,
+                     strict_event_words: bool = False, log=None) -> dict[str, Any]:
     """Generate the whole dataset under `out` and return the manifest (also written to out/manifest.json).
 
     Bad arguments raise `UserError` with a one-line message.
@@ -183,7 +184,8 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
         for s in split_seeds(seed, split, counts[split]):
             jobs.append({"seed": s, "duration": durations[split], "out_dir": str(out), "split": split,
                          "size": size, "width": w, "height": h, "native_fps": fps, "crf": int(crf), "threads": 1,
-                         "event_rate": event_rate, "event_captions": bool(event_captions)})
+                         "event_rate": event_rate, "event_captions": bool(event_captions),
+                         "strict_event_words": bool(strict_event_words)})
     # biggest first so the pool stays balanced
     order = sorted(range(len(jobs)), key=lambda j: -jobs[j]["duration"])
     results: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -221,7 +223,8 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
                  "duration": durations["train"], "eval_duration": durations["eval"],
                  "long_duration": durations["long"], "clips": n_clips, "seed": int(seed), "size": size,
                  "width": w, "height": h, "native_fps": fps, "workers": int(workers), "crf": int(crf),
-                 "event_rate": event_rate, "event_captions": bool(event_captions)},
+                 "event_rate": event_rate, "event_captions": bool(event_captions),
+                 "strict_event_words": bool(strict_event_words)},
         "seed_scheme": {"train": "seed*1000+i", "eval": "seed*1000+500+i", "long": "seed*1000+900+i"},
         "resolution": {"size": size if (w, h) == SIZE_PRESETS.get(size or "", None) else "custom",
                        "width": w, "height": h},
@@ -301,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1.5x the goals, saves and corners per minute)")
     p.add_argument("--event-captions", action="store_true",
                    help="draw a broadcast-style caption band for 2.5 s after each goal, save and corner")
+    p.add_argument("--strict-event-words", action="store_true",
+                   help="name goals, saves and corners only in the lines of those events (not in statistics, "
+                        "memory and filler lines)")
     return p
 
 
@@ -314,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         eval_duration=args.eval_duration, clips=args.clips, seed=args.seed, long_games=args.long_games,
         long_duration=args.long_duration, size=args.size, width=args.width, height=args.height,
         native_fps=args.native_fps, workers=args.workers, crf=args.crf, event_rate=args.event_rate,
-        event_captions=args.event_captions, log=lambda m: print(m, flush=True))
+        event_captions=args.event_captions, strict_event_words=args.strict_event_words,
+        log=lambda m: print(m, flush=True))
     c = manifest["counts"]
     print(json.dumps({"out": str(args.out), "train_games": c["train_games"], "eval_games": c["eval_games"],
                       "long_games": c["long_games"], "clips": c["clips"]}))

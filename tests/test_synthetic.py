@@ -369,7 +369,8 @@ def test_memory_lines_count_earlier_events():
 
 def test_event_rate_captions_and_event_words_only_at_events():
     """--event-rate: more goals/saves/corners a minute; --event-captions: a band in the event's colours for
-    CAPTION_S s after each; the words that name these events occur only at them (grounding precision 1)."""
+    CAPTION_S s after each; --strict-event-words: the words that name these events occur only at them (grounding
+    precision 1)."""
     from data.synth.game import CAPTION_S
     from data.synth.render import CAPTION_FRACTION, KEEPER_RGB, Renderer
     from streaming_vlm.eval.grounding import event_scores
@@ -385,7 +386,7 @@ def test_event_rate_captions_and_event_words_only_at_events():
     checked = 0
     for seed in range(3):
         g = simulate(seed, 180.0, 24.0, 5.0)
-        lines = build_commentary(g)
+        lines = build_commentary(g, strict_event_words=True)
         s = event_scores([{"start": ln["start"], "end": ln["end"], "text": ln["text"]} for ln in lines], g.events,
                          tol=3.0, types=types)
         assert s["events"] >= 8 and s["recalled"] == s["events"] and s["grounded"] == s["mentions"], s

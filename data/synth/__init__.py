@@ -43,7 +43,7 @@ def resolve_size(size: str | None = "tiny", width: int | None = None, height: in
 def generate_game(seed: int, duration: float, out_dir: str | Path, split: str, size: str = "tiny",
                   width: int | None = None, height: int | None = None, native_fps: float = 24.0, crf: int = 18,
                   threads: int = 1, event_rate: float = 1.0,
-                  event_captions: bool = False) -> dict[str, Any]:
+                  event_captions: bool = False, strict_event_words: bool = False) -> dict[str, Any]:
     """Simulate, narrate, render and write one game. Returns its paths (relative to out_dir) and commentary."""
     w, h = resolve_size(size, width, height)
     layout = Layout(w, h)
@@ -56,7 +56,7 @@ def generate_game(seed: int, duration: float, out_dir: str | Path, split: str, s
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
 
     game = simulate(int(seed), float(duration), float(native_fps), float(event_rate))
-    lines = build_commentary(game)
+    lines = build_commentary(game, strict_event_words=strict_event_words)
     title = game_title(int(seed))
     n_frames = encode_game(game, layout, out_dir / video_rel, crf=crf, threads=threads, captions=event_captions)
     write_json(out_dir / events_rel, events_document(game, layout, lines, video_rel, title))
