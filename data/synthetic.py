@@ -300,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_int_arg("--workers"), default=2, help="processes rendering games in parallel")
     p.add_argument("--crf", type=_int_arg("--crf"), default=18, help="x264 quality (lower = better)")
     p.add_argument("--event-rate", type=_float_arg("--event-rate"), default=1.0,
-                   help="how often teams attack and shoot, relative to the default match (0.1-10; 3 gives about "
-                        "1.5x the goals, saves and corners per minute)")
+                   help="how often teams attack and shoot, relative to the default match (0.1-10; 5 gives about "
+                        "twice the goals, saves and corners per minute)")
     p.add_argument("--event-captions", action="store_true",
                    help="draw a broadcast-style caption band for 2.5 s after each goal, save and corner")
     p.add_argument("--strict-event-words", action="store_true",

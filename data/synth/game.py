@@ -595,7 +595,7 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
 def simulate(seed: int, duration: float, fps: float = 24.0, event_rate: float = 1.0) -> Game:
     """Script a match of `duration` seconds from `seed` and sample it at `fps`.
 
-    `event_rate` scales how often a team plays forward, dribbles and shoots (1: the default match; 3: about 2.5x the
+    `event_rate` scales how often a team plays forward, dribbles and shoots (1: the default match; 5: about twice the
     goals, saves and corners per minute)."""
     if not duration >= MIN_DURATION:
         raise ValueError(f"duration must be at least {MIN_DURATION:g} seconds")
