@@ -2,7 +2,8 @@
 
     python -m data.synthetic --out DIR [--train-games 6 --eval-games 2 --duration 180 --eval-duration 180
                                         --clips 20 --seed 0 --long-games 0 --long-duration 3600
-                                        --size tiny|small|medium [--width W --height H] --native-fps 24 --workers 2]
+                                        --size tiny|small|medium [--width W --height H] --native-fps 24 --workers 2
+                                        --event-rate 1 --event-captions --strict-event-words]
 
 Layout of DIR:
     videos/{train,eval,long}/game_{seed:06d}.mp4
@@ -134,7 +135,8 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
                      eval_duration: float | None = None, clips: int = 20, seed: int = 0, long_games: int = 0,
                      long_duration: float = 3600.0, size: str | None = "tiny", width: int | None = None,
                      height: int | None = None, native_fps: float = 24.0, workers: int = 2, crf: int = 18,
-                     log=None) -> dict[str, Any]:
+                     event_rate: float = 1.0, event_captions: bool = False,
+                     strict_event_words: bool = False, log=None) -> dict[str, Any]:
     """Generate the whole dataset under `out` and return the manifest (also written to out/manifest.json).
 
     Bad arguments raise `UserError` with a one-line message.
@@ -167,6 +169,12 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
         raise UserError(f"native fps must be a number, got {native_fps!r}") from None
     if not (np.isfinite(fps) and 1.0 <= fps <= 120.0):
         raise UserError(f"native fps must be between 1 and 120, got {native_fps!r}")
+    try:
+        event_rate = float(event_rate)
+    except (TypeError, ValueError):
+        raise UserError(f"event rate must be a number, got {event_rate!r}") from None
+    if not (np.isfinite(event_rate) and 0.1 <= event_rate <= 10.0):
+        raise UserError(f"event rate must be between 0.1 and 10, got {event_rate!r}")
     if not isinstance(workers, (int, np.integer)) or not 1 <= workers <= MAX_WORKERS:
         raise UserError(f"workers must be between 1 and {MAX_WORKERS}, got {workers!r}")
     out = _prepare_out(out)
@@ -175,7 +183,9 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
     for split in SPLITS:
         for s in split_seeds(seed, split, counts[split]):
             jobs.append({"seed": s, "duration": durations[split], "out_dir": str(out), "split": split,
-                         "size": size, "width": w, "height": h, "native_fps": fps, "crf": int(crf), "threads": 1})
+                         "size": size, "width": w, "height": h, "native_fps": fps, "crf": int(crf), "threads": 1,
+                         "event_rate": event_rate, "event_captions": bool(event_captions),
+                         "strict_event_words": bool(strict_event_words)})
     # biggest first so the pool stays balanced
     order = sorted(range(len(jobs)), key=lambda j: -jobs[j]["duration"])
     results: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -212,7 +222,9 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
         "args": {"train_games": counts["train"], "eval_games": counts["eval"], "long_games": counts["long"],
                  "duration": durations["train"], "eval_duration": durations["eval"],
                  "long_duration": durations["long"], "clips": n_clips, "seed": int(seed), "size": size,
-                 "width": w, "height": h, "native_fps": fps, "workers": int(workers), "crf": int(crf)},
+                 "width": w, "height": h, "native_fps": fps, "workers": int(workers), "crf": int(crf),
+                 "event_rate": event_rate, "event_captions": bool(event_captions),
+                 "strict_event_words": bool(strict_event_words)},
         "seed_scheme": {"train": "seed*1000+i", "eval": "seed*1000+500+i", "long": "seed*1000+900+i"},
         "resolution": {"size": size if (w, h) == SIZE_PRESETS.get(size or "", None) else "custom",
                        "width": w, "height": h},
@@ -287,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native-fps", type=_float_arg("--native-fps"), default=24.0)
     p.add_argument("--workers", type=_int_arg("--workers"), default=2, help="processes rendering games in parallel")
     p.add_argument("--crf", type=_int_arg("--crf"), default=18, help="x264 quality (lower = better)")
+    p.add_argument("--event-rate", type=_float_arg("--event-rate"), default=1.0,
+                   help="how often teams attack and shoot, relative to the default match (0.1-10; 5 gives about "
+                        "twice the goals, saves and corners per minute)")
+    p.add_argument("--event-captions", action="store_true",
+                   help="draw a broadcast-style caption band for 2.5 s after each goal, save and corner")
+    p.add_argument("--strict-event-words", action="store_true",
+                   help="name goals, saves and corners only in the lines of those events (not in statistics, "
+                        "memory and filler lines)")
     return p
 
 
@@ -299,7 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out, train_games=args.train_games, eval_games=args.eval_games, duration=args.duration,
         eval_duration=args.eval_duration, clips=args.clips, seed=args.seed, long_games=args.long_games,
         long_duration=args.long_duration, size=args.size, width=args.width, height=args.height,
-        native_fps=args.native_fps, workers=args.workers, crf=args.crf, log=lambda m: print(m, flush=True))
+        native_fps=args.native_fps, workers=args.workers, crf=args.crf, event_rate=args.event_rate,
+        event_captions=args.event_captions, strict_event_words=args.strict_event_words,
+        log=lambda m: print(m, flush=True))
     c = manifest["counts"]
     print(json.dumps({"out": str(args.out), "train_games": c["train_games"], "eval_games": c["eval_games"],
                       "long_games": c["long_games"], "clips": c["clips"]}))

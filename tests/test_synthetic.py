@@ -367,6 +367,48 @@ def test_memory_lines_count_earlier_events():
     assert checked >= 10, checked
 
 
+def test_event_rate_captions_and_event_words_only_at_events():
+    """--event-rate: more goals/saves/corners a minute; --event-captions: a band in the event's colours for
+    CAPTION_S s after each; --strict-event-words: the words that name these events occur only at them (grounding
+    precision 1)."""
+    from data.synth.game import CAPTION_S
+    from data.synth.render import CAPTION_FRACTION, KEEPER_RGB, Renderer
+    from streaming_vlm.eval.grounding import event_scores
+
+    types = ("goal", "save", "corner")
+    counts = {r: sum(e["type"] in types for seed in range(4) for e in simulate(seed, 180.0, 24.0, r).events)
+              for r in (1.0, 5.0)}
+    assert counts[5.0] >= 1.4 * counts[1.0], counts
+    with pytest.raises(ValueError):
+        simulate(0, 60.0, 24.0, 0.0)
+
+    lay = Layout(160, 96)
+    checked = 0
+    for seed in range(3):
+        g = simulate(seed, 180.0, 24.0, 5.0)
+        lines = build_commentary(g, strict_event_words=True)
+        s = event_scores([{"start": ln["start"], "end": ln["end"], "text": ln["text"]} for ln in lines], g.events,
+                         tol=3.0, types=types)
+        assert s["events"] >= 8 and s["recalled"] == s["events"] and s["grounded"] == s["mentions"], s
+        on, off = Renderer(lay, captions=True), Renderer(lay)
+        bp, pp = lay.to_px(g.ball), lay.to_px(g.players)
+        band = slice(lay.height - int(round(CAPTION_FRACTION * lay.height)) + 1, lay.height)
+        for e in g.events:
+            if e["type"] not in ("goal", "save") or any(0 < o["t"] - e["t"] < CAPTION_S + 0.3 for o in g.events
+                                                        if o["type"] in types):
+                continue
+            team = 0 if e["team"] == "Red" else 1
+            colour = (TEAM_RGB if e["type"] == "goal" else KEEPER_RGB)[team]
+            i = g.frame_at(e["t"] + 1.0)
+            shown = np.median(on.frame(g, i, bp, pp)[band].reshape(-1, 3), axis=0)
+            plain = np.median(off.frame(g, i, bp, pp)[band].reshape(-1, 3), axis=0)
+            later = np.median(on.frame(g, g.frame_at(e["t"] + CAPTION_S + 0.2), bp, pp)[band].reshape(-1, 3), axis=0)
+            assert np.abs(shown - colour).max() <= 2, (e, shown)
+            assert np.abs(plain - colour).max() > 60 and np.abs(later - colour).max() > 60, (e, plain, later)
+            checked += 1
+    assert checked >= 5, checked
+
+
 # ----------------------------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args", [
     ["--duration", "-5"],

@@ -42,7 +42,8 @@ def resolve_size(size: str | None = "tiny", width: int | None = None, height: in
 
 def generate_game(seed: int, duration: float, out_dir: str | Path, split: str, size: str = "tiny",
                   width: int | None = None, height: int | None = None, native_fps: float = 24.0, crf: int = 18,
-                  threads: int = 1) -> dict[str, Any]:
+                  threads: int = 1, event_rate: float = 1.0,
+                  event_captions: bool = False, strict_event_words: bool = False) -> dict[str, Any]:
     """Simulate, narrate, render and write one game. Returns its paths (relative to out_dir) and commentary."""
     w, h = resolve_size(size, width, height)
     layout = Layout(w, h)
@@ -54,10 +55,10 @@ def generate_game(seed: int, duration: float, out_dir: str | Path, split: str, s
     for rel in (video_rel, events_rel):
         (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
 
-    game = simulate(int(seed), float(duration), float(native_fps))
-    lines = build_commentary(game)
+    game = simulate(int(seed), float(duration), float(native_fps), float(event_rate))
+    lines = build_commentary(game, strict_event_words=strict_event_words)
     title = game_title(int(seed))
-    n_frames = encode_game(game, layout, out_dir / video_rel, crf=crf, threads=threads)
+    n_frames = encode_game(game, layout, out_dir / video_rel, crf=crf, threads=threads, captions=event_captions)
     write_json(out_dir / events_rel, events_document(game, layout, lines, video_rel, title))
     write_track(out_dir / track_rel, game, layout)
     return {

@@ -5,7 +5,11 @@ Every line is grounded in what the frames show at that moment:
 * "filler" lines describe the visible state (who has the ball, where, the score on the scoreboard) and are only
   used while that state holds for the whole line;
 * memory lines ("that's the third corner for Red", "Blue's second of the afternoon", half-time statistics) only
-  count things that happened earlier in the video.
+  count things that happened earlier in the video;
+* with `strict_event_words` (off by default), the words that name a goal, a save or a corner
+  (`streaming_vlm.eval.grounding`'s patterns) are said only in the line of that event (and a goal's follow-up):
+  memory, statistics and filler lines say "set piece", "scored",
+  "corners", "saves" or "need to score" instead, so where such a word falls in the commentary is where the event is.
 Quiet spells and the tail of the half-time break stay silent.
 
 Scheduling is greedy by priority: the must-say lines (goals, kick-offs, half/full time) first, then set pieces,
@@ -287,16 +291,19 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
         if ev.get("header"):
             texts = [x.replace(head, "headed in!", 1) if x.startswith(head) else x for x in texts]
         n = int(ev.get("count", 1))
-        follow = [f"{T}'s {ordinal_word(n)} of the afternoon", f"that's {T}'s {ordinal_word(n)} goal",
+        strict = ctx.get("strict")
+        follow = [f"{T}'s {ordinal_word(n)} of the afternoon", "" if strict else f"that's {T}'s {ordinal_word(n)} goal",
                   f"the {O} keeper had no chance", f"what a finish from {T}"]
+        follow = [x for x in follow if x]
         if n == 1:
-            follow += [f"a first goal for {T}"]
+            follow += [f"{T} are off the mark" if strict else f"a first goal for {T}"]
         else:
             follow += [f"{T} have {count_word(n)} now"]
         if ev.get("header"):
             follow += [f"a fine header from {T}"]
         if ctx.get("from_corner"):
-            follow += ["and that came from a corner", f"the corner pays off for {T}"]
+            follow += (["and that came from the set piece", f"the set piece pays off for {T}"] if strict else
+                       ["and that came from a corner", f"the corner pays off for {T}"])
         if ev.get("free_kick"):
             follow += ["straight in from the free kick", f"what a free kick from {T}"]
         shots = ctx["shots"].get(T, 0)
@@ -318,7 +325,8 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
                      f"good stop from the {T} keeper", f"{S} try their luck, straight at the keeper"]
         follow = []
         if n >= 2:
-            follow += [f"that's the {ordinal_word(n)} save from the {T} keeper", f"the {T} keeper is busy today"]
+            follow += ([] if ctx.get("strict") else [f"that's the {ordinal_word(n)} save from the {T} keeper"]) + [
+                f"the {T} keeper is busy today"]
         shots = ctx["shots"].get(S, 0)
         if shots >= 2:
             follow += [f"{S} have had {count_word(shots)} shots now", f"{S}'s {ordinal_word(shots)} attempt"]
@@ -380,17 +388,21 @@ def _event_requests(i: int, ev: dict[str, Any], rng: np.random.Generator, ctx: d
         fr, fb = st.get("foul", [0, 0])
         stats.append(f"{plural(sr, 'shot')} for Red, {number_word(sb, 'none')} for Blue")
         if cr + cb:
-            stats.append(f"Red had {plural(cr, 'corner')}, Blue {number_word(cb, 'none')}")
+            stats.append(f"corners, Red {number_word(cr, 'none')} and Blue {number_word(cb, 'none')}"
+                         if ctx.get("strict") else f"Red had {plural(cr, 'corner')}, Blue {number_word(cb, 'none')}")
         if fr + fb:
             stats.append(f"{plural(fr, 'foul')} by Red and {number_word(fb, 'none')} by Blue")
         gr, gb = st.get("goal", [0, 0])
         if gr + gb == 0:
             stats.append("no goals for either side so far" if kind == "half_time" else "no goals at all")
         else:
-            stats.append(f"{plural(gr, 'goal')} for Red, {number_word(gb, 'none')} for Blue")
+            stats.append(f"Red scored {number_word(gr, 'none')}, Blue {number_word(gb, 'none')}"
+                         if ctx.get("strict") else f"{plural(gr, 'goal')} for Red, {number_word(gb, 'none')} for Blue")
         vr, vb = st.get("save", [0, 0])
         if vr + vb:
-            stats.append(f"the Red keeper made {plural(vr, 'save')}, the Blue keeper {number_word(vb, 'none')}")
+            stats.append(f"saves, the Red keeper {number_word(vr, 'none')} and the Blue keeper "
+                         f"{number_word(vb, 'none')}" if ctx.get("strict") else
+                         f"the Red keeper made {plural(vr, 'save')}, the Blue keeper {number_word(vb, 'none')}")
         order = list(rng.permutation(len(stats)))
         chain = [_Req(0, i, t + 0.5, [stats[j]], kind="followup", max_lag=2.0) for j in order]
         # chain the stats after the first line, each right after the previous
@@ -469,8 +481,9 @@ def _word_durations(words: list[str], rate: float) -> list[int]:
 
 
 class _Filler:
-    def __init__(self, game: Game, rng: np.random.Generator, events: list[dict[str, Any]]):
+    def __init__(self, game: Game, rng: np.random.Generator, events: list[dict[str, Any]], strict: bool = False):
         self.g = game
+        self.strict = strict
         self.rng = rng
         self.ev_t = [e["t"] for e in events]
         self.events = events
@@ -506,7 +519,8 @@ class _Filler:
             r, b = sc0
             if r != b:
                 lead, trail = ("Red", "Blue") if r > b else ("Blue", "Red")
-                out += [("lead", f"{lead} still in front"), ("trail", f"{trail} need a goal"),
+                out += [("lead", f"{lead} still in front"),
+                        ("trail", f"{trail} need to score" if self.strict else f"{trail} need a goal"),
                         ("trail2", f"{trail} chasing the game")]
         if p0 >= 0 and p0 == p1 and not self.g.hidden[self.g.frame_at(t0)]:
             T = TEAM_NAMES[p0]
@@ -546,8 +560,9 @@ class _Filler:
         return res
 
 
-def build_commentary(game: Game, seed: int | None = None) -> list[dict[str, Any]]:
-    """Lines with per-word timings for a simulated game, sorted by start time."""
+def build_commentary(game: Game, seed: int | None = None, strict_event_words: bool = False) -> list[dict[str, Any]]:
+    """Lines with per-word timings for a simulated game, sorted by start time. `strict_event_words`: the module
+    docstring."""
     rng = np.random.default_rng([game.seed if seed is None else seed, 1])
     events = game.events
     cs = lambda x: int(round(float(x) * 100))  # noqa: E731
@@ -577,7 +592,8 @@ def build_commentary(game: Game, seed: int | None = None) -> list[dict[str, Any]
         if ev["type"] == "corner":
             last_corner_t[ev["team"]] = ev["t"]
         ctx = {"shots": dict(shots), "end_pos": game.ball[game.frame_at(ev["end"])],
-               "from_corner": ev["type"] == "goal" and ev["t"] - last_corner_t.get(ev["team"] or "", -1e9) < 8.0}
+               "from_corner": ev["type"] == "goal" and ev["t"] - last_corner_t.get(ev["team"] or "", -1e9) < 8.0,
+               "strict": bool(strict_event_words)}
         reqs.extend(_event_requests(i, ev, rng, ctx))
 
     placed: list[dict[str, Any]] = []
@@ -623,7 +639,7 @@ def build_commentary(game: Game, seed: int | None = None) -> list[dict[str, Any]
                     reqs.append(fol)
 
     # fillers: describe the visible state in the remaining gaps of open play
-    filler = _Filler(game, rng, events)
+    filler = _Filler(game, rng, events, strict=bool(strict_event_words))
     fb = _Timeline(limit, filler_blocked)
     ev_t = [e["t"] for e in events]
     lo, hi = cs(first_t + 0.5), cs(ft_t)

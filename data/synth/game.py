@@ -9,7 +9,8 @@ The match is scripted action by action (pass, dribble, tackle, shot, ...) by `_P
 * "pins": intervals in which a player holds the ball (his dot sits right behind it), so a receiver runs to the
   point where a pass arrives and a tackler runs at the ball carrier,
 * events (what happened when, for the commentary and the event log),
-* visual marks: goal flashes, foul squares, the hidden half-time break.
+* visual marks: goal flashes, foul squares, the hidden half-time break, and the broadcast's event captions (a
+  coloured band across the bottom of the picture for `CAPTION_S` seconds after each goal, save and corner).
 `simulate()` then turns this script into per-frame arrays. The result is fully determined by the seed.
 """
 
@@ -35,6 +36,9 @@ _HOME = np.array([[(0.17, 0.28), (0.17, 0.72), (0.34, 0.5), (0.49, 0.24), (0.49,
 GOAL_Y = (0.38, 0.62)  # goal mouth, as a y range
 KEEPER_X = (0.035, 0.965)  # keeper line of Red (left goal) and Blue (right goal)
 PIN_OFFSET = 0.028  # a ball carrier stands this far behind the ball (along his attacking direction)
+CAPTION_S = 2.5  # seconds an event caption stays on screen
+# caption codes: CAPTION_CODES[type] + team (0 Red, 1 Blue); -1 none
+CAPTION_CODES = {"goal": 0, "save": 2, "corner": 4}
 MIN_DURATION = 10.0  # seconds: a kick-off plus a few passes and the final whistle
 RAMP_IN, RAMP_OUT = 1.2, 1.0  # seconds a player takes to run to / drift away from a pinned point
 
@@ -105,6 +109,7 @@ class Game:
     flash: np.ndarray  # (N,) int8: team whose goal is being celebrated (flash at the goal it scored in), -1 none
     foul_mark: np.ndarray  # (N, 2) position of the foul square, NaN when none
     hidden: np.ndarray  # (N,) bool: half-time break (darkened pitch, nobody on it)
+    caption: np.ndarray  # (N,) int8: the event caption on screen (CAPTION_CODES[type] + team), -1 none
     silences: list[tuple[float, float]] = field(default_factory=list)  # quiet spells: no commentary inside
 
     @property
@@ -116,8 +121,9 @@ class Game:
 
 
 class _Planner:
-    def __init__(self, rng: np.random.Generator, duration: float):
+    def __init__(self, rng: np.random.Generator, duration: float, event_rate: float = 1.0):
         self.rng = rng
+        self.event_rate = float(event_rate)
         self.duration = duration
         self.t = 0.0
         self.ball = (0.5, 0.5)
@@ -481,6 +487,9 @@ class _Planner:
         else:
             opts = {"shot": 0.5, "square": 0.14, "dribble": 0.1, "tackle": 0.09, "foul": 0.09,
                     "interception": 0.04, "out": 0.04}
+        if self.event_rate != 1.0:  # faster attacks: more forward play and shots, fewer turnovers
+            for k in opts:
+                opts[k] *= self.event_rate if k in ("forward", "dribble", "shot") else 1.0 / self.event_rate
         if rem < 12.0:
             opts.pop("shot", None)
         if rem < 9.0:
@@ -583,12 +592,17 @@ def _smoothstep(u: np.ndarray) -> np.ndarray:
     return u * u * (3.0 - 2.0 * u)
 
 
-def simulate(seed: int, duration: float, fps: float = 24.0) -> Game:
-    """Script a match of `duration` seconds from `seed` and sample it at `fps`."""
+def simulate(seed: int, duration: float, fps: float = 24.0, event_rate: float = 1.0) -> Game:
+    """Script a match of `duration` seconds from `seed` and sample it at `fps`.
+
+    `event_rate` scales how often a team plays forward, dribbles and shoots (1: the default match; 5: about twice the
+    goals, saves and corners per minute)."""
     if not duration >= MIN_DURATION:
         raise ValueError(f"duration must be at least {MIN_DURATION:g} seconds")
+    if not (np.isfinite(event_rate) and 0.1 <= event_rate <= 10.0):
+        raise ValueError(f"event rate must be between 0.1 and 10, got {event_rate!r}")
     rng = np.random.default_rng(seed)
-    plan = _Planner(rng, float(duration))
+    plan = _Planner(rng, float(duration), float(event_rate))
     plan.run()
 
     n = max(int(round(duration * fps)), 1)
@@ -653,6 +667,11 @@ def simulate(seed: int, duration: float, fps: float = 24.0) -> Game:
         if ev["type"] == "goal":
             sel = times >= ev["t"]
             score[sel, 0 if ev["team"] == "Red" else 1] += 1
+    caption = np.full(n, -1, dtype=np.int8)
+    for ev in plan.events:  # in time order: a later caption replaces an earlier one
+        if ev["type"] in CAPTION_CODES and ev["team"]:
+            sel = (times >= ev["t"]) & (times < ev["t"] + CAPTION_S)
+            caption[sel] = CAPTION_CODES[ev["type"]] + TEAM_NAMES.index(ev["team"])
     foul_mark = np.full((n, 2), np.nan)
     for a, b, x, y in plan.fouls:
         sel = (times >= a) & (times < b)
@@ -665,6 +684,6 @@ def simulate(seed: int, duration: float, fps: float = 24.0) -> Game:
     return Game(
         seed=int(seed), duration=float(duration), fps=float(fps), events=plan.events, ball=ball,
         players=players, ball_visible=visible.copy(), players_visible=visible.copy(), possession=possession,
-        score=score, flash=flash, foul_mark=foul_mark, hidden=hidden,
+        score=score, flash=flash, foul_mark=foul_mark, hidden=hidden, caption=caption,
         silences=[(float(a), float(b)) for a, b in plan.silences],
     )

@@ -6,7 +6,11 @@ Frame layout (all sizes scale with the resolution):
 * below it the pitch: striped green, light lines (dimmer than the ball), a goal box at each end;
 * dots: Red and Blue outfield players, an orange Red keeper, a teal Blue keeper, and the white ball on top;
 * marks: the scoring team's colour pulses over the goal it scored in for 2 s after a goal; a yellow square sits just
-  above the spot of a foul for 2 s; during half-time the pitch is darkened and nobody is on it.
+  above the spot of a foul for 2 s; during half-time the pitch is darkened and nobody is on it;
+* event captions (`encode_game(..., captions=True)`; off by default), as broadcasts show them: for
+  `game.CAPTION_S` seconds after a goal, a save or a corner, a band across the bottom `CAPTION_FRACTION` of the
+  picture, under the players and the ball: the scoring team's colour for a goal, the saving keeper's colour for a
+  save, purple with the taking team's colour at its left end for a corner.
 The ball is the only pure-white thing in the picture, so "brightest white blob" finds it.
 """
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .game import GOAL_Y, N_PLAYERS, PLAYER_KEEPER, PLAYER_TEAM, Game
+from .game import CAPTION_CODES, GOAL_Y, N_PLAYERS, PLAYER_KEEPER, PLAYER_TEAM, Game
 
 SIZE_PRESETS: dict[str, tuple[int, int]] = {"tiny": (160, 96), "small": (320, 192), "medium": (640, 384)}
 
@@ -31,6 +35,8 @@ SURROUND_RGB = np.array((38, 100, 44), dtype=np.uint8)
 NET_RGB = np.array((95, 120, 100), dtype=np.uint8)
 STRIP_RGB = np.array((22, 22, 26), dtype=np.uint8)
 PENALTY_BOX = (0.16, 0.2, 0.8)  # depth in x, y range
+CORNER_RGB = np.array((150, 50, 190), dtype=np.uint8)
+CAPTION_FRACTION = 0.3  # of the frame height, at the bottom
 
 
 def _disk(radius: float) -> np.ndarray:
@@ -83,8 +89,9 @@ class Layout:
 
 
 class Renderer:
-    def __init__(self, layout: Layout):
+    def __init__(self, layout: Layout, captions: bool = False):
         self.L = layout
+        self.show_captions = bool(captions)
         self.bg = self._background()
         self.bg_dark = self.bg.copy()
         s = layout.strip_h
@@ -92,6 +99,8 @@ class Renderer:
         self.flash_mask = [self._goal_area_mask(right=True), self._goal_area_mask(right=False)]
         self._flash_cache: dict[tuple[int, int], np.ndarray] = {}
         self._strip_cache: dict[tuple[int, int], np.ndarray] = {}
+        self.caption_top = layout.height - int(round(CAPTION_FRACTION * layout.height))
+        self.captions = [self._caption(code) for code in range(6)]
         self.dot = _disk(layout.dot_r)
         self.ball = _disk(layout.ball_r + 0.45) if layout.ball_r > 1.0 else np.array(
             [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])
@@ -157,6 +166,20 @@ class Renderer:
         img[: L.strip_h] = STRIP_RGB
         return img
 
+    def _caption(self, code: int) -> np.ndarray:
+        """The caption band (rows caption_top..height) for a caption code (game.CAPTION_CODES[type] + team)."""
+        L = self.L
+        team = code % 2
+        band = np.empty((L.height - self.caption_top, L.width, 3), dtype=np.uint8)
+        if code // 2 == CAPTION_CODES["goal"] // 2:
+            band[:] = TEAM_RGB[team]
+        elif code // 2 == CAPTION_CODES["save"] // 2:
+            band[:] = KEEPER_RGB[team]
+        else:
+            band[:] = CORNER_RGB
+            band[:, : L.width // 4] = TEAM_RGB[team]
+        return band
+
     def _goal_area_mask(self, right: bool) -> np.ndarray:
         """Penalty box plus the goal it guards (right = the goal Red attacks)."""
         L = self.L
@@ -210,6 +233,8 @@ class Renderer:
         else:
             img = self.bg.copy()
         img[: L.strip_h] = self.strip(game.score[i, 0], game.score[i, 1])
+        if self.show_captions and game.caption[i] >= 0:
+            img[self.caption_top:] = self.captions[int(game.caption[i])]
         h, w = L.height, L.width
         fm = game.foul_mark[i]
         if not np.isnan(fm[0]):
@@ -234,11 +259,12 @@ class Renderer:
 
 
 def encode_game(game: Game, layout: Layout, path: str | Path, crf: int = 18, preset: str = "veryfast",
-                threads: int = 1) -> int:
-    """Render every frame of `game` and write an H.264 (yuv420p) mp4. Returns the number of frames."""
+                threads: int = 1, captions: bool = False) -> int:
+    """Render every frame of `game` and write an H.264 (yuv420p) mp4. Returns the number of frames.
+    `captions`: draw the event captions (module docstring)."""
     import av  # local import: keeps `import data.synth` light
 
-    renderer = Renderer(layout)
+    renderer = Renderer(layout, captions=captions)
     ball_px = layout.to_px(game.ball)
     players_px = layout.to_px(game.players)
     path = Path(path)
