@@ -35,11 +35,20 @@ def windows(tiny_processor):
             _window(template, 7, ["kick off", "Red press high", "", "foul"], 2)]
 
 
+def recompute_every_layer(model):
+    """Checkpointing on for every decoder layer, by transformers' own switch (renamed `activation_checkpointing_*`
+    in 5.x; the old name warns)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _plain(base_model):
     """The anchor's model: vision frozen by requires_grad only, every decoder layer recomputed."""
     model = copy.deepcopy(base_model)
     model.model.visual.requires_grad_(False)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recompute_every_layer(model)
     model.train()
     return model
 
@@ -48,7 +57,7 @@ def _fast(base_model, kept: int):
     """The defaults' model: vision under no_grad, `kept` layers keep their activations, the rest recomputed."""
     model = copy.deepcopy(base_model)
     freeze_vision(model)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recompute_every_layer(model)
     set_kept_layers(decoder_layers(model), kept)
     model.train()
     return model
@@ -149,7 +158,7 @@ def test_saved_bytes_of_a_kept_layer_grow_with_tokens(base_model):
 
 def test_policy_modes_off_cuda(base_model):
     model = copy.deepcopy(base_model)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    recompute_every_layer(model)
     n = len(decoder_layers(model))
     assert CheckpointPolicy("false").before_micro_batch(model, 100) == n
     assert not any(layer.gradient_checkpointing for layer in decoder_layers(model))
