@@ -131,6 +131,17 @@ def plan_clips(games: list[dict[str, Any]], n: int, seed: int) -> list[dict[str,
     return clips
 
 
+
+def _number_between(value, what: str, low: float, high: float) -> float:
+    """`value` as a finite float in [low, high], or a UserError naming `what`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number, got {value!r}") from None
+    if not (np.isfinite(number) and low <= number <= high):
+        raise UserError(f"{what} must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
 def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2, duration: float = 180.0,
                      eval_duration: float | None = None, clips: int = 20, seed: int = 0, long_games: int = 0,
                      long_duration: float = 3600.0, size: str | None = "tiny", width: int | None = None,
@@ -163,18 +174,8 @@ def generate_dataset(out: str | Path, train_games: int = 6, eval_games: int = 2,
         w, h = resolve_size(size, width, height)
     except ValueError as err:
         raise UserError(str(err)) from None
-    try:
-        fps = float(native_fps)
-    except (TypeError, ValueError):
-        raise UserError(f"native fps must be a number, got {native_fps!r}") from None
-    if not (np.isfinite(fps) and 1.0 <= fps <= 120.0):
-        raise UserError(f"native fps must be between 1 and 120, got {native_fps!r}")
-    try:
-        event_rate = float(event_rate)
-    except (TypeError, ValueError):
-        raise UserError(f"event rate must be a number, got {event_rate!r}") from None
-    if not (np.isfinite(event_rate) and 0.1 <= event_rate <= 10.0):
-        raise UserError(f"event rate must be between 0.1 and 10, got {event_rate!r}")
+    fps = _number_between(native_fps, "native fps", 1.0, 120.0)
+    event_rate = _number_between(event_rate, "event rate", 0.1, 10.0)
     if not isinstance(workers, (int, np.integer)) or not 1 <= workers <= MAX_WORKERS:
         raise UserError(f"workers must be between 1 and {MAX_WORKERS}, got {workers!r}")
     out = _prepare_out(out)
