@@ -238,7 +238,10 @@ def test_one_compiled_step_serves_both_banks(tiny_ckpt):
         second, _ = dec.generate(logits, 0, 3, 3)  # the same steps on bank 1
     assert second == first and len(first) == 3
     k0, k1 = (bank.layers[0].keys for bank in dec.banks)
-    assert torch.equal(k0[..., :2, :], k1[..., :2, :]) and k1[..., :2, :].abs().sum() > 0  # both banks written
+    # both banks written with the same steps (to rounding: inductor's CPU kernels may vectorise two buffers'
+    # reductions differently, so the keys need not be bit-identical; the tokens above are)
+    torch.testing.assert_close(k1[..., :2, :], k0[..., :2, :], rtol=1e-5, atol=1e-5)
+    assert k1[..., :2, :].abs().sum() > 0
 
 
 class _SDPACalls(torch.overrides.TorchFunctionMode):
