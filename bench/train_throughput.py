@@ -289,17 +289,14 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 48,
 
     sys.path.insert(0, str(ROOT))
     from streaming_vlm.model.loading import load_processor
-    from streaming_vlm.training.config import auto_loader_workers, data_sources
+    from streaming_vlm.training.config import data_sources, loader_workers
     from streaming_vlm.training.data import build_train
 
     overrides = [f"experiment={'stage1_2b' if size == 'tiny' else f'stage1_{size}'}", *DATA_OVERRIDES,
                  f"data.root={data}"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")] if args.tiny else [])
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=overrides)
-    workers = cfg.data.num_workers
-    if workers == "auto":  # as train.py's plan resolves it
-        workers = auto_loader_workers()[0]
-    workers = int(workers)
+    workers, _ = loader_workers(cfg.data.num_workers)  # as train.py's plan resolves it
     dataset, collator, _ = build_train(data_sources(cfg), load_processor(str(model)))
     loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collator,
                         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),

@@ -41,7 +41,6 @@ class Plan:
     loader_workers: int = 0  # DataLoader worker processes per training process
     loader_workers_auto: str | None = None  # how `auto` chose them
 
-
     def summary(self) -> str:
         ds = f"ZeRO-{self.zero_stage} ({self.deepspeed_config})" if self.deepspeed_config else "no DeepSpeed"
         if self.deepspeed_auto:
@@ -60,10 +59,13 @@ def launch_world_size() -> int:
     return 1
 
 
-def auto_loader_workers() -> tuple[int, str]:
-    """DataLoader workers for `num_workers: auto`: the CPUs this process may run on, shared by the training
-    processes of this node, less one for the training process itself. Decoding and the video processor run in the
-    workers, one CPU each, and a window costs seconds of CPU: every spare CPU is a worker."""
+def loader_workers(value) -> tuple[int, str | None]:
+    """(DataLoader workers, how `auto` chose them or None) for a `num_workers` value. `auto`: the CPUs this process
+    may run on, shared by the training processes of this node, less one for the training process itself. Decoding
+    and the video processor run in the workers, one CPU each, and a window costs seconds of CPU: every spare CPU is
+    a worker."""
+    if value != "auto":
+        return int(value or 0), None
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     local = next((int(v) for v in (os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("SLURM_NTASKS_PER_NODE"))
                   if v and v.isdigit() and int(v) > 0), 1)
@@ -224,7 +226,7 @@ def check_value(key: str, value, kind: str, low, high, nullable: bool) -> None:
         if nullable:
             return
         raise UserError(f"{key} must be set (got null)")
-    if kind.endswith("_or_auto") and value == "auto":  # chosen at run time (checkpointing.py, auto_loader_workers)
+    if kind.endswith("_or_auto") and value == "auto":  # chosen at run time (checkpointing.py, loader_workers)
         return
     or_auto = " or auto" if kind == "int_or_auto" else ""
     if or_auto:
@@ -322,15 +324,13 @@ def plan(cfg, world_size: int | None = None) -> Plan:
     if looks_like_hub_id(model_path) and not cfg.get("dry_run"):
         # no network and not cached: one clear line now, not minutes of retries inside from_pretrained
         model_path = resolve_hub_id(model_path)
-    workers, workers_auto = t.get("dataloader_num_workers") or 0, None
-    if workers == "auto":
-        workers, workers_auto = auto_loader_workers()
+    workers, workers_auto = loader_workers(t.get("dataloader_num_workers"))
     return Plan(world_size=world, per_device_batch=int(t.per_device_train_batch_size), grad_accum=grad_accum,
                 global_batch=global_batch, deepspeed_config=ds_path, zero_stage=stage, init_from=init_from,
                 model_path=model_path, processor_path=processor_path, output_dir=str(cfg.output_dir),
                 data_sources=sources,
                 deepspeed_auto=str((cfg.get("deepspeed") or {}).get("config")) == "auto",
-                loader_workers=int(workers), loader_workers_auto=workers_auto)
+                loader_workers=workers, loader_workers_auto=workers_auto)
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
