@@ -23,6 +23,14 @@ if TYPE_CHECKING:  # the template (and transformers behind it) loads only when s
 _INHERITED_HANDLES: list = []  # decord handles a forked process got from its parent; kept alive, never used
 
 
+def as_numpy(batch) -> np.ndarray:
+    """A decord NDArray as a numpy array over the same memory (DLPack through torch), without decord's `asnumpy`
+    copy of the whole batch: the frames of a training window are read once and handed straight to the processor."""
+    import torch
+
+    return torch.utils.dlpack.from_dlpack(batch.to_dlpack()).numpy()
+
+
 class VideoError(Exception):
     """The file is missing, unreadable, or has no frames."""
 
@@ -109,7 +117,7 @@ class VideoReader:
             h, w = self.reader[0].shape[:2]
             return Frames(np.zeros((0, h, w, 3), np.uint8), [], [])
         try:
-            batch = self.reader.get_batch(indices).asnumpy()
+            batch = as_numpy(self.reader.get_batch(indices))
         except Exception as err:
             raise VideoError(f"cannot decode frames {indices[0]}..{indices[-1]} of {self.path}: "
                              f"{str(err).splitlines()[0]}") from None
@@ -128,8 +136,9 @@ class VideoReader:
         last = min(math.ceil(t1), math.ceil(self.duration))
         out = []
         for s in range(int(math.floor(t0)), int(last)):
-            keep = [i for i, t in enumerate(frames.times) if s <= t < s + 1]
-            out.append(Second(float(s), float(s + 1), frames.frames[keep], [frames.times[i] for i in keep],
+            keep = [i for i, t in enumerate(frames.times) if s <= t < s + 1]  # consecutive: times only grow
+            images = frames.frames[keep[0]:keep[-1] + 1] if keep else frames.frames[:0]  # a view, not a copy
+            out.append(Second(float(s), float(s + 1), images, [frames.times[i] for i in keep],
                               None if texts is None else texts.get(s, "")))
         return out
 
