@@ -274,7 +274,9 @@ class StreamTemplate:
             n_frames = sum(len(s.frames) for s in seconds)
             lo, hi = self.budget.per_frame(n_frames)
             t = self.temporal_patch_size
-            videos = [np.asarray(s.frames) for s in seconds]
+            # channel-first views of the (T, H, W, 3) frames: the processor's batching copy does the transpose, so
+            # the frames are not first copied on their own into channel-first order (the same pixel values)
+            videos = [torch.from_numpy(np.asarray(s.frames)).permute(0, 3, 1, 2) for s in seconds]
             metadata = [VideoMetadata(total_num_frames=len(s.frames), fps=1.0, frames_indices=list(s.frame_times))
                         for s in seconds]
             per_video = max(t, math.ceil(max(len(v) for v in videos) / t) * t)
