@@ -46,6 +46,10 @@ def main() -> None:
         return main_task(cfg)
 
     task()
+    # The process ends here: release the process group the trainer set up (NCCL warns at exit about one left open).
+    dist = sys.modules.get("torch.distributed")  # not imported by a dry run
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
