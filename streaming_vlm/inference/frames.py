@@ -1,19 +1,33 @@
 """Frame sources: anything that yields the stream's whole seconds as template `Second`s, in order.
 
-The engine only needs an iterator of `Second`s with absolute timestamps, so a live source (a camera, an RTMP
-reader) plugs in by implementing `FrameSource`. `VideoFrameSource` reads a file at a strict `fps` (`--fps 4` gives
-4 frames, i.e. two temporal patches, per second): the frames training's decord reader takes, decoded with PyAV on
-a read-ahead thread (`video_file.py`).
+The engine only needs an iterator of `Second`s with absolute timestamps (`FrameSource`). `open_source` picks the
+source --video_path names: a file (`VideoFrameSource`) or a live stream (`live_source.LiveFrameSource`). Both decode
+with PyAV and cut the frames into seconds with `sampled_seconds`, sampled by training's rule (`data.video.Ticks`), so
+a file gives exactly the frames training's decord reader takes. For a file, reading a second of 50 fps 1080p must not
+hold up the model:
+
+- PyAV decodes with the codec's own threads and converts to RGB only the sampled frames (every frame is still
+  decoded: H.264 frames depend on each other);
+- `ReadAhead` runs the reading on a background thread, a few seconds ahead, so it overlaps the device's work on
+  earlier seconds (PyAV releases the GIL while it decodes and converts).
+
+A file that cannot be opened or decoded is a `UserError` with one line.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Iterator, Protocol, runtime_checkable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from streaming_vlm.data.stream_template import Second
+from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.video_file import ReadAhead, probe, read_seconds
 
 
 @runtime_checkable
@@ -27,9 +41,149 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[Second]: ...
 
 
+def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None) -> Iterator[Second]:
+    """Whole seconds [s, s+1) from s = `first`, cut from `frames`, `(time, clock, frame)` in presentation order (its
+    stream time in seconds, its time on `ticks`' clock, a PyAV video frame), sampled by `ticks`.
+
+    A frame belongs to the second its time falls in; a frame before the second being read (a late one) is passed
+    over, and one at or after `until` ends the reading. A second is yielded as soon as it is complete: its last tick
+    has a frame, or a frame of a later second arrives (a live second goes out without waiting for the next one). A
+    second no frame was taken for is yielded empty (a file read below 1 fps; a gap in a live stream). When the frames
+    end, the second being read is yielded if it has frames."""
+    tick, second, images, times, shape = ticks.first(first), first, [], [], (0, 0)
+
+    def done():
+        nonlocal second, images, times
+        batch = np.stack(images) if images else np.zeros((0, *shape, 3), np.uint8)
+        out = Second(float(second), float(second + 1), batch, times)
+        second, images, times = second + 1, [], []
+        return out
+
+    for t, clock, frame in frames:
+        if until is not None and t >= until:
+            break
+        if t < second:
+            continue
+        shape = (frame.height, frame.width)
+        while t >= second + 1:  # earlier seconds are complete
+            yield done()
+        taken = 0
+        while ticks.clock(tick) <= clock:  # the ticks this frame is the first frame at or after
+            tick, taken = tick + 1, taken + 1
+        if taken:
+            images += [frame.to_ndarray(format="rgb24")] * taken
+            times += [t] * taken
+            if ticks.first(second + 1) <= tick:  # its last tick has a frame
+                yield done()
+    if images:
+        yield done()
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+def _open(path: str):
+    import av
+
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError) as err:
+        raise UserError(f"cannot decode video {path}: {str(err).splitlines()[0]}") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"no video stream in {path}")
+    return container
+
+
+def probe(path: str) -> tuple[float, int]:
+    """(native fps, number of frames) of the file's first video stream."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        native = float(stream.average_rate or stream.guessed_rate or 0)
+        frames = stream.frames or round((container.duration or 0) / 1e6 * native)
+    finally:
+        container.close()
+    if native <= 0 or not frames:
+        raise UserError(f"video has no frames: {path}")
+    return native, int(frames)
+
+
+def read_seconds(path: str, fps: float, start: float = 0.0, end: float | None = None) -> Iterator[Second]:
+    """Whole seconds [s, s+1) from floor(start) to ceil(end) (default: the end of the file), as `Second`s: the
+    frames decord's `VideoReader.iter_seconds` takes (a frame's clock is its native index, its time index / native
+    fps; a frame past the file's frame count is not read)."""
+    import av
+
+    native, n_frames = probe(path)
+    duration = n_frames / native
+    first, last = int(math.floor(start)), math.ceil(duration if end is None else min(end, duration))
+    container = _open(path)
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    base = stream.start_time or 0
+
+    def frames():
+        if first > 0:
+            container.seek(base + int(first / stream.time_base), stream=stream, backward=True)
+        for frame in container.decode(stream):
+            if frame.pts is not None:
+                index = round(float((frame.pts - base) * stream.time_base) * native)
+                if index >= n_frames:
+                    return
+                yield index / native, index, frame
+
+    second = first
+    try:
+        for out in sampled_seconds(frames(), Ticks(fps, native), first, until=last):
+            second = int(out.end)
+            yield out
+    except av.error.FFmpegError as err:
+        raise UserError(f"cannot decode {path} near {second} s: {err}") from None
+    finally:
+        container.close()
+    empty = np.zeros((0, stream.height, stream.width, 3), np.uint8)
+    yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
+
+
+class ReadAhead:
+    """Iterate `items` on a background thread, up to `depth` items ahead of the consumer; an exception there is
+    raised in the consumer. Closing the iterator (or dropping it) stops the thread."""
+
+    def __init__(self, items: Iterator, depth: int = 4):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        threading.Thread(target=self._pump, args=(items,), name="video-read-ahead", daemon=True).start()
+
+    def _pump(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(StopIteration())
+        except Exception as err:  # noqa: BLE001 - raised in the consumer
+            self._put(err)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator:
+        try:
+            while not isinstance(item := self.queue.get(), StopIteration):
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.stop.set()
+
+
 class VideoFrameSource:
-    """A video file at `fps`, from `start` to `end` (default: the end of the file), read `read_ahead` seconds
-    ahead of the consumer on a background thread."""
+    """A video file at `fps` (`--fps 4` gives 4 frames, two temporal patches, a second), from `start` to `end`
+    (default: the end of the file), read `read_ahead` seconds ahead of the consumer on a background thread."""
 
     live = False  # a file's next second is there already: the engine may read it while a reply decodes
 

@@ -1,37 +1,27 @@
-"""`SlotDecoder`: one-token decode steps over fixed-size KV buffers, captured once as a CUDA graph.
+"""`SlotDecoder`: the fast path's decoding, one token a step over fixed-size K/V buffers, replayed as a CUDA graph.
 
-Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python, for far less
-GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape
-and address fixed. The decoder steps over the streaming cache's two banks of per-layer K/V buffers (`capacity` slots
-+ one scratch slot, `StreamingCache.make_banks`), with one graph captured over each. The cache grows in place by a
-second, and each eviction compacts it from one bank into the other. So a reply decodes on the cache's own buffers:
+Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python. A CUDA graph
+replays them in one launch but needs every shape and address fixed, so the decoder steps over the streaming cache's
+two banks (`capacity` slots + one scratch slot each, owned by the cache: `StreamingCache.make_banks`), one graph
+captured over each, and a reply decodes on the cache's own buffers:
 
-    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache outside the banks is
-                           an error), close the slots from N on; `context` (the cache's ids) marks the tokens the
-                           repetition penalty sees
-    generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
-                           logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
-                           over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
-                           that slot in the additive mask and computes the next logits at position p+i (t/h/w
-                           alike). Steps are replayed in chunks with no host round trip; the host reads the chunk's
-                           tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
-                           slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
-                           tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
+    load(cache, context)   pick the bank holding the cache's N tokens (a cache outside the banks is an error), close
+                           the slots from N on; `context` (the cache's ids) is what the repetition penalty sees
+    generate(logits, p, …) each step samples the next token ON THE DEVICE from the previous logits (repetition
+                           penalty, the min-new-tokens ban on <|im_end|>, temperature: Gumbel-max over noise drawn
+                           once a reply), writes its K/V at slot N+i (a device-side index), opens that slot in the
+                           additive mask and computes the next logits at position p+i. Steps are replayed in chunks
+                           with no host round trip; the host reads a chunk's tokens once and stops at <|im_end|>,
+                           closing the slots of steps replayed past it. The last token at `max_new` is sampled, not
+                           fed, and the closing tokens are left to the next forward (cache.py, "Unwritten tail").
     store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
-Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
-device->host copy before the next launch; here launches queue ahead and a token costs the graph's GPU time.
-Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
-stream, so a seeded run is reproducible per path, not across paths; greedy decoding is identical.
-
-Eviction, prefill and vision stay outside the graph. The step's text stack is the model's `text_step.TextStep`
-(the engine's prefill runs the same), with `slot_attention`: SDPA with `enable_gqa` over all `capacity` slots and
-an additive mask over the open ones, so each K/V head is read once and a step costs the same at any fill level
-(flat decode latency across history). Off CUDA (or with `use_graph=False`) the same step runs eagerly: that is
-what the parity tests check against the reference path.
-
-`compile=True` runs the step through torch.compile before capture (fewer, fused kernels in the graph); `prepare()`
-compiles and captures before the stream.
+Gumbel-max samples the distribution `torch.multinomial` samples from the host sampler's scores, with another random
+stream: a seeded run is reproducible per path, not across paths; greedy decoding is identical. The step's text stack
+is `text_step.TextStep` (the prefill's), with `slot_attention` over all `capacity` slots: each K/V head is read once
+and a step costs the same at any fill level. Off CUDA (or `use_graph=False`) the same step runs eagerly: that is what
+the parity tests hold to the reference path. `compile=True` runs the step through torch.compile before capture;
+`prepare()` compiles and captures before the stream.
 """
 
 from __future__ import annotations

@@ -232,10 +232,10 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         raise
     finally:
         bar.close()
-        if live:
-            source.close()
         for w in writers:
             w.close(commit=finished)
+        if live:
+            source.close()
     if live and source.end_reason != "ended":
         last = segments[-1]["end"] if segments else 0.0
         print(f"live source {source.end_reason}"
@@ -375,16 +375,5 @@ def main(argv: list[str] | None = None) -> None:
         viewer.shutdown()
 
 
-def _leave_live_reader() -> None:
-    """A live source's reader thread may still sit in FFmpeg's blocking read (a pipe kept open after a stall).
-    The outputs are published by now; ending the process without interpreter finalization keeps that thread from
-    being torn down mid-call (which can crash the process after a clean run)."""
-    if any(t.name == "live-source" and t.is_alive() for t in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-
 if __name__ == "__main__":
     main()
-    _leave_live_reader()
