@@ -13,17 +13,16 @@ training uses, placed at the cache's next position:
 How it runs is chosen once, in `start()`, from the device and the model (`choose_plan`, logged in one line):
 
     fast path   a Qwen3-VL model nothing trains, loaded with sdpa or flash_attention_2 (what `load_model` returns):
-                pieces run through our text stack (`model/text_step.py`) with the vision and DeepStack features put
-                in by index, replies decode on the slot decoder (`graph_decode.py`) with the sampler on the
-                device. On CUDA the prefill of a second runs as one compiled whole-stack call, each decode step is
-                a compiled step replayed as a CUDA graph, frames are resized on the GPU and evictions rotate keys
-                with one Triton kernel a layer. `eager` (debugging) turns compilation and graphs off.
-    reference   anything else (a model being trained, eager attention): transformers' own
-                `Qwen3VLForConditionalGeneration.forward`, unpatched, with explicit 3-row mRoPE positions
-                `(3, 1, L)`, the new second's `pixel_values_videos` and the `StreamingCache`, and one eager forward
-                per decoded token with the host sampler (transformers' logits processors). It is what the parity
-                tests and the benchmarks' baselines compare the fast path against, and what the training eval
-                callback runs (its model is sharded and trained).
+                our text stack (`model/text_step.py`) with the vision and DeepStack features put in by index, replies
+                decoded by the slot decoder (`graph_decode.py`), sampled on the device. On CUDA a second's prefill is
+                one compiled whole-stack call, each decode step a compiled step replayed as a CUDA graph, frames are
+                resized on the GPU and evictions rotate keys with one Triton kernel a layer; `eager` (debugging)
+                turns compilation and graphs off.
+    reference   anything else (a model being trained, eager attention): transformers' own, unpatched
+                `Qwen3VLForConditionalGeneration.forward` with explicit 3-row mRoPE positions `(3, 1, L)`, the new
+                second's `pixel_values_videos` and the `StreamingCache`; one eager forward per decoded token, sampled
+                on the host (transformers' logits processors). The parity tests and the benchmarks' baselines hold
+                the fast path to it; the training eval callback runs it (its model is sharded and trained).
 
 A path that cannot run raises; nothing falls back silently.
 """
@@ -92,11 +91,10 @@ class Plan:
     def describe(self) -> str:
         if not self.fast:
             return "reference path (transformers forward, eager decode, host sampler)"
-        parts = ["fast path: text stack", "compiled whole-stack prefill" if self.compiled else "eager prefill",
-                 ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
-                 + " slot decode, on-device sampler",
-                 f"frames resized on {self.preprocess_device or 'cpu'}"]
-        return ", ".join(parts)
+        prefill = "compiled whole-stack" if self.compiled else "eager"
+        decode = ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
+        return (f"fast path: text stack, {prefill} prefill, {decode} slot decode, on-device sampler, "
+                f"frames resized on {self.preprocess_device or 'cpu'}")
 
 
 def choose_plan(model, device: torch.device, config: StreamingConfig) -> Plan:
@@ -280,18 +278,23 @@ class StreamingEngine:
         overlaps the decode instead of following it. A file's next second is there already; a live source's is
         not (a source with `live = True` streams without lookahead in `streaming_inference`)."""
         it = iter(seconds)
-        current = next(it, None)
+
+        def read() -> Second | None:  # the time spent waiting for the source is booked as "read"
+            with self.timings.section("read", device=False):
+                return next(it, None)
+
+        current = read()
         while current is not None:
             ahead: list[Second | None] = []
 
             def fetch():
-                ahead.append(next(it, None))
+                ahead.append(read())
                 if ahead[0] is not None:
                     self.prepare(ahead[0], ahead=True)
 
             segment = self.step(current, while_decoding=fetch if lookahead else None)
             if not ahead:
-                ahead.append(next(it, None))
+                ahead.append(read())
             yield segment
             current = ahead[0]
 
@@ -303,7 +306,9 @@ class StreamingEngine:
         On the decode's stream its frames' host->device copy would wait for every decode step queued before it,
         and the host with it (a copy from pageable memory returns when done); on its own stream it does not, and
         the vision tower's kernels can run beside the decode's."""
-        side = self._side_stream() if ahead else None
+        if ahead and self.device.type == "cuda" and self.side_stream is None:
+            self.side_stream = torch.cuda.Stream(self.device)
+        side = self.side_stream if ahead else None
         with torch.cuda.stream(side) if side is not None else nullcontext():
             with self.timings.section("preprocess", device=not ahead):
                 encoded = self.template.encode_second(second, start=0)
@@ -321,13 +326,6 @@ class StreamingEngine:
                     t.record_stream(main)  # used and freed on the main stream: not reused before it is done
         self.prepared = Prepared(second, encoded, video, ready)
         return self.prepared
-
-    def _side_stream(self) -> torch.cuda.Stream | None:
-        if self.device.type != "cuda":
-            return None
-        if self.side_stream is None:
-            self.side_stream = torch.cuda.Stream(self.device)
-        return self.side_stream
 
     def step(self, second: Second, reply: str | None = None,
              while_decoding: Callable[[], None] | None = None) -> dict:
@@ -457,8 +455,10 @@ class StreamingEngine:
                 return generated, len(generated)
             generated.append(token)
             context = torch.cat([context, context.new_tensor([token])])
-            if step < max_new - 1:
-                logits = self._feed_text([token])
+            if step < max_new - 1:  # one decode forward (after a `feed`: no unwritten tail is pending)
+                pos = self.cache.next_position
+                self.cache.extend_last([token])
+                logits = self._run(torch.tensor([token]), torch.tensor([[pos]] * 3), None, None, False)[-1]
         return generated, max(0, len(generated) - 1)
 
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
@@ -492,14 +492,6 @@ class StreamingEngine:
         return "" if text == SILENCE.strip() else text
 
     # ---- model calls ------------------------------------------------------------------------------------------
-    def _feed_text(self, ids: list[int]) -> torch.Tensor:
-        """One decode forward (dynamic path; always after a `feed`, so no unwritten tail is pending)."""
-        pos = self.cache.next_position
-        self.cache.extend_last(ids)
-        positions = torch.arange(pos, pos + len(ids)).expand(3, -1)
-        self._run(torch.tensor(ids), positions, None, None, all_logits=False)
-        return self._last_logits
-
     def _forward(self, enc: Encoded, all_logits: bool = False,
                  tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""

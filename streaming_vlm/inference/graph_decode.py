@@ -132,10 +132,6 @@ class SlotDecoder:
         return self.banks[self.active].layers
 
     @property
-    def kv(self) -> SlotBank:
-        return self.banks[self.active]
-
-    @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
         return self.graphs[self.active]
 
@@ -169,7 +165,7 @@ class SlotDecoder:
 
     def _call_step(self) -> None:
         """Run the step (eager or compiled) on the active bank."""
-        self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
+        self._step_fn(self.banks[self.active])  # the bank as an argument: one compiled step serves both (tested)
 
     def _step(self, kv: SlotBank) -> None:
         """Sample the next token, feed it at slot N+i / position p+i, leave the next scores."""

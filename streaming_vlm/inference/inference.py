@@ -181,21 +181,11 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 if hasattr(w, "skipped"):
                     w.skipped(event)
 
-    def read_seconds():  # the source, with the time spent waiting for it booked as "read"
-        iterator = iter(source)
-        while True:
-            t_read = time.perf_counter()
-            second = next(iterator, None)
-            engine.timings.add("read", time.perf_counter() - t_read)
-            if second is None:
-                return
-            yield second
-
     finished = False  # a clean end (end of video, Ctrl-C, SIGTERM) publishes the outputs; a failure keeps .partial
     try:
         answer_all(_drain(questions))
         # a live source (`live = True`) has no next second to read while a reply decodes: no lookahead there
-        for segment in engine.stream(read_seconds(), lookahead=not live):
+        for segment in engine.stream(source, lookahead=not live):
             frames += segment["frames"]
             segments.append(segment)
             if live:
