@@ -150,18 +150,6 @@ class StreamingCache(DynamicCache):
         """Stream seconds that still have their vision in the cache, oldest first."""
         return sorted({s.second for s in self.segments if s.kind == USER})
 
-    def check(self) -> None:
-        """The segment list describes exactly the tokens the layers hold."""
-        physical = self.get_seq_length()
-        if physical + len(self.unwritten) != self.num_tokens:
-            raise AssertionError(f"cache holds {physical} tokens + {len(self.unwritten)} unwritten, segments "
-                                 f"describe {self.num_tokens}")
-        if self.unwritten and self.ids()[-len(self.unwritten):] != self.unwritten:
-            raise AssertionError("the unwritten tokens are not the sequence's last")
-        for a, b in zip(self.segments, self.segments[1:]):
-            if self.pos_mode == "contiguous" and a.pos_end != b.pos_start:
-                raise AssertionError(f"positions not contiguous between {a.kind} and {b.kind}")
-
     # ---- the one mutation ----------------------------------------------------------------------------------
     def apply(self, plan: dict[int, Keep]) -> int:
         """Keep, for each segment index in `plan`, only `Keep.ranges` (segments not in `plan` stay whole).
@@ -221,25 +209,16 @@ class StreamingCache(DynamicCache):
 
     @torch.inference_mode()  # new buffers of the same kind as the forwards' (a compiled forward guards on it)
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
-        # Runs of surviving tokens (in their new order) that moved by the same amount. Usually one or two (after
-        # the dropped second; after a trimmed middle of the previous text). They are rotated in one pass a layer,
-        # from the first moved token on, with a per-token (cos, sin) table built once per eviction: a fixed
-        # handful of kernels a layer however many runs there are.
-        runs: list[tuple[int, int, int]] = []
-        new = 0
-        for a, b, s in kept:
-            if s:
-                if runs and runs[-1][1] == new and runs[-1][2] == s:
-                    runs[-1] = (runs[-1][0], new + b - a, s)
-                else:
-                    runs.append((new, new + b - a, s))
-            new += b - a
-        keep_index = (torch.cat([torch.arange(a, b) for a, b, _ in kept]) if kept
-                      else torch.zeros(0, dtype=torch.long))
-        first = runs[0][0] if runs else new
-        shifts = torch.zeros(new - first, dtype=torch.long)  # tokens between runs (if any) keep shift 0
-        for a, b, s in runs:
-            shifts[a - first:b - first] = -s
+        """Compact every layer to the `kept` token ranges (start, end, shift). The moved tokens, from the first on,
+        rotate in one pass a layer with a per-token (cos, sin) table built once per eviction: a fixed handful of
+        kernels a layer however many runs of equally moved tokens there are (usually one or two: after the dropped
+        second; after a trimmed middle of the previous text)."""
+        empty = [torch.zeros(0, dtype=torch.long)]
+        keep_index = torch.cat([torch.arange(a, b) for a, b, _ in kept] or empty)
+        shifts = torch.cat([torch.full((b - a,), -s) for a, b, s in kept] or empty)  # per kept token, new order
+        moved = shifts.nonzero()
+        first = int(moved[0]) if len(moved) else len(shifts)
+        runs = sum(1 for i, (_, _, s) in enumerate(kept) if s and (i == 0 or kept[i - 1][2] != s))
         index, device, cos, sin = None, None, None, None
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
@@ -250,9 +229,9 @@ class StreamingCache(DynamicCache):
                 if runs:
                     if device not in self._inv_freq_on:
                         self._inv_freq_on[device] = self.inv_freq.to(device)
-                    cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
+                    cos, sin = rotation_table(to_device(shifts[first:], device), self._inv_freq_on[device], device)
             layer.compact(index, first, cos, sin)
-        self.rotations += len(runs)
+        self.rotations += runs
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
         """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:

@@ -273,10 +273,9 @@ class StreamingEngine:
         self.ready = True
 
     def stream(self, seconds: Iterable[Second], lookahead: bool = True) -> Iterator[dict]:
-        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared
-        (preprocessed, and its vision tower run) while this one's reply decodes on the device: that host work then
-        overlaps the decode instead of following it. A file's next second is there already; a live source's is
-        not (a source with `live = True` streams without lookahead in `streaming_inference`)."""
+        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared while
+        this one's reply decodes on the device, so that host work overlaps the decode (a live source's next second
+        is not there yet: `streaming_inference` streams it without)."""
         it = iter(seconds)
 
         def read() -> Second | None:  # the time spent waiting for the source is booked as "read"
@@ -299,13 +298,10 @@ class StreamingEngine:
             current = ahead[0]
 
     def prepare(self, second: Second, ahead: bool = False) -> Prepared:
-        """Preprocess `second` ahead of its step (and run its vision tower where transformers takes its output);
-        `step(second)` then uses it.
-
-        `ahead=True`, while a reply decodes: timed as host time (no device sync), and on CUDA run on a side stream.
-        On the decode's stream its frames' host->device copy would wait for every decode step queued before it,
-        and the host with it (a copy from pageable memory returns when done); on its own stream it does not, and
-        the vision tower's kernels can run beside the decode's."""
+        """Encode `second` and run its vision tower (where the forward takes its output) ahead of its step, which
+        then uses it. `ahead=True` (while a reply decodes): timed as host time, and on CUDA run on a side stream, where
+        its host->device copy does not wait for the decode steps queued before it (nor the host with it) and the
+        tower's kernels run beside the decode's."""
         if ahead and self.device.type == "cuda" and self.side_stream is None:
             self.side_stream = torch.cuda.Stream(self.device)
         side = self.side_stream if ahead else None
@@ -329,12 +325,9 @@ class StreamingEngine:
 
     def step(self, second: Second, reply: str | None = None,
              while_decoding: Callable[[], None] | None = None) -> dict:
-        """Process one second: evict, feed its frames, generate its commentary.
-
-        `reply` (words, "" = silence) teacher-forces the reply instead of generating it, exactly as training lays
-        it out (`reply_text`: words + " ..."): for evaluation and for the parity tests. `while_decoding` is called
-        once the reply's first decode steps are queued on the device (after the feed when forced or dynamic).
-        """
+        """One second: evict, feed its frames, generate its commentary. `reply` (words, "" = silence) teacher-forces
+        the reply as training lays it out (`reply_text`), for evaluation and the parity tests. `while_decoding` runs
+        once the reply's first decode steps are queued (after the feed when forced, or on the reference path)."""
         if self.cache is None:
             self.start()
         t0 = time.perf_counter()
@@ -406,15 +399,11 @@ class StreamingEngine:
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None,
                  while_decoding: Callable[[], None] | None = None) -> list[int]:
-        """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
-
-        Fast path: tokens are decoded and sampled on the slot buffers (graph_decode.py); reference: one eager
-        forward each on the cache, sampled on the host. Neither feeds the reply's tail (the last sampled token when
-        `max_new` is reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next
-        forward as the cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
-
-        `while_decoding` runs once the first steps are queued (slot path; before the first step on the dynamic
-        path, which waits for every token anyway); its host time is not booked as decode."""
+        """Decode after the last fed piece (its last logits in `self._last_logits`) into a new segment: on the slot
+        decoder (fast path), or one eager forward a token sampled on the host (reference). Neither feeds the reply's
+        tail (the last token at `max_new`, `<|im_end|>`, the turn end), which needs no logits: the next forward writes
+        it (cache.py, "Unwritten tail"). `while_decoding` runs once the first steps are queued (on the reference path
+        before the first, as every token is waited for); its host time is not booked as decode."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)

@@ -80,24 +80,26 @@ def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float
 
 
 # ---- files ------------------------------------------------------------------------------------------------------
-def _open(path: str):
+def open_video(target, name: str, verb: str = "decode", **options):
+    """`av.open(target, **options)` and its first video stream; a UserError with one line ("cannot {verb} {name}: …",
+    "no video stream in {name}") when that fails."""
     import av
 
     try:
-        container = av.open(path)
+        container = av.open(target, **options)
     except (av.error.FFmpegError, OSError) as err:
-        raise UserError(f"cannot decode video {path}: {str(err).splitlines()[0]}") from None
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"cannot {verb} {name}: {reason.splitlines()[0] if reason else type(err).__name__}") from None
     if not container.streams.video:
         container.close()
-        raise UserError(f"no video stream in {path}")
-    return container
+        raise UserError(f"no video stream in {name}")
+    return container, container.streams.video[0]
 
 
 def probe(path: str) -> tuple[float, int]:
     """(native fps, number of frames) of the file's first video stream."""
-    container = _open(path)
+    container, stream = open_video(path, f"video {path}")
     try:
-        stream = container.streams.video[0]
         native = float(stream.average_rate or stream.guessed_rate or 0)
         frames = stream.frames or round((container.duration or 0) / 1e6 * native)
     finally:
@@ -116,8 +118,7 @@ def read_seconds(path: str, fps: float, start: float = 0.0, end: float | None = 
     native, n_frames = probe(path)
     duration = n_frames / native
     first, last = int(math.floor(start)), math.ceil(duration if end is None else min(end, duration))
-    container = _open(path)
-    stream = container.streams.video[0]
+    container, stream = open_video(path, f"video {path}")
     stream.thread_type = "AUTO"
     base = stream.start_time or 0
 

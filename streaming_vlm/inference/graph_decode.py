@@ -55,26 +55,18 @@ def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     return row * blocks.shape[1] + col.index_select(0, row)
 
 
-class SlotLayer:
-    """One layer's K/V buffers (a bank's); `update` writes the new token at the shared device-side slot index."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor):
-        self.keys, self.values, self.slot = keys, values, slot
-
-    def update(self, key_states, value_states):
-        self.keys.index_copy_(2, self.slot, key_states)
-        self.values.index_copy_(2, self.slot, value_states)
-        return self.keys, self.values
-
-
 class SlotBank:
-    """A bank's layers, updated as `TextStep` updates a cache: `update(k, v, layer)`."""
+    """One bank's (keys, values) per layer, updated as `TextStep` updates a cache: `update(k, v, layer)` writes the
+    new token at the shared device-side slot index."""
 
-    def __init__(self, layers):
-        self.layers = list(layers)
+    def __init__(self, layers, slot: torch.Tensor):
+        self.layers, self.slot = list(layers), slot
 
     def update(self, key_states, value_states, layer: int):
-        return self.layers[layer].update(key_states, value_states)
+        keys, values = self.layers[layer]
+        keys.index_copy_(2, self.slot, key_states)
+        values.index_copy_(2, self.slot, value_states)
+        return keys, values
 
 
 class SlotDecoder:
@@ -92,7 +84,7 @@ class SlotDecoder:
             raise ValueError("CUDA graphs need a CUDA device")
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.banks = [SlotBank(SlotLayer(keys, values, self.slot) for keys, values in bank) for bank in banks]
+        self.banks = [SlotBank(bank, self.slot) for bank in banks]
         self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
         self.active = 0  # the bank the next steps run on
         self.neg = torch.finfo(self.dtype).min
@@ -128,7 +120,7 @@ class SlotDecoder:
         self.filled = 0  # slots holding real tokens
 
     @property
-    def layers(self) -> list[SlotLayer]:
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.banks[self.active].layers
 
     @property
@@ -139,8 +131,8 @@ class SlotDecoder:
         """The bank every layer of `cache` lives in, if any."""
         for b, bank in enumerate(self.banks):
             if len(cache.layers) == len(bank.layers) and all(
-                    src.keys.data_ptr() == dst.keys.data_ptr() and src.values.data_ptr() == dst.values.data_ptr()
-                    for src, dst in zip(cache.layers, bank.layers)):
+                    src.keys.data_ptr() == keys.data_ptr() and src.values.data_ptr() == values.data_ptr()
+                    for src, (keys, values) in zip(cache.layers, bank.layers)):
                 return b
         return None
 

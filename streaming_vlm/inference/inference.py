@@ -68,16 +68,11 @@ def stdin_questions(stream=None) -> "queue.Queue[str | None]":
 
 
 def _drain(questions) -> list[str]:
+    """The questions waiting in the queue (this is its only reader)."""
     out = []
-    if questions is None:
-        return out
-    while True:
-        try:
-            item = questions.get_nowait()
-        except queue.Empty:
-            return out
-        if item is not None:
-            out.append(item)
+    while questions is not None and not questions.empty():
+        out.append(questions.get_nowait())
+    return [q for q in out if q is not None]
 
 
 def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,

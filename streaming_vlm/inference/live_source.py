@@ -31,12 +31,10 @@ import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from streaming_vlm.data.stream_template import Second
 from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.frames import sampled_seconds
+from streaming_vlm.inference.frames import open_video, sampled_seconds
 
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps")
 STDIN = "-"
@@ -51,38 +49,21 @@ def is_live(path: str) -> bool:
     return path == STDIN or "://" in path or path.startswith("/dev/video")
 
 
-def _demuxer_target(path: str) -> tuple[str, str | None, dict]:
-    """(what FFmpeg opens, the input format to force, demuxer options) for a live path."""
+def open_live(path: str, open_timeout: float, read_timeout: float, stdin=None):
+    """The PyAV container of a live path and its first video stream, a UserError (one line) when it cannot be
+    opened: `-` read from `stdin` (a file object), a V4L2 device, or an http(s) (HLS) or rtsp(s) URL."""
+    target, fmt, options = path, None, dict(PROBE_OPTIONS)
     if path == STDIN:
-        return STDIN, None, {}  # read through `_Stdin`
-    if path.startswith("/dev/video"):
-        return path, "v4l2", {}
-    scheme = urlsplit(path).scheme.lower()
-    if scheme not in URL_SCHEMES:
+        target = stdin
+    elif path.startswith("/dev/video"):
+        fmt = "v4l2"
+    elif (scheme := urlsplit(path).scheme.lower()) not in URL_SCHEMES:
         raise UserError(f"unsupported URL scheme {scheme!r} in {path}: live sources are http(s) (HLS), rtsp(s), "
                         f"/dev/videoN or - (stdin)")
-    if scheme.startswith("rtsp"):
-        return path, None, {"rtsp_transport": "tcp"}  # interleaved in the RTSP connection: no UDP ports to open
-    return path, None, {}
-
-
-def open_live(path: str, open_timeout: float, read_timeout: float, file=None):
-    """The PyAV container and its first video stream; a UserError (one line) when it cannot be opened. `file`: a
-    file object to read the stream from instead (stdin's)."""
-    import av
-
-    target, fmt, options = _demuxer_target(path)
-    try:
-        container = av.open(file or target, format=fmt, options={**PROBE_OPTIONS, **options},
-                            timeout=(open_timeout, read_timeout))
-    except (av.FFmpegError, OSError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise UserError(f"cannot open live source {path}: {reason.splitlines()[0] if reason else type(err).__name__}"
-                        ) from None
-    if not container.streams.video:
-        container.close()
-        raise UserError(f"live source {path} has no video stream")
-    stream = container.streams.video[0]
+    elif scheme.startswith("rtsp"):
+        options["rtsp_transport"] = "tcp"  # interleaved in the RTSP connection: no UDP ports to open
+    container, stream = open_video(target, f"live source {path}", "open", format=fmt, options=options,
+                                   timeout=(open_timeout, read_timeout))
     stream.thread_type = "SLICE"  # frame threading would hold frames back by one per thread
     return container, stream
 
