@@ -45,13 +45,13 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from streaming_vlm.inference.config import POS_MODES
 from streaming_vlm.inference.rotation_kernel import rotate_in_place_cuda
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
 SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
     "sink", "previous", "query", "user", "reply", "question", "answer")
-POS_MODES = ("contiguous", "native")
 
 
 @dataclass

@@ -467,9 +467,6 @@ class StreamingEngine:
                                                  temperature=cfg.temperature,
                                                  repetition_penalty=cfg.repetition_penalty, generator=self.generator,
                                                  compile=self.plan.compiled)
-        if not self.slots.fits(self.cache, max_new):
-            raise RuntimeError(f"the cache ({self.cache.get_seq_length()} tokens) and a reply of {max_new} exceed "
-                               f"the slot decoder's {self.slots.capacity} slots sized from the cache budget")
         return self.slots
 
     def words(self, ids: list[int]) -> str:

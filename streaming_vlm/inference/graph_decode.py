@@ -228,9 +228,6 @@ class SlotDecoder:
             self.graph.replay()
 
     # ---- per reply --------------------------------------------------------------------------------------------
-    def fits(self, cache, new_tokens: int) -> bool:
-        return cache.get_seq_length() + new_tokens <= self.capacity
-
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
         """Decode on the bank holding the streaming cache's N tokens, close every later slot, mark `context` as
@@ -256,7 +253,8 @@ class SlotDecoder:
         <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first. `while_waiting` is called once,
         after the first chunk of steps is queued and before the host waits for its tokens."""
         if max_new > self.max_steps or self.base + max_new > self.capacity:
-            raise ValueError("reply longer than the slot decoder was sized for")
+            raise ValueError(f"the cache ({self.base} tokens) and a reply of {max_new} exceed the slot decoder's "
+                             f"{self.capacity} slots, {self.max_steps} steps (sized from the cache budget)")
         self.scores.copy_(logits.float())
         self.step_index.zero_()
         self.first_slot.fill_(self.base)
