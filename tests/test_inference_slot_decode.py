@@ -79,7 +79,7 @@ def test_slot_masking_is_what_makes_it_exact(tiny_ckpt, tiny_processor, video):
     assert 0 < n < slots.capacity
     good = one_step()
     with torch.no_grad():
-        for keys, values in slots.layers:  # stale content past the cache's end, as after an eviction
+        for keys, values in slots.banks[slots.active].layers:  # stale content past the cache's end (an eviction's)
             keys[:, :, n:].normal_()
             values[:, :, n:].normal_()
     torch.testing.assert_close(one_step(), good, atol=1e-5, rtol=0)  # masked: stale slots change nothing

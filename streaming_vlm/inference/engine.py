@@ -366,15 +366,13 @@ class StreamingEngine:
             self.start()
         question = " ".join(question.split())
         with self.timings.section("preprocess"):
-            probe = self.template.encode_user_text(question, start=0)
-        need = len(probe) + self.config.max_answer_tokens + 1 + len(self.template.turn_end_ids)
+            enc = self.template.encode_user_text(question, start=0)
+        need = len(enc) + self.config.max_answer_tokens + 1 + len(self.template.turn_end_ids)
         self.evict(incoming=need, new_second=False)
         if self.cache.num_tokens + need > self.config.max_cache_tokens:
-            raise UserError(f"question too long for the cache budget ({len(probe)} tokens)")
-        with self.timings.section("preprocess"):
-            enc = self.template.encode_user_text(question, start=self.cache.next_position)
+            raise UserError(f"question too long for the cache budget ({len(enc)} tokens)")
         second = max(self.second_index, 0)
-        self.feed(enc, QUESTION, second)
+        self.feed(enc.at(self.cache.next_position), QUESTION, second)
         ids = self.generate(ANSWER, self.config.max_answer_tokens, 0, second=second)
         return {"type": "answer", "time": self.current_time, "question": question, "text": self.words(ids)}
 
@@ -546,11 +544,10 @@ class StreamingEngine:
         positions = to_device(positions[:, None, :], self.device)
         room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
         if room is not None:  # a second's piece: the compiled whole stack, straight into the cache's buffers
-            out = self.text_step.stack(hidden, positions, *room, visual)
+            hidden = self.text_step.stack(hidden, positions, *room, visual)
             self.cache.grow(hidden.shape[1])
         else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
-            out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
-        hidden = out
+            hidden = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
         return logits

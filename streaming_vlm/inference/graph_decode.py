@@ -120,10 +120,6 @@ class SlotDecoder:
         self.filled = 0  # slots holding real tokens
 
     @property
-    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return self.banks[self.active].layers
-
-    @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
         return self.graphs[self.active]
 

@@ -1,15 +1,5 @@
-"""Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference`.
-
-    python -m streaming_vlm.inference.inference --model_path Qwen/Qwen3-VL-2B-Instruct \\
-        --video_path match.mp4 --output_path commentary.vtt --fps 4 \\
-        --attn_implementation auto --window_size 24 --text_sliding_window 768
-
-Python:
-
-    from streaming_vlm.cuda_config import get_cuda_config
-    from streaming_vlm.inference.inference import streaming_inference
-    results = streaming_inference(get_cuda_config(model_size="2b", video_path="match.mp4"))
-    results["segments"]  # [{"start", "end", "text", "silent", "timings", ...}, ...]
+"""Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference` and its Python API,
+`streaming_inference(config)` (flags, presets and examples: docs/inference.md, docs/live.md).
 
 `--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
 at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on. A line
