@@ -96,55 +96,6 @@ def open_video(target, name: str, verb: str = "decode", **options):
     return container, container.streams.video[0]
 
 
-def probe(path: str) -> tuple[float, int]:
-    """(native fps, number of frames) of the file's first video stream."""
-    container, stream = open_video(path, f"video {path}")
-    try:
-        native = float(stream.average_rate or stream.guessed_rate or 0)
-        frames = stream.frames or round((container.duration or 0) / 1e6 * native)
-    finally:
-        container.close()
-    if native <= 0 or not frames:
-        raise UserError(f"video has no frames: {path}")
-    return native, int(frames)
-
-
-def read_seconds(path: str, fps: float, start: float = 0.0, end: float | None = None) -> Iterator[Second]:
-    """Whole seconds [s, s+1) from floor(start) to ceil(end) (default: the end of the file), as `Second`s: the
-    frames decord's `VideoReader.iter_seconds` takes (a frame's clock is its native index, its time index / native
-    fps; a frame past the file's frame count is not read)."""
-    import av
-
-    native, n_frames = probe(path)
-    duration = n_frames / native
-    first, last = int(math.floor(start)), math.ceil(duration if end is None else min(end, duration))
-    container, stream = open_video(path, f"video {path}")
-    stream.thread_type = "AUTO"
-    base = stream.start_time or 0
-
-    def frames():
-        if first > 0:
-            container.seek(base + int(first / stream.time_base), stream=stream, backward=True)
-        for frame in container.decode(stream):
-            if frame.pts is not None:
-                index = round(float((frame.pts - base) * stream.time_base) * native)
-                if index >= n_frames:
-                    return
-                yield index / native, index, frame
-
-    second = first
-    try:
-        for out in sampled_seconds(frames(), Ticks(fps, native), first, until=last):
-            second = int(out.end)
-            yield out
-    except av.error.FFmpegError as err:
-        raise UserError(f"cannot decode {path} near {second} s: {err}") from None
-    finally:
-        container.close()
-    empty = np.zeros((0, stream.height, stream.width, 3), np.uint8)
-    yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
-
-
 class ReadAhead:
     """Iterate `items` on a background thread, up to `depth` items ahead of the consumer; an exception there is
     raised in the consumer. Closing the iterator (or dropping it) stops the thread."""
@@ -197,8 +148,13 @@ class VideoFrameSource:
             raise UserError(f"video not found: {self.path}")
         if os.path.getsize(self.path) == 0:
             raise UserError(f"video is empty (0 bytes): {self.path}")
-        native, frames = probe(self.path)  # opens the file: a corrupt one fails here, not mid-stream
-        self.file_duration = frames / native
+        container, stream = open_video(self.path, f"video {self.path}")  # a corrupt file fails here, not mid-stream
+        self.native = float(stream.average_rate or stream.guessed_rate or 0)
+        self.frames = int(stream.frames or round((container.duration or 0) / 1e6 * self.native))
+        container.close()
+        if self.native <= 0 or not self.frames:
+            raise UserError(f"video has no frames: {path}")
+        self.file_duration = self.frames / self.native
         if self.start > 0 and self.start >= self.file_duration:
             raise UserError(f"start {self.start:g} s is past the end of the video ({self.file_duration:.1f} s): {path}")
 
@@ -208,7 +164,41 @@ class VideoFrameSource:
         return max(0.0, end - self.start)
 
     def __iter__(self) -> Iterator[Second]:
-        return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))
+        return iter(ReadAhead(self.read(), self.read_ahead))
+
+    def read(self) -> Iterator[Second]:
+        """The seconds on this thread: [s, s+1) from floor(start) to ceil(end), the frames decord's
+        `VideoReader.iter_seconds` takes (a frame's clock is its native index, its time index / native fps; a frame
+        past the file's frame count is not read)."""
+        import av
+
+        first = int(math.floor(self.start))
+        last = math.ceil(self.file_duration if self.end is None else min(self.end, self.file_duration))
+        container, stream = open_video(self.path, f"video {self.path}")
+        stream.thread_type = "AUTO"
+        base = stream.start_time or 0
+
+        def frames():
+            if first > 0:
+                container.seek(base + int(first / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    index = round(float((frame.pts - base) * stream.time_base) * self.native)
+                    if index >= self.frames:
+                        return
+                    yield index / self.native, index, frame
+
+        second = first
+        try:
+            for out in sampled_seconds(frames(), Ticks(self.fps, self.native), first, until=last):
+                second = int(out.end)
+                yield out
+        except av.error.FFmpegError as err:
+            raise UserError(f"cannot decode {self.path} near {second} s: {err}") from None
+        finally:
+            container.close()
+        empty = np.zeros((0, stream.height, stream.width, 3), np.uint8)
+        yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
 
 
 def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live) -> FrameSource:
