@@ -203,8 +203,9 @@ class LiveFrameSource:
 
     def close(self) -> None:
         """Stop reading and wait for the reader thread to end, so that no thread is left inside FFmpeg when the
-        process exits. It ends at its next frame; stdin is read in short polls (`_Stdin`), and a network read or a
-        device read returns within the read timeout (`stall_timeout`) even when nothing arrives."""
+        process exits. It ends at its next frame; stdin is read in short polls (`_Stdin`) and a network read returns
+        within the read timeout (`stall_timeout`) when nothing arrives. A RuntimeError if it has not ended 5 s
+        after that (a V4L2 device that stopped delivering frames: FFmpeg's device read has no timeout)."""
         self.closed = True
         self.reader.join(self.stall_timeout + 5.0)
         if self.reader.is_alive():
