@@ -213,11 +213,11 @@ class StreamingCache(DynamicCache):
         rotate in one pass a layer with a per-token (cos, sin) table built once per eviction: a fixed handful of
         kernels a layer however many runs of equally moved tokens there are (usually one or two: after the dropped
         second; after a trimmed middle of the previous text)."""
-        empty = [torch.zeros(0, dtype=torch.long)]
-        keep_index = torch.cat([torch.arange(a, b) for a, b, _ in kept] or empty)
-        shifts = torch.cat([torch.full((b - a,), -s) for a, b, s in kept] or empty)  # per kept token, new order
-        moved = shifts.nonzero()
+        index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b, _ in kept] or [np.zeros(0, np.int64)])
+        shifts = np.repeat(np.array([-s for *_, s in kept], np.int64), [b - a for a, b, _ in kept])  # new order
+        moved = np.flatnonzero(shifts)
         first = int(moved[0]) if len(moved) else len(shifts)
+        keep_index, shifts = torch.from_numpy(index), torch.from_numpy(shifts[first:])
         runs = sum(1 for i, (_, _, s) in enumerate(kept) if s and (i == 0 or kept[i - 1][2] != s))
         index, device, cos, sin = None, None, None, None
         for layer in self.layers:
@@ -229,7 +229,7 @@ class StreamingCache(DynamicCache):
                 if runs:
                     if device not in self._inv_freq_on:
                         self._inv_freq_on[device] = self.inv_freq.to(device)
-                    cos, sin = rotation_table(to_device(shifts[first:], device), self._inv_freq_on[device], device)
+                    cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
             layer.compact(index, first, cos, sin)
         self.rotations += runs
 
