@@ -26,7 +26,8 @@ _INHERITED_HANDLES: list = []  # decord handles a forked process got from its pa
 class Ticks:
     """The per-second sampling rule of every reader: training's decord reader here, the CLI's PyAV file and live
     readers (inference/frames.py, inference/live_source.py). For each tick k/fps (k = 0, 1, …) the frame taken is the
-    first frame at or after it; a frame that is the first after several ticks is taken for each of them.
+    first frame at or after it; a frame that is the first after several ticks is taken for each of them (a live
+    reader takes it once: `frames.sampled_seconds`).
 
     Ticks are compared with frames on a clock of `rate` units a second: a file's native frame index (rate = its native
     fps, so a tick that falls on a frame is exact) or a live stream's seconds (rate 1). A tick is rounded to 6

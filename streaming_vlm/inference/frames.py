@@ -41,9 +41,12 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[Second]: ...
 
 
-def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None) -> Iterator[Second]:
+def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None,
+                    repeat: bool = True) -> Iterator[Second]:
     """Whole seconds [s, s+1) from s = `first`, cut from `frames`, `(time, clock, frame)` in presentation order (its
-    stream time in seconds, its time on `ticks`' clock, a PyAV video frame), sampled by `ticks`.
+    stream time in seconds, its time on `ticks`' clock, a PyAV video frame), sampled by `ticks`. A frame that is the
+    first after several ticks is taken for each (a file, as decord takes it), or once with `repeat=False` (a live
+    stream: a gap in it leaves no pile of copies of the frame after it).
 
     A frame belongs to the second its time falls in; a frame before the second being read (a late one) is passed
     over, and one at or after `until` ends the reading. A second is yielded as soon as it is complete: its last tick
@@ -71,6 +74,7 @@ def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float
         while ticks.clock(tick) <= clock:  # the ticks this frame is the first frame at or after
             tick, taken = tick + 1, taken + 1
         if taken:
+            taken = taken if repeat else 1
             images += [frame.to_ndarray(format="rgb24")] * taken
             times += [t] * taken
             if ticks.first(second + 1) <= tick:  # its last tick has a frame

@@ -123,7 +123,7 @@ class LiveFrameSource:
         until = None if self.end is None else math.ceil(self.end)
         reason = "ended"
         try:
-            for second in sampled_seconds(self._frames(), Ticks(self.fps), until=until):
+            for second in sampled_seconds(self._frames(), Ticks(self.fps), until=until, repeat=False):
                 with self.cond:
                     if len(second.frames):
                         self._queue(second)
