@@ -19,8 +19,8 @@ captured over each, and a reply decodes on the cache's own buffers:
 Gumbel-max samples the distribution `torch.multinomial` samples from the host sampler's scores, with another random
 stream: a seeded run is reproducible per path, not across paths; greedy decoding is identical. The step's text stack
 is `text_step.TextStep` (the prefill's), with `slot_attention` over all `capacity` slots: each K/V head is read once
-and a step costs the same at any fill level. Off CUDA (or `use_graph=False`) the same step runs eagerly: that is what
-the parity tests hold to the reference path. `compile=True` runs the step through torch.compile before capture;
+and a step costs the same at any fill level. With `use_graph=False` (always off CUDA) the same step runs eagerly: that
+is what the parity tests hold to the reference path. `compile=True` runs the step through torch.compile before capture;
 `prepare()` compiles and captures before the stream.
 """
 
@@ -72,14 +72,14 @@ class SlotBank:
 class SlotDecoder:
     """An on-device sampler stepped over the cache's banks, as one CUDA graph per token (eagerly off CUDA)."""
 
-    def __init__(self, model, banks, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
+    def __init__(self, model, banks, use_graph: bool, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
                  chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
         param = next(model.parameters())
         self.model, self.capacity = model, banks[0][0][0].shape[-2] - 1  # (the last slot is the scratch slot)
         self.device, self.dtype = param.device, param.dtype
-        self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
+        self.use_graph = bool(use_graph)
         if self.use_graph and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         dev = self.device
