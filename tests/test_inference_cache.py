@@ -9,6 +9,7 @@ import torch
 from streaming_vlm.inference.cache import PREVIOUS, QUERY, REPLY, SINK, USER, Keep, StreamingCache
 from streaming_vlm.inference.eviction import StreamingPolicy
 from streaming_vlm.model.mrope import rotate_keys
+from tests.cache_check import check_cache
 
 NL, IM_END, DOTS = 198, 151645, 2503
 STRIP = ((NL,), (IM_END,), (DOTS,))
@@ -40,7 +41,7 @@ def _tokens(cache):
 
 def test_segments_describe_the_layers():
     cache = _cache()
-    cache.check()
+    check_cache(cache)
     assert cache.num_tokens == 38 and cache.next_position == 4 + 6 + 5 + 5 + 5 + 3
     assert cache.seconds() == [0, 1]
     ids = cache.ids_tensor()
@@ -54,7 +55,7 @@ def test_apply_gathers_and_rotates_each_token_by_its_own_shift(pos_mode):
     # drop PREVIOUS tokens 2..4 (middle), drop USER0 whole, fold REPLY0 to its 2 words
     plan = {1: Keep(PREVIOUS, [(0, 2), (4, 6)]), 2: Keep(USER, []), 3: Keep(PREVIOUS, [(0, 2)])}
     removed = cache.apply(plan)
-    cache.check()
+    check_cache(cache)
     assert removed == 2 + 10 + 3
     kept = [0, 1, 2, 3, 4, 5, 8, 9, 20, 21] + list(range(25, 38))
     assert _tokens(cache) == kept
@@ -92,7 +93,7 @@ def test_policy_window_fold_and_text_trim():
     assert plan[2].ranges == [] and plan[3].kind == PREVIOUS  # second 0's vision goes, its words fold
     assert 4 not in plan or plan[4].ranges == [(0, 10)]  # second 1 stays
     cache.apply(plan)
-    cache.check()
+    check_cache(cache)
     assert cache.seconds() == [1]
     previous = [t for s in cache.segments if s.kind == PREVIOUS for t in s.ids]
     assert previous == [10, 11, 12, 20, 21]  # head 3 of the old text + tail 2 = the folded words "a b"
@@ -156,4 +157,4 @@ def test_pieces_are_written_into_the_layers_spare_room(tiny_ckpt, tiny_processor
     assert engine.cache.tokens_evicted > 0
     layer = engine.cache.layers[0]
     assert layer.keys.data_ptr() == layer.buffers[0].data_ptr() and layer.buffers[0].shape[-2] > layer.keys.shape[-2]
-    engine.cache.check()
+    check_cache(engine.cache)

@@ -26,6 +26,7 @@ from streaming_vlm.inference.engine import StreamingEngine
 from tests.fixture_video import write_video
 from streaming_vlm.model.mrope import mrope_positions
 from streaming_vlm.model.tiny import build_config
+from tests.cache_check import check_cache
 
 TOL = 1e-4
 WORDS = ["Kick off in the rain", "", "Long ball forward", "", "Shot! Wide of the post", "Corner to the blues",
@@ -85,7 +86,7 @@ def test_no_eviction_logits_equal_one_full_forward(tiny_ckpt, tiny_processor, vi
                                              start=engine.cache.next_position)
         chunks.append(engine.feed(reply, REPLY, i, all_logits=True))
         ids += enc.input_ids.tolist() + reply.input_ids.tolist()
-    engine.cache.check()
+    check_cache(engine.cache)
     streamed = torch.cat(chunks)
 
     inputs, full = _full_forward(model, tiny_processor, engine.template, previous, seconds)
@@ -140,7 +141,7 @@ def test_after_eviction_logits_equal_forward_over_retained_tokens(tiny_processor
     last = len(seconds) - 1
     engine.evict()
     cache = engine.cache
-    cache.check()
+    check_cache(cache)
     retained = cache.seconds()
     assert retained == [last - 1], "window_size 2: one old second stays beside the new one"
     assert cache.tokens_evicted > 0 and sum(len(g) for g in cache.segments if g.kind == "previous") == 6 + 5
@@ -204,11 +205,11 @@ def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, vid
     assert len(calls) == 5 * (1 + 4), "one prefill + max_new - 1 decode forwards a second"
     cache = engine.cache
     assert len(cache.unwritten) == 3 and cache.get_seq_length() == cache.num_tokens - 3
-    cache.check()
+    check_cache(cache)
 
     last = len(seconds) - 1
     engine.evict()
-    cache.check()
+    check_cache(cache)
     assert len(cache.unwritten) == (1 if window == 1 else 3)  # folded at once: only the word survives
     assert cache.tokens_evicted > 0
     retained = cache.seconds()
@@ -218,7 +219,7 @@ def test_generated_reply_tail_is_written_by_the_next_forward(tiny_processor, vid
     ref_pos = torch.cat([_reference_positions(cache, encodings), enc.position_ids], dim=1)
     streamed = engine.feed(enc, USER, last, all_logits=True)
     assert cache.unwritten == [] and cache.get_seq_length() == cache.num_tokens == len(ref_ids)
-    cache.check()
+    check_cache(cache)
 
     pixels = torch.cat([encodings[s].pixel_values_videos for s in retained + [last]])
     grids = torch.cat([encodings[s].video_grid_thw for s in retained + [last]])

@@ -13,6 +13,7 @@ from streaming_vlm.inference.cache import REPLY
 from streaming_vlm.inference.engine import StreamingEngine
 from streaming_vlm.inference.frames import VideoFrameSource
 from tests.fixture_video import write_video
+from tests.cache_check import check_cache
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])  # sdpa: the fast path (text stack); eager: transformers' forward
@@ -35,4 +36,4 @@ def test_a_reply_ending_in_a_placeholder_id_does_not_break_the_next_second(tiny_
     assert len(segments) == 2
     replies = [s for s in engine.cache.segments if s.kind == REPLY]
     assert len(replies) == 2 and all(s.ids[:2] == [pad, pad] for s in replies)
-    engine.cache.check()
+    check_cache(engine.cache)

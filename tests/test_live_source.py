@@ -7,6 +7,7 @@
 - A pipe slower than real time: each cue is out before more than the next second was written, nothing is
   skipped, and when the pipe stalls the run ends cleanly with every second written.
 - Fragmented MP4 on stdin (fd 0 of this process, fed by a thread). A URL that cannot be opened and an unknown scheme give one line and exit 2.
+- `close()` stops the reader thread while stdin stays open and silent; a gap in a live stream gives empty seconds.
 """
 
 from __future__ import annotations
@@ -135,6 +136,47 @@ def test_fragmented_mp4_on_stdin():
         os.close(saved)
     assert [s.start for s in seconds] == [0.0, 1.0, 2.0, 3.0] and source.end_reason == "ended"
     assert all(_matches(s, int(s.start)) for s in seconds)
+
+
+def test_close_stops_the_reader_while_stdin_stays_open():
+    """`close()` ends the reader thread while the pipe stays open and silent: no thread is left inside FFmpeg when
+    the process exits (the CLI exits normally after a stall)."""
+    chunks = stream_bytes(3)
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    feeder = threading.Thread(target=lambda: [os.write(write_end, chunk) for chunk in chunks])
+    try:
+        feeder.start()
+        source = LiveFrameSource("-", fps=2, max_lag=10, stall_timeout=60)
+        first = next(iter(source))
+        feeder.join()
+        started = time.monotonic()
+        source.close()
+        assert time.monotonic() - started < 5 and not source.reader.is_alive()
+    finally:
+        feeder.join()
+        os.close(write_end)
+        os.dup2(saved, 0)
+        os.close(saved)
+    assert first.start == 0.0 and _matches(first, 0) and source.end_reason == "closed"
+
+
+def test_a_gap_in_a_live_stream_gives_empty_seconds_not_copies():
+    """The live rule takes the frame after a gap once, and the gap's seconds come out empty (the source reports them
+    as "gap" runs); the file rule takes it for every tick it is the first frame after, as decord does."""
+    import av
+
+    from streaming_vlm.data.video import Ticks
+    from streaming_vlm.inference.frames import sampled_seconds
+
+    frames = [(t, t, av.VideoFrame.from_ndarray(np.full((8, 8, 3), int(t * 10), np.uint8), format="rgb24"))
+              for t in (0.0, 0.5, 3.0, 3.5)]
+    live = [(s.start, len(s.frames)) for s in sampled_seconds(frames, Ticks(2), repeat=False)]
+    assert live == [(0.0, 2), (1.0, 0), (2.0, 0), (3.0, 2)]
+    assert [(s.start, len(s.frames)) for s in sampled_seconds(frames, Ticks(2))] == [(0.0, 2), (1.0, 0), (2.0, 0),
+                                                                                     (3.0, 6)]
 
 
 def test_cli_reads_hls_while_segments_arrive(tiny_ckpt, hls, tmp_path):

@@ -1,4 +1,4 @@
-"""The CLI's file source (PyAV, sampled frames only, read ahead on a thread: inference/video_file.py) yields exactly
+"""The CLI's file source (PyAV, sampled frames only, read ahead on a thread: inference/frames.py) yields exactly
 the frames and timestamps training's decord reader takes, and reports a bad file in one line."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from streaming_vlm.data.video import VideoReader
 from streaming_vlm.errors import UserError
 from streaming_vlm.inference.frames import VideoFrameSource
 from tests.fixture_video import write_video
-from streaming_vlm.inference.video_file import ReadAhead
+from streaming_vlm.inference.frames import ReadAhead
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Strict-fps frame reading with decord, with absolute timestamps.
+"""Strict-fps frame reading with decord, with absolute timestamps, and the sampling rule every reader uses (`Ticks`).
 
 For each tick k/fps (k = 0, 1, …) the frame taken is the first native frame at or after the tick, so a 2 fps read of
 a 24 fps file takes native frames 0, 12, 24, … and stamps each with its own time (index / native fps).
@@ -29,6 +29,28 @@ def as_numpy(batch) -> np.ndarray:
     import torch
 
     return torch.utils.dlpack.from_dlpack(batch.to_dlpack()).numpy()
+
+
+class Ticks:
+    """The per-second sampling rule of every reader: training's decord reader here, the CLI's PyAV file and live
+    readers (inference/frames.py, inference/live_source.py). For each tick k/fps (k = 0, 1, …) the frame taken is the
+    first frame at or after it; a frame that is the first after several ticks is taken for each of them (a live
+    reader takes it once: `frames.sampled_seconds`).
+
+    Ticks are compared with frames on a clock of `rate` units a second: a file's native frame index (rate = its native
+    fps, so a tick that falls on a frame is exact) or a live stream's seconds (rate 1). A tick is rounded to 6
+    decimals on that clock, so float error never moves it past the frame it falls on."""
+
+    def __init__(self, fps: float, rate: float = 1.0):
+        self.fps, self.rate = float(fps), float(rate)
+
+    def first(self, t: float) -> int:
+        """The first tick at or after second `t`."""
+        return math.ceil(round(t * self.fps, 6))
+
+    def clock(self, k: int) -> float:
+        """Tick k on the frame clock: a frame at `clock(k)` or later is at or after it."""
+        return round(k / self.fps * self.rate, 6)
 
 
 class VideoError(Exception):
@@ -96,12 +118,10 @@ class VideoReader:
     # ---- reading ---------------------------------------------------------------------------------------------
     def indices_between(self, t0: float, t1: float) -> list[int]:
         """Native indices for the ticks in [t0, t1): the first frame at or after each tick."""
-        native = self.native_fps
-        first_tick = math.ceil(round(t0 * self.fps, 6))
-        last_tick = math.ceil(round(t1 * self.fps, 6))  # exclusive
+        ticks = Ticks(self.fps, self.native_fps)
         out = []
-        for k in range(first_tick, last_tick):
-            idx = math.ceil(round(k / self.fps * native, 6))
+        for k in range(ticks.first(t0), ticks.first(t1)):
+            idx = math.ceil(ticks.clock(k))
             if idx >= self.num_frames:
                 break
             out.append(idx)

@@ -7,11 +7,11 @@
 - `StreamingEngine(model, processor, config)`: `start()`, `step(second)`, `ask(question)`;
 - `streaming_inference(config) -> results`: the CLI's Python API (loads the model, writes VTT/JSON).
 
-One second of stream, in reading order: frames (frame sources; video_file reads files ahead on a thread;
-live_source reads HLS, RTSP, V4L2 and stdin in real time; `open_source` picks one) ->
-the stream template (streaming_vlm/data) -> engine (its plan; prefill through model/text_step.py) -> graph_decode
-(the reply) -> eviction (the policy) + cache (StreamingCache, segments, re-rotation; rotation_kernel on CUDA) ->
-output (VTT / JSON lines). Also: config (StreamingConfig), timing, inference (the CLI), transfer.
+One second of stream, in reading order: source (frames.py: files read ahead on a thread; live_source.py: HLS, RTSP,
+V4L2, stdin in real time; both sampled by training's rule; `open_source` picks one) -> template
+(streaming_vlm/data/stream_template.py) -> engine.py (evict, prefill through model/text_step.py, its plan) ->
+graph_decode.py (the reply) -> eviction.py (the policy) + cache.py (segments, re-rotation; rotation_kernel.py on
+CUDA) -> output.py (VTT / JSON lines). Also: config.py, timing.py, transfer.py, inference.py (the CLI).
 """
 
 _EXPORTS = {

@@ -1,8 +1,8 @@
 """`StreamingCache`: a transformers KV cache that knows which tokens are which, and can drop some of them.
 
-The model's attention layers hand the cache their keys already rotated (RoPE applied), exactly as with
-`DynamicCache`; we subclass it so mask sizes, query offsets and `update` stay transformers' own on every version.
-On top, the cache keeps a list of **segments** describing the physical token order:
+The attention layers hand the cache their keys already rotated (RoPE applied), as with `DynamicCache`, which it
+subclasses so mask sizes, query offsets and `update` stay transformers' own. On top, it keeps **segments**, the
+physical token order:
 
     SINK      system turn                         never evicted
     PREVIOUS  earlier commentary                  head `text_sink` + tail `text_sliding_window` tokens kept
@@ -11,39 +11,28 @@ On top, the cache keeps a list of **segments** describing the physical token ord
     REPLY i   what the model said in second i (words, " ...", <|im_end|>, "\\n")
     QUESTION i / ANSWER i   an interactive question typed during second i, and the answer
 
-Each segment records its token ids and its position span [pos_start, pos_end): the positions its tokens occupy
-(text advances 1 per token on t/h/w alike; a vision run advances max(h, w) / merge). Segments are contiguous in
-position: one's `pos_end` is the next one's `pos_start`.
+Each segment records its token ids and its position span [pos_start, pos_end) (text advances 1 per token on t/h/w
+alike; a vision run advances max(h, w) / merge); one's `pos_end` is the next one's `pos_start`.
 
-Changing the cache is one operation, `apply(plan)`: for each segment, which sub-ranges of its tokens survive and
-what kind it becomes. The cache drops the other tokens from every layer and, in `contiguous` position mode, moves
-every surviving token down by the position span removed before it, re-rotating its cached keys once
-(`mrope.rotation_table`: one rotation per token, exact because its shift is uniform over t/h/w). Positions therefore
-stay bounded forever. In `native` mode tokens keep their positions (the ablation: positions keep growing).
+The one mutation is `apply(plan)` (the plan comes from `eviction.py`): which sub-ranges of each segment survive and
+what kind they become. The other tokens go from every layer; in `contiguous` position mode every surviving token
+moves down by the position span removed before it, its cached key re-rotated once (`mrope.rotation_table`: exact,
+the shift is uniform over t/h/w), so positions stay bounded forever. In `native` mode (the ablation) positions grow.
 
-What to drop is not decided here: see `eviction.py`.
+**Buffers.** Each layer is a `SpareLayer`: keys and values are views of buffers with `spare_tokens` of room, so a
+piece or a reply is written in place (transformers' DynamicLayer copies the layer's whole cache for every piece).
+The cache owns two banks (`make_banks`): fixed buffers per layer that each eviction compacts into in turn (the kept
+tokens gathered, the moved keys rotated in place: one Triton kernel a layer on CUDA, `rotation_kernel.py`). The slot
+decoder (graph_decode.py) captures a CUDA graph over each bank and decodes on the cache's own buffers; a stream's
+next cache takes the banks over (`banks=`), so the graphs stay valid.
 
-**Buffers with room.** Each layer is a `SpareLayer`: its keys and values are views of buffers that keep
-`spare_tokens` of room (the engine sets a second's worth), so a piece or a decoded reply is written in place.
-transformers' DynamicLayer concatenates, which copies the whole cache once a piece and layer. `apply` gathers the
-kept tokens into new buffers (with room) and rotates the moved keys there in place: on CUDA one Triton kernel a
-layer (`rotation_kernel.py`), else eagerly (`mrope.apply_rotation`).
+**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits, so no forward
+runs for them: they join the segments at once (`extend_last(..., written=False)`) and the next forward writes their
+K/V in front of its piece (`take_unwritten`). `apply` keeps or drops unwritten tokens like any other.
 
-**Banks.** The cache owns two fixed buffer pairs per layer (`make_banks`), used instead of new buffers: each
-eviction compacts the layers from one bank into the other, ping-pong. The slot decoder (graph_decode.py) takes
-them and captures a CUDA graph over each, so it decodes on the cache's own buffers: no copy of the cache into its
-slots before a reply, nor of the reply back after it. A stream's next cache takes the banks over (`banks=`), so
-the captured graphs stay valid.
-
-**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits of their own, so
-the engine does not run a forward for them: they join the segments at once (`extend_last(..., written=False)`) and
-their K/V are written by the next forward, in front of the next piece (`take_unwritten`). The layers then hold the
-first `num_tokens - len(unwritten)` tokens; `apply` keeps or drops unwritten tokens like any other.
-
-Precision: each rotation rounds the keys once in the cache dtype. A token is rotated about once per second while it
-is in the vision window and while it sits in the tail of the previous-text block (when the middle is trimmed), so
-in bf16 its key carries the rounding of tens to a few hundred rotations (relative error ~√n·2⁻⁹). Rotations are
-done in fp32; evicting in batches of k seconds would cut the count k-fold if that ever matters.
+Precision: each rotation rounds the keys once in the cache dtype (the arithmetic is fp32). A token is rotated about
+once a second while in the vision window or the tail of the previous-text block, so in bf16 its key carries tens to
+a few hundred roundings (relative error ~√n·2⁻⁹); evicting every k seconds would cut that k-fold.
 """
 
 from __future__ import annotations
@@ -56,13 +45,13 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from streaming_vlm.inference.config import POS_MODES
 from streaming_vlm.inference.rotation_kernel import rotate_in_place_cuda
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.model.mrope import apply_rotation, rotation_table
 
 SINK, PREVIOUS, QUERY, USER, REPLY, QUESTION, ANSWER = (
     "sink", "previous", "query", "user", "reply", "question", "answer")
-POS_MODES = ("contiguous", "native")
 
 
 @dataclass
@@ -161,18 +150,6 @@ class StreamingCache(DynamicCache):
         """Stream seconds that still have their vision in the cache, oldest first."""
         return sorted({s.second for s in self.segments if s.kind == USER})
 
-    def check(self) -> None:
-        """The segment list describes exactly the tokens the layers hold."""
-        physical = self.get_seq_length()
-        if physical + len(self.unwritten) != self.num_tokens:
-            raise AssertionError(f"cache holds {physical} tokens + {len(self.unwritten)} unwritten, segments "
-                                 f"describe {self.num_tokens}")
-        if self.unwritten and self.ids()[-len(self.unwritten):] != self.unwritten:
-            raise AssertionError("the unwritten tokens are not the sequence's last")
-        for a, b in zip(self.segments, self.segments[1:]):
-            if self.pos_mode == "contiguous" and a.pos_end != b.pos_start:
-                raise AssertionError(f"positions not contiguous between {a.kind} and {b.kind}")
-
     # ---- the one mutation ----------------------------------------------------------------------------------
     def apply(self, plan: dict[int, Keep]) -> int:
         """Keep, for each segment index in `plan`, only `Keep.ranges` (segments not in `plan` stay whole).
@@ -232,25 +209,16 @@ class StreamingCache(DynamicCache):
 
     @torch.inference_mode()  # new buffers of the same kind as the forwards' (a compiled forward guards on it)
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
-        # Runs of surviving tokens (in their new order) that moved by the same amount. Usually one or two (after
-        # the dropped second; after a trimmed middle of the previous text). They are rotated in one pass a layer,
-        # from the first moved token on, with a per-token (cos, sin) table built once per eviction: a fixed
-        # handful of kernels a layer however many runs there are.
-        runs: list[tuple[int, int, int]] = []
-        new = 0
-        for a, b, s in kept:
-            if s:
-                if runs and runs[-1][1] == new and runs[-1][2] == s:
-                    runs[-1] = (runs[-1][0], new + b - a, s)
-                else:
-                    runs.append((new, new + b - a, s))
-            new += b - a
-        keep_index = (torch.cat([torch.arange(a, b) for a, b, _ in kept]) if kept
-                      else torch.zeros(0, dtype=torch.long))
-        first = runs[0][0] if runs else new
-        shifts = torch.zeros(new - first, dtype=torch.long)  # tokens between runs (if any) keep shift 0
-        for a, b, s in runs:
-            shifts[a - first:b - first] = -s
+        """Compact every layer to the `kept` token ranges (start, end, shift). The moved tokens, from the first on,
+        rotate in one pass a layer with a per-token (cos, sin) table built once per eviction: a fixed handful of
+        kernels a layer however many runs of equally moved tokens there are (usually one or two: after the dropped
+        second; after a trimmed middle of the previous text)."""
+        index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b, _ in kept] or [np.zeros(0, np.int64)])
+        shifts = np.repeat(np.array([-s for *_, s in kept], np.int64), [b - a for a, b, _ in kept])  # new order
+        moved = np.flatnonzero(shifts)
+        first = int(moved[0]) if len(moved) else len(shifts)
+        keep_index, shifts = torch.from_numpy(index), torch.from_numpy(shifts[first:])
+        runs = sum(1 for i, (_, _, s) in enumerate(kept) if s and (i == 0 or kept[i - 1][2] != s))
         index, device, cos, sin = None, None, None, None
         for layer in self.layers:
             if not getattr(layer, "is_initialized", False) or layer.keys is None or layer.keys.numel() == 0:
@@ -263,7 +231,7 @@ class StreamingCache(DynamicCache):
                         self._inv_freq_on[device] = self.inv_freq.to(device)
                     cos, sin = rotation_table(to_device(shifts, device), self._inv_freq_on[device], device)
             layer.compact(index, first, cos, sin)
-        self.rotations += len(runs)
+        self.rotations += runs
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
         """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:
@@ -381,15 +349,8 @@ class SpareLayer(DynamicLayer):
         keys, values = kbuf[..., :m, :], vbuf[..., :m, :]
         torch.index_select(self.keys, -2, index, out=keys)
         torch.index_select(self.values, -2, index, out=values)
-        if cos is not None:
-            rotate_moved_keys(keys[..., first:, :], cos, sin)
+        if cos is not None and keys.is_cuda:  # one Triton kernel (rotation_kernel.py)
+            rotate_in_place_cuda(keys[..., first:, :], cos, sin)
+        elif cos is not None:
+            keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
         self.keys, self.values = keys, values
-
-
-def rotate_moved_keys(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> None:
-    """The eviction's rotation of moved keys, in place: one Triton kernel on CUDA (rotation_kernel.py), else
-    eagerly."""
-    if keys.device.type == "cuda":
-        rotate_in_place_cuda(keys, cos, sin)
-    else:
-        keys.copy_(apply_rotation(keys, cos, sin))

@@ -118,12 +118,3 @@ def check_types(config: StreamingConfig) -> None:
             kinds = " or ".join(n if n != "None" else "null" for n in declared)
             raise UserError(f"{f.name} must be {kinds}, got {value!r}")
 
-
-def _device_ok(name: str) -> bool:
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        return False
-    return device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available())

@@ -13,17 +13,16 @@ training uses, placed at the cache's next position:
 How it runs is chosen once, in `start()`, from the device and the model (`choose_plan`, logged in one line):
 
     fast path   a Qwen3-VL model nothing trains, loaded with sdpa or flash_attention_2 (what `load_model` returns):
-                pieces run through our text stack (`model/text_step.py`) with the vision and DeepStack features put
-                in by index, replies decode on the slot decoder (`graph_decode.py`) with the sampler on the
-                device. On CUDA the prefill of a second runs as one compiled whole-stack call, each decode step is
-                a compiled step replayed as a CUDA graph, frames are resized on the GPU and evictions rotate keys
-                with one Triton kernel a layer. `eager` (debugging) turns compilation and graphs off.
-    reference   anything else (a model being trained, eager attention): transformers' own
-                `Qwen3VLForConditionalGeneration.forward`, unpatched, with explicit 3-row mRoPE positions
-                `(3, 1, L)`, the new second's `pixel_values_videos` and the `StreamingCache`, and one eager forward
-                per decoded token with the host sampler (transformers' logits processors). It is what the parity
-                tests and the benchmarks' baselines compare the fast path against, and what the training eval
-                callback runs (its model is sharded and trained).
+                our text stack (`model/text_step.py`) with the vision and DeepStack features put in by index, replies
+                decoded by the slot decoder (`graph_decode.py`), sampled on the device. On CUDA a second's prefill is
+                one compiled whole-stack call, each decode step a compiled step replayed as a CUDA graph, frames are
+                resized on the GPU and evictions rotate keys with one Triton kernel a layer; `eager` (debugging)
+                turns compilation and graphs off.
+    reference   anything else (a model being trained, eager attention): transformers' own, unpatched
+                `Qwen3VLForConditionalGeneration.forward` with explicit 3-row mRoPE positions `(3, 1, L)`, the new
+                second's `pixel_values_videos` and the `StreamingCache`; one eager forward per decoded token, sampled
+                on the host (transformers' logits processors). The parity tests and the benchmarks' baselines hold
+                the fast path to it; the training eval callback runs it (its model is sharded and trained).
 
 A path that cannot run raises; nothing falls back silently.
 """
@@ -92,11 +91,10 @@ class Plan:
     def describe(self) -> str:
         if not self.fast:
             return "reference path (transformers forward, eager decode, host sampler)"
-        parts = ["fast path: text stack", "compiled whole-stack prefill" if self.compiled else "eager prefill",
-                 ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
-                 + " slot decode, on-device sampler",
-                 f"frames resized on {self.preprocess_device or 'cpu'}"]
-        return ", ".join(parts)
+        prefill = "compiled whole-stack" if self.compiled else "eager"
+        decode = ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
+        return (f"fast path: text stack, {prefill} prefill, {decode} slot decode, on-device sampler, "
+                f"frames resized on {self.preprocess_device or 'cpu'}")
 
 
 def choose_plan(model, device: torch.device, config: StreamingConfig) -> Plan:
@@ -275,35 +273,38 @@ class StreamingEngine:
         self.ready = True
 
     def stream(self, seconds: Iterable[Second], lookahead: bool = True) -> Iterator[dict]:
-        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared
-        (preprocessed, and its vision tower run) while this one's reply decodes on the device: that host work then
-        overlaps the decode instead of following it. A file's next second is there already; a live source's is
-        not (a source with `live = True` streams without lookahead in `streaming_inference`)."""
+        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared while
+        this one's reply decodes on the device, so that host work overlaps the decode (a live source's next second
+        is not there yet: `streaming_inference` streams it without)."""
         it = iter(seconds)
-        current = next(it, None)
+
+        def read() -> Second | None:  # the time spent waiting for the source is booked as "read"
+            with self.timings.section("read", device=False):
+                return next(it, None)
+
+        current = read()
         while current is not None:
             ahead: list[Second | None] = []
 
             def fetch():
-                ahead.append(next(it, None))
+                ahead.append(read())
                 if ahead[0] is not None:
                     self.prepare(ahead[0], ahead=True)
 
             segment = self.step(current, while_decoding=fetch if lookahead else None)
             if not ahead:
-                ahead.append(next(it, None))
+                ahead.append(read())
             yield segment
             current = ahead[0]
 
     def prepare(self, second: Second, ahead: bool = False) -> Prepared:
-        """Preprocess `second` ahead of its step (and run its vision tower where transformers takes its output);
-        `step(second)` then uses it.
-
-        `ahead=True`, while a reply decodes: timed as host time (no device sync), and on CUDA run on a side stream.
-        On the decode's stream its frames' host->device copy would wait for every decode step queued before it,
-        and the host with it (a copy from pageable memory returns when done); on its own stream it does not, and
-        the vision tower's kernels can run beside the decode's."""
-        side = self._side_stream() if ahead else None
+        """Encode `second` and run its vision tower (where the forward takes its output) ahead of its step, which
+        then uses it. `ahead=True` (while a reply decodes): timed as host time, and on CUDA run on a side stream, where
+        its host->device copy does not wait for the decode steps queued before it (nor the host with it) and the
+        tower's kernels run beside the decode's."""
+        if ahead and self.device.type == "cuda" and self.side_stream is None:
+            self.side_stream = torch.cuda.Stream(self.device)
+        side = self.side_stream if ahead else None
         with torch.cuda.stream(side) if side is not None else nullcontext():
             with self.timings.section("preprocess", device=not ahead):
                 encoded = self.template.encode_second(second, start=0)
@@ -322,21 +323,11 @@ class StreamingEngine:
         self.prepared = Prepared(second, encoded, video, ready)
         return self.prepared
 
-    def _side_stream(self) -> torch.cuda.Stream | None:
-        if self.device.type != "cuda":
-            return None
-        if self.side_stream is None:
-            self.side_stream = torch.cuda.Stream(self.device)
-        return self.side_stream
-
     def step(self, second: Second, reply: str | None = None,
              while_decoding: Callable[[], None] | None = None) -> dict:
-        """Process one second: evict, feed its frames, generate its commentary.
-
-        `reply` (words, "" = silence) teacher-forces the reply instead of generating it, exactly as training lays
-        it out (`reply_text`: words + " ..."): for evaluation and for the parity tests. `while_decoding` is called
-        once the reply's first decode steps are queued on the device (after the feed when forced or dynamic).
-        """
+        """One second: evict, feed its frames, generate its commentary. `reply` (words, "" = silence) teacher-forces
+        the reply as training lays it out (`reply_text`), for evaluation and the parity tests. `while_decoding` runs
+        once the reply's first decode steps are queued (after the feed when forced, or on the reference path)."""
         if self.cache is None:
             self.start()
         t0 = time.perf_counter()
@@ -375,15 +366,13 @@ class StreamingEngine:
             self.start()
         question = " ".join(question.split())
         with self.timings.section("preprocess"):
-            probe = self.template.encode_user_text(question, start=0)
-        need = len(probe) + self.config.max_answer_tokens + 1 + len(self.template.turn_end_ids)
+            enc = self.template.encode_user_text(question, start=0)
+        need = len(enc) + self.config.max_answer_tokens + 1 + len(self.template.turn_end_ids)
         self.evict(incoming=need, new_second=False)
         if self.cache.num_tokens + need > self.config.max_cache_tokens:
-            raise UserError(f"question too long for the cache budget ({len(probe)} tokens)")
-        with self.timings.section("preprocess"):
-            enc = self.template.encode_user_text(question, start=self.cache.next_position)
+            raise UserError(f"question too long for the cache budget ({len(enc)} tokens)")
         second = max(self.second_index, 0)
-        self.feed(enc, QUESTION, second)
+        self.feed(enc.at(self.cache.next_position), QUESTION, second)
         ids = self.generate(ANSWER, self.config.max_answer_tokens, 0, second=second)
         return {"type": "answer", "time": self.current_time, "question": question, "text": self.words(ids)}
 
@@ -408,15 +397,11 @@ class StreamingEngine:
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None,
                  while_decoding: Callable[[], None] | None = None) -> list[int]:
-        """Decode after the last fed piece (whose last logits are in `self._last_logits`) into a new segment.
-
-        Fast path: tokens are decoded and sampled on the slot buffers (graph_decode.py); reference: one eager
-        forward each on the cache, sampled on the host. Neither feeds the reply's tail (the last sampled token when
-        `max_new` is reached, `<|im_end|>`, the turn end): no logits are needed there, so it is left to the next
-        forward as the cache's unwritten tail (cache.py), which saves 2-3 decode steps a reply.
-
-        `while_decoding` runs once the first steps are queued (slot path; before the first step on the dynamic
-        path, which waits for every token anyway); its host time is not booked as decode."""
+        """Decode after the last fed piece (its last logits in `self._last_logits`) into a new segment: on the slot
+        decoder (fast path), or one eager forward a token sampled on the host (reference). Neither feeds the reply's
+        tail (the last token at `max_new`, `<|im_end|>`, the turn end), which needs no logits: the next forward writes
+        it (cache.py, "Unwritten tail"). `while_decoding` runs once the first steps are queued (on the reference path
+        before the first, as every token is waited for); its host time is not booked as decode."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
@@ -457,8 +442,10 @@ class StreamingEngine:
                 return generated, len(generated)
             generated.append(token)
             context = torch.cat([context, context.new_tensor([token])])
-            if step < max_new - 1:
-                logits = self._feed_text([token])
+            if step < max_new - 1:  # one decode forward (after a `feed`: no unwritten tail is pending)
+                pos = self.cache.next_position
+                self.cache.extend_last([token])
+                logits = self._run(torch.tensor([token]), torch.tensor([[pos]] * 3), None, None, False)[-1]
         return generated, max(0, len(generated) - 1)
 
     def _slot_decoder(self, max_new: int) -> SlotDecoder | None:
@@ -478,9 +465,6 @@ class StreamingEngine:
                                                  temperature=cfg.temperature,
                                                  repetition_penalty=cfg.repetition_penalty, generator=self.generator,
                                                  compile=self.plan.compiled)
-        if not self.slots.fits(self.cache, max_new):
-            raise RuntimeError(f"the cache ({self.cache.get_seq_length()} tokens) and a reply of {max_new} exceed "
-                               f"the slot decoder's {self.slots.capacity} slots sized from the cache budget")
         return self.slots
 
     def words(self, ids: list[int]) -> str:
@@ -492,14 +476,6 @@ class StreamingEngine:
         return "" if text == SILENCE.strip() else text
 
     # ---- model calls ------------------------------------------------------------------------------------------
-    def _feed_text(self, ids: list[int]) -> torch.Tensor:
-        """One decode forward (dynamic path; always after a `feed`, so no unwritten tail is pending)."""
-        pos = self.cache.next_position
-        self.cache.extend_last(ids)
-        positions = torch.arange(pos, pos + len(ids)).expand(3, -1)
-        self._run(torch.tensor(ids), positions, None, None, all_logits=False)
-        return self._last_logits
-
     def _forward(self, enc: Encoded, all_logits: bool = False,
                  tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
@@ -568,11 +544,10 @@ class StreamingEngine:
         positions = to_device(positions[:, None, :], self.device)
         room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
         if room is not None:  # a second's piece: the compiled whole stack, straight into the cache's buffers
-            out = self.text_step.stack(hidden, positions, *room, visual)
+            hidden = self.text_step.stack(hidden, positions, *room, visual)
             self.cache.grow(hidden.shape[1])
         else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
-            out = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
-        hidden = out
+            hidden = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
         return logits

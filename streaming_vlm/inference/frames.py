@@ -1,19 +1,33 @@
 """Frame sources: anything that yields the stream's whole seconds as template `Second`s, in order.
 
-The engine only needs an iterator of `Second`s with absolute timestamps, so a live source (a camera, an RTMP
-reader) plugs in by implementing `FrameSource`. `VideoFrameSource` reads a file at a strict `fps` (`--fps 4` gives
-4 frames, i.e. two temporal patches, per second): the frames training's decord reader takes, decoded with PyAV on
-a read-ahead thread (`video_file.py`).
+The engine only needs an iterator of `Second`s with absolute timestamps (`FrameSource`). `open_source` picks the
+source --video_path names: a file (`VideoFrameSource`) or a live stream (`live_source.LiveFrameSource`). Both decode
+with PyAV and cut the frames into seconds with `sampled_seconds`, sampled by training's rule (`data.video.Ticks`), so
+a file gives exactly the frames training's decord reader takes. For a file, reading a second of 50 fps 1080p must not
+hold up the model:
+
+- PyAV decodes with the codec's own threads and converts to RGB only the sampled frames (every frame is still
+  decoded: H.264 frames depend on each other);
+- `ReadAhead` runs the reading on a background thread, a few seconds ahead, so it overlaps the device's work on
+  earlier seconds (PyAV releases the GIL while it decodes and converts).
+
+A file that cannot be opened or decoded is a `UserError` with one line.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Iterator, Protocol, runtime_checkable
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from streaming_vlm.data.stream_template import Second
+from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.video_file import ReadAhead, probe, read_seconds
 
 
 @runtime_checkable
@@ -27,9 +41,105 @@ class FrameSource(Protocol):
     def __iter__(self) -> Iterator[Second]: ...
 
 
+def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None,
+                    repeat: bool = True) -> Iterator[Second]:
+    """Whole seconds [s, s+1) from s = `first`, cut from `frames`, `(time, clock, frame)` in presentation order (its
+    stream time in seconds, its time on `ticks`' clock, a PyAV video frame), sampled by `ticks`. A frame that is the
+    first after several ticks is taken for each (a file, as decord takes it), or once with `repeat=False` (a live
+    stream: a gap in it leaves no pile of copies of the frame after it).
+
+    A frame belongs to the second its time falls in; a frame before the second being read (a late one) is passed
+    over, and one at or after `until` ends the reading. A second is yielded as soon as it is complete: its last tick
+    has a frame, or a frame of a later second arrives (a live second goes out without waiting for the next one). A
+    second no frame was taken for is yielded empty (a file read below 1 fps; a gap in a live stream). When the frames
+    end, the second being read is yielded if it has frames."""
+    tick, second, images, times, shape = ticks.first(first), first, [], [], (0, 0)
+
+    def done():
+        nonlocal second, images, times
+        batch = np.stack(images) if images else np.zeros((0, *shape, 3), np.uint8)
+        out = Second(float(second), float(second + 1), batch, times)
+        second, images, times = second + 1, [], []
+        return out
+
+    for t, clock, frame in frames:
+        if until is not None and t >= until:
+            break
+        if t < second:
+            continue
+        shape = (frame.height, frame.width)
+        while t >= second + 1:  # earlier seconds are complete
+            yield done()
+        taken = 0
+        while ticks.clock(tick) <= clock:  # the ticks this frame is the first frame at or after
+            tick, taken = tick + 1, taken + 1
+        if taken:
+            taken = taken if repeat else 1
+            images += [frame.to_ndarray(format="rgb24")] * taken
+            times += [t] * taken
+            if ticks.first(second + 1) <= tick:  # its last tick has a frame
+                yield done()
+    if images:
+        yield done()
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+def open_video(target, name: str, verb: str = "decode", **options):
+    """`av.open(target, **options)` and its first video stream; a UserError with one line ("cannot {verb} {name}: …",
+    "no video stream in {name}") when that fails."""
+    import av
+
+    try:
+        container = av.open(target, **options)
+    except (av.error.FFmpegError, OSError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UserError(f"cannot {verb} {name}: {reason.splitlines()[0] if reason else type(err).__name__}") from None
+    if not container.streams.video:
+        container.close()
+        raise UserError(f"no video stream in {name}")
+    return container, container.streams.video[0]
+
+
+class ReadAhead:
+    """Iterate `items` on a background thread, up to `depth` items ahead of the consumer; an exception there is
+    raised in the consumer. Closing the iterator (or dropping it) stops the thread."""
+
+    def __init__(self, items: Iterator, depth: int = 4):
+        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        threading.Thread(target=self._pump, args=(items,), name="video-read-ahead", daemon=True).start()
+
+    def _pump(self, items) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(StopIteration())
+        except Exception as err:  # noqa: BLE001 - raised in the consumer
+            self._put(err)
+
+    def _put(self, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator:
+        try:
+            while not isinstance(item := self.queue.get(), StopIteration):
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.stop.set()
+
+
 class VideoFrameSource:
-    """A video file at `fps`, from `start` to `end` (default: the end of the file), read `read_ahead` seconds
-    ahead of the consumer on a background thread."""
+    """A video file at `fps` (`--fps 4` gives 4 frames, two temporal patches, a second), from `start` to `end`
+    (default: the end of the file), read `read_ahead` seconds ahead of the consumer on a background thread."""
 
     live = False  # a file's next second is there already: the engine may read it while a reply decodes
 
@@ -42,8 +152,13 @@ class VideoFrameSource:
             raise UserError(f"video not found: {self.path}")
         if os.path.getsize(self.path) == 0:
             raise UserError(f"video is empty (0 bytes): {self.path}")
-        native, frames = probe(self.path)  # opens the file: a corrupt one fails here, not mid-stream
-        self.file_duration = frames / native
+        container, stream = open_video(self.path, f"video {self.path}")  # a corrupt file fails here, not mid-stream
+        self.native = float(stream.average_rate or stream.guessed_rate or 0)
+        self.frames = int(stream.frames or round((container.duration or 0) / 1e6 * self.native))
+        container.close()
+        if self.native <= 0 or not self.frames:
+            raise UserError(f"video has no frames: {path}")
+        self.file_duration = self.frames / self.native
         if self.start > 0 and self.start >= self.file_duration:
             raise UserError(f"start {self.start:g} s is past the end of the video ({self.file_duration:.1f} s): {path}")
 
@@ -53,7 +168,41 @@ class VideoFrameSource:
         return max(0.0, end - self.start)
 
     def __iter__(self) -> Iterator[Second]:
-        return iter(ReadAhead(read_seconds(self.path, self.fps, self.start, self.end), self.read_ahead))
+        return iter(ReadAhead(self.read(), self.read_ahead))
+
+    def read(self) -> Iterator[Second]:
+        """The seconds on this thread: [s, s+1) from floor(start) to ceil(end), the frames decord's
+        `VideoReader.iter_seconds` takes (a frame's clock is its native index, its time index / native fps; a frame
+        past the file's frame count is not read)."""
+        import av
+
+        first = int(math.floor(self.start))
+        last = math.ceil(self.file_duration if self.end is None else min(self.end, self.file_duration))
+        container, stream = open_video(self.path, f"video {self.path}")
+        stream.thread_type = "AUTO"
+        base = stream.start_time or 0
+
+        def frames():
+            if first > 0:
+                container.seek(base + int(first / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                if frame.pts is not None:
+                    index = round(float((frame.pts - base) * stream.time_base) * self.native)
+                    if index >= self.frames:
+                        return
+                    yield index / self.native, index, frame
+
+        second = first
+        try:
+            for out in sampled_seconds(frames(), Ticks(self.fps, self.native), first, until=last):
+                second = int(out.end)
+                yield out
+        except av.error.FFmpegError as err:
+            raise UserError(f"cannot decode {self.path} near {second} s: {err}") from None
+        finally:
+            container.close()
+        empty = np.zeros((0, stream.height, stream.width, 3), np.uint8)
+        yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
 
 
 def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live) -> FrameSource:

@@ -1,37 +1,27 @@
-"""`SlotDecoder`: one-token decode steps over fixed-size KV buffers, captured once as a CUDA graph.
+"""`SlotDecoder`: the fast path's decoding, one token a step over fixed-size K/V buffers, replayed as a CUDA graph.
 
-Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python, for far less
-GPU time than their launches take. A CUDA graph replays all of them in one launch, but needs every tensor shape
-and address fixed. The decoder steps over the streaming cache's two banks of per-layer K/V buffers (`capacity` slots
-+ one scratch slot, `StreamingCache.make_banks`), with one graph captured over each. The cache grows in place by a
-second, and each eviction compacts it from one bank into the other. So a reply decodes on the cache's own buffers:
+Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python. A CUDA graph
+replays them in one launch but needs every shape and address fixed, so the decoder steps over the streaming cache's
+two banks (`capacity` slots + one scratch slot each, owned by the cache: `StreamingCache.make_banks`), one graph
+captured over each, and a reply decodes on the cache's own buffers:
 
-    load(cache, context)   once per reply: pick the bank holding the cache's N tokens (a cache outside the banks is
-                           an error), close the slots from N on; `context` (the cache's ids) marks the tokens the
-                           repetition penalty sees
-    generate(logits, p, …) decode a reply. Each graph step samples the next token ON THE DEVICE from the previous
-                           logits (repetition penalty, the min-new-tokens ban on <|im_end|>, temperature, Gumbel-max
-                           over noise drawn once per reply), writes its K/V at slot N+i (a device-side index), opens
-                           that slot in the additive mask and computes the next logits at position p+i (t/h/w
-                           alike). Steps are replayed in chunks with no host round trip; the host reads the chunk's
-                           tokens once and stops at <|im_end|>. Steps replayed past it are undone by closing their
-                           slots again. The reply's last token at `max_new` is sampled, not fed, and the closing
-                           tokens are not fed either: the next forward writes them (cache.py, "Unwritten tail").
+    load(cache, context)   pick the bank holding the cache's N tokens (a cache outside the banks is an error), close
+                           the slots from N on; `context` (the cache's ids) is what the repetition penalty sees
+    generate(logits, p, …) each step samples the next token ON THE DEVICE from the previous logits (repetition
+                           penalty, the min-new-tokens ban on <|im_end|>, temperature: Gumbel-max over noise drawn
+                           once a reply), writes its K/V at slot N+i (a device-side index), opens that slot in the
+                           additive mask and computes the next logits at position p+i. Steps are replayed in chunks
+                           with no host round trip; the host reads a chunk's tokens once and stops at <|im_end|>,
+                           closing the slots of steps replayed past it. The last token at `max_new` is sampled, not
+                           fed, and the closing tokens are left to the next forward (cache.py, "Unwritten tail").
     store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
-Sampling on the device keeps the host out of the loop: with the sampler on the host, every token waits for a
-device->host copy before the next launch; here launches queue ahead and a token costs the graph's GPU time.
-Gumbel-max over `softmax(scores / T)` samples the same distribution as `torch.multinomial`, with another random
-stream, so a seeded run is reproducible per path, not across paths; greedy decoding is identical.
-
-Eviction, prefill and vision stay outside the graph. The step's text stack is the model's `text_step.TextStep`
-(the engine's prefill runs the same), with `slot_attention`: SDPA with `enable_gqa` over all `capacity` slots and
-an additive mask over the open ones, so each K/V head is read once and a step costs the same at any fill level
-(flat decode latency across history). Off CUDA (or with `use_graph=False`) the same step runs eagerly: that is
-what the parity tests check against the reference path.
-
-`compile=True` runs the step through torch.compile before capture (fewer, fused kernels in the graph); `prepare()`
-compiles and captures before the stream.
+Gumbel-max samples the distribution `torch.multinomial` samples from the host sampler's scores, with another random
+stream: a seeded run is reproducible per path, not across paths; greedy decoding is identical. The step's text stack
+is `text_step.TextStep` (the prefill's), with `slot_attention` over all `capacity` slots: each K/V head is read once
+and a step costs the same at any fill level. With `use_graph=False` (always off CUDA) the same step runs eagerly: that
+is what the parity tests hold to the reference path. `compile=True` runs the step through torch.compile before capture;
+`prepare()` compiles and captures before the stream.
 """
 
 from __future__ import annotations
@@ -65,44 +55,36 @@ def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
     return row * blocks.shape[1] + col.index_select(0, row)
 
 
-class SlotLayer:
-    """One layer's K/V buffers (a bank's); `update` writes the new token at the shared device-side slot index."""
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor):
-        self.keys, self.values, self.slot = keys, values, slot
-
-    def update(self, key_states, value_states):
-        self.keys.index_copy_(2, self.slot, key_states)
-        self.values.index_copy_(2, self.slot, value_states)
-        return self.keys, self.values
-
-
 class SlotBank:
-    """A bank's layers, updated as `TextStep` updates a cache: `update(k, v, layer)`."""
+    """One bank's (keys, values) per layer, updated as `TextStep` updates a cache: `update(k, v, layer)` writes the
+    new token at the shared device-side slot index."""
 
-    def __init__(self, layers):
-        self.layers = list(layers)
+    def __init__(self, layers, slot: torch.Tensor):
+        self.layers, self.slot = list(layers), slot
 
     def update(self, key_states, value_states, layer: int):
-        return self.layers[layer].update(key_states, value_states)
+        keys, values = self.layers[layer]
+        keys.index_copy_(2, self.slot, key_states)
+        values.index_copy_(2, self.slot, value_states)
+        return keys, values
 
 
 class SlotDecoder:
     """An on-device sampler stepped over the cache's banks, as one CUDA graph per token (eagerly off CUDA)."""
 
-    def __init__(self, model, banks, use_graph: bool | None = None, *, im_end_id: int, max_steps: int,
+    def __init__(self, model, banks, use_graph: bool, *, im_end_id: int, max_steps: int,
                  temperature: float = 0.0, repetition_penalty: float = 1.0, generator: torch.Generator | None = None,
                  chunk: int = 4, compile: bool = False):
         lm = model.model.language_model
         param = next(model.parameters())
         self.model, self.capacity = model, banks[0][0][0].shape[-2] - 1  # (the last slot is the scratch slot)
         self.device, self.dtype = param.device, param.dtype
-        self.use_graph = (self.device.type == "cuda") if use_graph is None else bool(use_graph)
+        self.use_graph = bool(use_graph)
         if self.use_graph and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         dev = self.device
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
-        self.banks = [SlotBank(SlotLayer(keys, values, self.slot) for keys, values in bank) for bank in banks]
+        self.banks = [SlotBank(bank, self.slot) for bank in banks]
         self.graphs: list[torch.cuda.CUDAGraph | None] = [None, None]
         self.active = 0  # the bank the next steps run on
         self.neg = torch.finfo(self.dtype).min
@@ -138,14 +120,6 @@ class SlotDecoder:
         self.filled = 0  # slots holding real tokens
 
     @property
-    def layers(self) -> list[SlotLayer]:
-        return self.banks[self.active].layers
-
-    @property
-    def kv(self) -> SlotBank:
-        return self.banks[self.active]
-
-    @property
     def graph(self) -> torch.cuda.CUDAGraph | None:
         return self.graphs[self.active]
 
@@ -153,8 +127,8 @@ class SlotDecoder:
         """The bank every layer of `cache` lives in, if any."""
         for b, bank in enumerate(self.banks):
             if len(cache.layers) == len(bank.layers) and all(
-                    src.keys.data_ptr() == dst.keys.data_ptr() and src.values.data_ptr() == dst.values.data_ptr()
-                    for src, dst in zip(cache.layers, bank.layers)):
+                    src.keys.data_ptr() == keys.data_ptr() and src.values.data_ptr() == values.data_ptr()
+                    for src, (keys, values) in zip(cache.layers, bank.layers)):
                 return b
         return None
 
@@ -179,7 +153,7 @@ class SlotDecoder:
 
     def _call_step(self) -> None:
         """Run the step (eager or compiled) on the active bank."""
-        self._step_fn(self.kv)  # the bank as an argument: one compiled step serves both (tested)
+        self._step_fn(self.banks[self.active])  # the bank as an argument: one compiled step serves both (tested)
 
     def _step(self, kv: SlotBank) -> None:
         """Sample the next token, feed it at slot N+i / position p+i, leave the next scores."""
@@ -250,9 +224,6 @@ class SlotDecoder:
             self.graph.replay()
 
     # ---- per reply --------------------------------------------------------------------------------------------
-    def fits(self, cache, new_tokens: int) -> bool:
-        return cache.get_seq_length() + new_tokens <= self.capacity
-
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
         """Decode on the bank holding the streaming cache's N tokens, close every later slot, mark `context` as
@@ -278,7 +249,8 @@ class SlotDecoder:
         <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first. `while_waiting` is called once,
         after the first chunk of steps is queued and before the host waits for its tokens."""
         if max_new > self.max_steps or self.base + max_new > self.capacity:
-            raise ValueError("reply longer than the slot decoder was sized for")
+            raise ValueError(f"the cache ({self.base} tokens) and a reply of {max_new} exceed the slot decoder's "
+                             f"{self.capacity} slots, {self.max_steps} steps (sized from the cache budget)")
         self.scores.copy_(logits.float())
         self.step_index.zero_()
         self.first_slot.fill_(self.base)

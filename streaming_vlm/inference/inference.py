@@ -1,15 +1,5 @@
-"""Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference`.
-
-    python -m streaming_vlm.inference.inference --model_path Qwen/Qwen3-VL-2B-Instruct \\
-        --video_path match.mp4 --output_path commentary.vtt --fps 4 \\
-        --attn_implementation auto --window_size 24 --text_sliding_window 768
-
-Python:
-
-    from streaming_vlm.cuda_config import get_cuda_config
-    from streaming_vlm.inference.inference import streaming_inference
-    results = streaming_inference(get_cuda_config(model_size="2b", video_path="match.mp4"))
-    results["segments"]  # [{"start", "end", "text", "silent", "timings", ...}, ...]
+"""Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference` and its Python API,
+`streaming_inference(config)` (flags, presets and examples: docs/inference.md, docs/live.md).
 
 `--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
 at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on. A line
@@ -68,16 +58,11 @@ def stdin_questions(stream=None) -> "queue.Queue[str | None]":
 
 
 def _drain(questions) -> list[str]:
+    """The questions waiting in the queue (this is its only reader)."""
     out = []
-    if questions is None:
-        return out
-    while True:
-        try:
-            item = questions.get_nowait()
-        except queue.Empty:
-            return out
-        if item is not None:
-            out.append(item)
+    while questions is not None and not questions.empty():
+        out.append(questions.get_nowait())
+    return [q for q in out if q is not None]
 
 
 def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,
@@ -181,21 +166,11 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 if hasattr(w, "skipped"):
                     w.skipped(event)
 
-    def read_seconds():  # the source, with the time spent waiting for it booked as "read"
-        iterator = iter(source)
-        while True:
-            t_read = time.perf_counter()
-            second = next(iterator, None)
-            engine.timings.add("read", time.perf_counter() - t_read)
-            if second is None:
-                return
-            yield second
-
     finished = False  # a clean end (end of video, Ctrl-C, SIGTERM) publishes the outputs; a failure keeps .partial
     try:
         answer_all(_drain(questions))
         # a live source (`live = True`) has no next second to read while a reply decodes: no lookahead there
-        for segment in engine.stream(read_seconds(), lookahead=not live):
+        for segment in engine.stream(source, lookahead=not live):
             frames += segment["frames"]
             segments.append(segment)
             if live:
@@ -232,10 +207,10 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         raise
     finally:
         bar.close()
-        if live:
-            source.close()
         for w in writers:
             w.close(commit=finished)
+        if live:
+            source.close()
     if live and source.end_reason != "ended":
         last = segments[-1]["end"] if segments else 0.0
         print(f"live source {source.end_reason}"
@@ -375,16 +350,5 @@ def main(argv: list[str] | None = None) -> None:
         viewer.shutdown()
 
 
-def _leave_live_reader() -> None:
-    """A live source's reader thread may still sit in FFmpeg's blocking read (a pipe kept open after a stall).
-    The outputs are published by now; ending the process without interpreter finalization keeps that thread from
-    being torn down mid-call (which can crash the process after a clean run)."""
-    if any(t.name == "live-source" and t.is_alive() for t in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
-
-
 if __name__ == "__main__":
     main()
-    _leave_live_reader()

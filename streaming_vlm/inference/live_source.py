@@ -1,11 +1,10 @@
 """Live frame sources read through PyAV: an HLS playlist over http(s), an rtsp:// URL, a V4L2 device
 (/dev/videoN), or `-` (a byte stream on stdin: MPEG-TS or fragmented MP4).
 
-A live source keeps real time. A reader thread decodes the stream as it arrives and cuts it into whole seconds,
-sampled at `fps` by the rule files use (for each tick k/fps, the first frame at or after it; a frame belongs to the
-second its time falls in). Stream time is the frame's presentation time minus the first frame's, so the first
-second read is second 0. A second is complete as soon as its last tick has a frame, or a later second's frame
-arrives; it is then queued for the engine, which
+A live source keeps real time. A reader thread decodes the stream as it arrives and cuts it into whole seconds as
+files are cut (`frames.sampled_seconds`, training's sampling rule). Stream time is the frame's presentation time
+minus the first frame's, so the first second read is second 0. A second is queued for the engine as soon as it is
+complete, and the engine
 
 - never waits for more than the next second to arrive (`__iter__` hands over a second as soon as it is complete);
 - when it falls behind, loses whole seconds, oldest first: at most `max_lag` complete seconds wait, and the
@@ -18,21 +17,24 @@ arrives; it is then queued for the engine, which
 
 Opening is done at construction, before any model loads, so a URL that cannot be opened fails at once as a
 `UserError` (one line). HLS, RTSP, V4L2 and stdin share the opening code below; only the demuxer differs.
+`close()` stops the reader thread and waits for it: no thread is left inside FFmpeg when the process exits.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import os
+import select
 import threading
 import time
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import numpy as np
-
 from streaming_vlm.data.stream_template import Second
+from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
+from streaming_vlm.inference.frames import open_video, sampled_seconds
 
 URL_SCHEMES = ("http", "https", "rtsp", "rtsps")
 STDIN = "-"
@@ -47,39 +49,37 @@ def is_live(path: str) -> bool:
     return path == STDIN or "://" in path or path.startswith("/dev/video")
 
 
-def _demuxer_target(path: str) -> tuple[str, str | None, dict]:
-    """(what FFmpeg opens, the input format to force, demuxer options) for a live path."""
+def open_live(path: str, open_timeout: float, read_timeout: float, stdin=None):
+    """The PyAV container of a live path and its first video stream, a UserError (one line) when it cannot be
+    opened: `-` read from `stdin` (a file object), a V4L2 device, or an http(s) (HLS) or rtsp(s) URL."""
+    target, fmt, options = path, None, dict(PROBE_OPTIONS)
     if path == STDIN:
-        return "pipe:0", None, {}
-    if path.startswith("/dev/video"):
-        return path, "v4l2", {}
-    scheme = urlsplit(path).scheme.lower()
-    if scheme not in URL_SCHEMES:
+        target = stdin
+    elif path.startswith("/dev/video"):
+        fmt = "v4l2"
+    elif (scheme := urlsplit(path).scheme.lower()) not in URL_SCHEMES:
         raise UserError(f"unsupported URL scheme {scheme!r} in {path}: live sources are http(s) (HLS), rtsp(s), "
                         f"/dev/videoN or - (stdin)")
-    if scheme.startswith("rtsp"):
-        return path, None, {"rtsp_transport": "tcp"}  # interleaved in the RTSP connection: no UDP ports to open
-    return path, None, {}
-
-
-def open_live(path: str, open_timeout: float, read_timeout: float):
-    """The PyAV container and its first video stream; a UserError (one line) when it cannot be opened."""
-    import av
-
-    target, fmt, options = _demuxer_target(path)
-    try:
-        container = av.open(target, format=fmt, options={**PROBE_OPTIONS, **options},
-                            timeout=(open_timeout, read_timeout))
-    except (av.FFmpegError, OSError) as err:
-        reason = getattr(err, "strerror", None) or str(err)
-        raise UserError(f"cannot open live source {path}: {reason.splitlines()[0] if reason else type(err).__name__}"
-                        ) from None
-    if not container.streams.video:
-        container.close()
-        raise UserError(f"live source {path} has no video stream")
-    stream = container.streams.video[0]
+    elif scheme.startswith("rtsp"):
+        options["rtsp_transport"] = "tcp"  # interleaved in the RTSP connection: no UDP ports to open
+    container, stream = open_video(target, f"live source {path}", "open", format=fmt, options=options,
+                                   timeout=(open_timeout, read_timeout))
     stream.thread_type = "SLICE"  # frame threading would hold frames back by one per thread
     return container, stream
+
+
+class _Stdin:
+    """fd 0 as the file PyAV reads `-` from. A read waits for data in short polls, so `close()` ends it (as the end of
+    the stream) however long the pipe stays silent: FFmpeg's own read of a pipe would block until data comes."""
+
+    def __init__(self, source: "LiveFrameSource"):
+        self.source = source
+
+    def read(self, size: int) -> bytes:
+        while not self.source.closed:
+            if select.select([0], [], [], 0.1)[0]:
+                return os.read(0, size)
+        return b""
 
 
 class LiveFrameSource:
@@ -102,7 +102,9 @@ class LiveFrameSource:
         self.path, self.fps, self.end = str(path), float(fps), end
         self.capacity = int(math.floor(max_lag))
         self.stall_timeout = float(stall_timeout)
-        self.container, self.stream = open_live(self.path, open_timeout, stall_timeout)
+        self.closed = False
+        self.container, self.stream = open_live(self.path, open_timeout, stall_timeout,
+                                                _Stdin(self) if self.path == STDIN else None)
         self.cond = threading.Condition()
         self.ready: collections.deque[tuple[Second, float]] = collections.deque()  # (second, arrival time)
         self.skipped: list[dict] = []
@@ -110,13 +112,7 @@ class LiveFrameSource:
         self.end_reason: str | None = None  # set when the reader stops: "ended", "stalled", "error: ...", ...
         self.last_arrival: float | None = None  # arrival time of the last second handed to the engine
         self.last_frame_at = time.monotonic()
-        self.closed = False
-        # the second being assembled
-        self.t0: float | None = None
-        self.current = 0
-        self.frames: list[np.ndarray] = []
-        self.times: list[float] = []
-        self.next_tick = 0
+        self.last_time = 0.0  # stream time of the last frame read
         self.reader = threading.Thread(target=self._read, name="live-source", daemon=True)
         self.reader.start()
 
@@ -124,64 +120,50 @@ class LiveFrameSource:
     def _read(self) -> None:
         import av
 
+        until = None if self.end is None else math.ceil(self.end)
         reason = "ended"
         try:
-            for frame in self.container.decode(self.stream):
-                if self.closed:
-                    reason = "closed"
-                    break
-                if frame.time is None:
-                    continue
-                if not self._add(frame, float(frame.time)):
-                    reason = f"reached second {self.end:g}"
-                    break
+            for second in sampled_seconds(self._frames(), Ticks(self.fps), until=until, repeat=False):
+                with self.cond:
+                    if len(second.frames):
+                        self._queue(second)
+                    else:  # the stream had no frame in this second
+                        self._skip(int(second.start), int(second.end), "gap")
+            if self.closed:
+                reason = "closed"
+            elif until is not None and self.last_time >= until:
+                reason = f"reached second {self.end:g}"
         except av.ExitError:  # FFmpeg's read timed out: nothing arrived for stall_timeout seconds
             reason = "stalled"
         except (av.FFmpegError, OSError) as err:
             reason = f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        finally:
+            self.container.close()
         with self.cond:
-            if self.frames:
-                self._complete()
             if self.end_reason is None:
                 self.end_reason = reason
             self.cond.notify_all()
 
-    def _add(self, frame, t: float) -> bool:
-        """Sample one decoded frame into the second being assembled; False once past `end`."""
-        with self.cond:
+    def _frames(self) -> Iterator[tuple[float, float, object]]:
+        """The decoded frames as `sampled_seconds` takes them; stream time (presentation time minus the first
+        frame's, exact) is also the clock. Stops once `close()` was called."""
+        first = None
+        for frame in self.container.decode(self.stream):
+            if self.closed:
+                return
             self.last_frame_at = time.monotonic()
-            if self.t0 is None:
-                self.t0 = t
-            t -= self.t0
-            second = math.floor(t + 1e-9)
-            if second < self.current:  # a late frame of a second already handed over (or a timestamp jump back)
-                return True
-            if self.end is not None and second >= self.end:
-                return False
-            if second > self.current:
-                if self.frames:
-                    self._complete()
-                if second > self.current:
-                    self._skip(self.current, second, "gap")  # the stream had no frame in these seconds
-                self.current, self.frames, self.times = second, [], []
-            if self.next_tick / self.fps > t + 1e-9:
-                return True  # no tick since the last frame taken
-            self.frames.append(frame.to_ndarray(format="rgb24"))
-            self.times.append(t)
-            self.next_tick = math.floor(t * self.fps + 1e-9) + 1
-            if self.next_tick / self.fps >= self.current + 1 - 1e-9:  # its last tick has a frame: complete now
-                self._complete()
-            return True
+            if frame.pts is None:
+                continue
+            first = frame.pts if first is None else first
+            self.last_time = t = float((frame.pts - first) * frame.time_base)
+            yield t, t, frame
 
-    def _complete(self) -> None:
-        """Queue the assembled second (lock held); drop the oldest waiting one when `capacity` already wait."""
-        s = self.current
-        second = Second(float(s), float(s + 1), np.stack(self.frames), list(self.times))
+    def _queue(self, second: Second) -> None:
+        """Queue a complete second (lock held); drop the oldest waiting one when `capacity` already wait."""
         while len(self.ready) >= self.capacity:
             dropped, _ = self.ready.popleft()
             self._skip(int(dropped.start), int(dropped.end), "behind")
         self.ready.append((second, time.monotonic()))
-        self.current, self.frames, self.times = s + 1, [], []
         self.cond.notify_all()
 
     def _skip(self, start: int, end: int, reason: str) -> None:
@@ -220,5 +202,11 @@ class LiveFrameSource:
         return 0.0 if self.last_arrival is None else time.monotonic() - self.last_arrival
 
     def close(self) -> None:
-        """Stop queueing seconds; the reader thread ends at its next frame (or with the process)."""
+        """Stop reading and wait for the reader thread to end, so that no thread is left inside FFmpeg when the
+        process exits. It ends at its next frame; stdin is read in short polls (`_Stdin`) and a network read returns
+        within the read timeout (`stall_timeout`) when nothing arrives. A RuntimeError if it has not ended 5 s
+        after that (a V4L2 device that stopped delivering frames: FFmpeg's device read has no timeout)."""
         self.closed = True
+        self.reader.join(self.stall_timeout + 5.0)
+        if self.reader.is_alive():
+            raise RuntimeError(f"the live source's reader did not stop within {self.stall_timeout + 5.0:g} s")

@@ -42,8 +42,11 @@ def cue_text(text: str) -> str:
     return text.replace("--&gt;", "-&gt;")
 
 
-class _Sink:
-    def __init__(self, target: str | IO | None):
+class _Writer:
+    """A target (None or "-": stdout; a file object; a path: a `PartialOutput`) written and flushed a piece at a
+    time; `close(commit)` publishes or keeps a path's `.partial` file."""
+
+    def __init__(self, target: str | IO | None = None):
         if target is None or target == "-":
             self.fh, self.owned = sys.stdout, False
         elif hasattr(target, "write"):
@@ -60,12 +63,12 @@ class _Sink:
             self.fh.commit() if commit else self.fh.keep()
 
 
-class VttWriter:
+class VttWriter(_Writer):
     def __init__(self, target: str | IO | None, duration: float | None = None):
-        self.sink = _Sink(target)
+        super().__init__(target)
         self.duration = duration
         self.last_start = 0.0
-        self.sink.write("WEBVTT\n\n")
+        self.write("WEBVTT\n\n")
 
     def _cue(self, start: float, end: float, lines: list[str]) -> None:
         start = max(start, self.last_start)
@@ -73,7 +76,7 @@ class VttWriter:
             end = min(end, self.duration)
         end = max(end, start + 0.001)
         self.last_start = start
-        self.sink.write(f"{vtt_time(start)} --> {vtt_time(end)}\n" + "\n".join(lines) + "\n\n")
+        self.write(f"{vtt_time(start)} --> {vtt_time(end)}\n" + "\n".join(lines) + "\n\n")
 
     def segment(self, segment: dict) -> None:
         text = cue_text(segment["text"]) or SILENT_CUE
@@ -83,44 +86,29 @@ class VttWriter:
         t = answer["time"]
         self._cue(t, t + 1.0, [f"Q: {cue_text(answer['question'])}", f"A: {cue_text(answer['text']) or SILENT_CUE}"])
 
-    def close(self, commit: bool = True) -> None:
-        self.sink.close(commit)
 
-
-class JsonLinesWriter:
-    def __init__(self, target: str | IO | None):
-        self.sink = _Sink(target)
-
+class JsonLinesWriter(_Writer):
     def segment(self, segment: dict) -> None:
-        self.sink.write(json.dumps({"type": "segment", "start": segment["start"], "end": segment["end"],
-                                    "text": segment["text"]}, ensure_ascii=False) + "\n")
+        self.write(json.dumps({"type": "segment", "start": segment["start"], "end": segment["end"],
+                               "text": segment["text"]}, ensure_ascii=False) + "\n")
 
     def answer(self, answer: dict) -> None:
-        self.sink.write(json.dumps({"type": "answer", "time": answer["time"], "question": answer["question"],
-                                    "text": answer["text"]}, ensure_ascii=False) + "\n")
+        self.write(json.dumps({"type": "answer", "time": answer["time"], "question": answer["question"],
+                               "text": answer["text"]}, ensure_ascii=False) + "\n")
 
     def skipped(self, event: dict) -> None:
-        self.sink.write(json.dumps({k: event[k] for k in ("type", "start", "end", "reason")}) + "\n")
-
-    def close(self, commit: bool = True) -> None:
-        self.sink.close(commit)
+        self.write(json.dumps({k: event[k] for k in ("type", "start", "end", "reason")}) + "\n")
 
 
-class ConsoleWriter:
+class ConsoleWriter(_Writer):
     """Human-readable lines on stdout (when no --output_path is given, and for interactive answers)."""
-
-    def __init__(self, target: IO | None = None):
-        self.sink = _Sink(target)
 
     def segment(self, segment: dict) -> None:
         text = segment["text"] or SILENT_CUE
-        self.sink.write(f"[{vtt_time(segment['start'])} --> {vtt_time(segment['end'])}] {text}\n")
+        self.write(f"[{vtt_time(segment['start'])} --> {vtt_time(segment['end'])}] {text}\n")
 
     def answer(self, answer: dict) -> None:
-        self.sink.write(f"Q: {answer['question']}\nA: {answer['text'] or SILENT_CUE}\n")
+        self.write(f"Q: {answer['question']}\nA: {answer['text'] or SILENT_CUE}\n")
 
     def skipped(self, event: dict) -> None:
-        self.sink.write(f"[{vtt_time(event['start'])} --> {vtt_time(event['end'])}] (skipped: {event['reason']})\n")
-
-    def close(self, commit: bool = True) -> None:
-        self.sink.close(commit)
+        self.write(f"[{vtt_time(event['start'])} --> {vtt_time(event['end'])}] (skipped: {event['reason']})\n")

@@ -1,16 +1,11 @@
 """Time per stage (read, preprocess, vision, prefill, decode, eviction), without stalling the device.
 
-A stage's interval runs between two marks. On CUDA a mark is an event recorded on the current stream, so the
-interval is the stage's span on the device's timeline: from when the stream reaches the start mark (the work
-queued before it done) to when it reaches the end mark, including the time the device waited for the host to
-launch the stage's work. Nothing waits for the marks when they are made: the host goes on queueing the next stage
-while the device runs this one (with a synchronize at each stage boundary the device idles while the host prepares
-the next stage). Intervals are read when `snapshot()` is called (the
-engine does once a second, after the reply's tokens were read, when the marks have passed). On the CPU a mark is
-the host clock.
-
-`section(stage, device=False)` times host work that runs while the device is busy with another stage (the next
-second prepared ahead, during the decode): host time, booked as such.
+A stage's interval runs between two marks. On CUDA a mark is an event recorded on the current stream: the interval
+is the stage's span on the device's timeline, including the time the device waited for the host to launch its work,
+and nothing waits for the marks when they are made (a synchronize at each stage boundary would idle the device while
+the host prepares the next stage). They are read at `snapshot()` (the engine's, once a second, after the reply's
+tokens were read). On the CPU a mark is the host clock. `section(stage, device=False)` times host work done while
+the device is busy with another stage (the next second, prepared during the decode).
 """
 
 from __future__ import annotations
