@@ -209,8 +209,9 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         bar.close()
         for w in writers:
             w.close(commit=finished)
-        if live:
-            source.close()
+        if live and not source.close():
+            print("live source: its reader is still blocked in the device (FFmpeg's device reads have no timeout);"
+                  " it is left behind", file=sys.stderr)
     if live and source.end_reason != "ended":
         last = segments[-1]["end"] if segments else 0.0
         print(f"live source {source.end_reason}"
