@@ -49,7 +49,7 @@ from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUERY, QUESTION, REP
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
-from streaming_vlm.inference.timing import Timings
+from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
 from streaming_vlm.model.text_step import chunk_attention, text_step_for
@@ -220,11 +220,14 @@ class StreamingEngine:
     # ---- stream lifecycle -------------------------------------------------------------------------------------
     def start(self, previous_text: str | None = None, query: str | None = None) -> None:
         cfg = self.config
+        began = time.perf_counter()
+        parts = self.start_seconds = {}  # wall seconds of this start's parts (the CLI's start-up line)
         previous_text = previous_text if previous_text is not None else (cfg.previous_text or "")
         query = query if query is not None else cfg.query
         self.budget = check_cache_budget(self.template, cfg, query)
         if not self.ready:
-            self._set_up()
+            with wall_phase(parts, "plan set-up", self.device):
+                self._set_up()
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
         # the banks (and the decoder's graphs over them) carry over from the last stream's cache
         self.cache = self.cache_class(self.inv_freq, cfg.pos_mode,
@@ -240,13 +243,16 @@ class StreamingEngine:
         for kind, a, b in ((SINK, 0, n_sys), (PREVIOUS, n_sys, n_prev), (QUERY, n_prev, len(ids))):
             if b > a:
                 self.cache.add_segment(kind, ids[a:b], a, b)
-        slots = self._slot_decoder(self.config.max_new_tokens)
-        if slots is not None:
-            slots.prepare()  # capture (and compile) the decode step before the first second, not during it
-        with self.timings.section("prefill"):
+        with wall_phase(parts, "decoder prepare", self.device):
+            slots = self._slot_decoder(self.config.max_new_tokens)
+            if slots is not None:
+                slots.prepare()  # capture (and compile) the decode step before the first second, not during it
+        with wall_phase(parts, "prefix prefill", self.device), self.timings.section("prefill"):
             self._forward(full)
         if self.plan.compiled:  # compile the whole-stack prefill now, not in the stream's first second
-            self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
+            with wall_phase(parts, "prefill warm-up", self.device):
+                self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
+        parts["other"] = time.perf_counter() - began - sum(parts.values())
 
     def _set_up(self) -> None:
         """Choose the plan (unless given), log it in one line and build what it needs."""

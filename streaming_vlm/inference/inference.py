@@ -26,8 +26,10 @@ import sys
 import threading
 import time
 
-from streaming_vlm.errors import UserError, cli_entry
-from streaming_vlm.inference.config import POS_MODES, StreamingConfig
+STARTED = time.perf_counter()  # the CLI's start-up is timed from here: before any import beyond the stdlib's
+
+from streaming_vlm.errors import UserError, cli_entry  # noqa: E402
+from streaming_vlm.inference.config import POS_MODES, StreamingConfig  # noqa: E402
 
 
 def stdin_questions(stream=None) -> "queue.Queue[str | None]":
@@ -66,13 +68,15 @@ def _drain(questions) -> list[str]:
 
 
 def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,
-                        source=None, on_segment=None, viewer=None) -> dict:
+                        source=None, on_segment=None, viewer=None, started: float | None = None) -> dict:
     """Stream `config.video_path` (or `source`, any FrameSource) and return segments, answers and timings.
 
     Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
     is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
     `viewer`: a `streaming_vlm.viewer.server.ViewerServer`; it gets every cue and answer, and its page's questions.
+    `started`: when start-up began (`perf_counter`; default: this call); start-up ends at the first cue.
     """
+    marks = [("", time.perf_counter() if started is None else started)]  # start-up: (the phase that ends, when)
     from streaming_vlm.model.weights import check_weights
     from streaming_vlm.output_files import check_outputs
 
@@ -90,6 +94,8 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     from streaming_vlm.inference.output import ConsoleWriter, JsonLinesWriter, VttWriter
     from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
 
+    marks.append(("imports", time.perf_counter()))  # with the argument checks
+
     check_attn_implementation(cfg.attn_implementation)
     if viewer is not None:
         if cfg.interactive or questions is not None:
@@ -103,6 +109,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                             "ask them in the --serve page instead")
         source = open_source(cfg.video_path, cfg.fps, start=cfg.start, end=cfg.end, max_lag=cfg.max_lag,
                              stall_timeout=cfg.stall_timeout)
+    marks.append(("source", time.perf_counter()))
     live = getattr(source, "live", False)
     if model is None and not cfg.model_path:
         raise UserError("model_path is required")
@@ -111,11 +118,13 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     template = build_template(processor, cfg)
     template.plain(cfg.previous_text, "--previous_text")
     check_cache_budget(template, cfg, cfg.query)
+    marks.append(("processor", time.perf_counter()))
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     if model is None:
         model = load_model(cfg.model_path, attn_implementation=cfg.attn_implementation, dtype=cfg.dtype,
                            device=device)
+    marks.append(("model", time.perf_counter()))
     if cfg.interactive and questions is None:
         questions = stdin_questions()
 
@@ -133,7 +142,9 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         writers.append(viewer)
 
     engine = StreamingEngine(model, processor, cfg)
+    marks.append(("engine init", time.perf_counter()))
     engine.start()
+    marks.append(("engine start", time.perf_counter()))
     segments, answers = [], []
 
     def answer_all(pending):
@@ -177,6 +188,10 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
                 write_skipped(segment["start"])
             for w in writers:
                 w.segment(segment)
+            if len(segments) == 1:  # the first cue is out: start-up ends
+                marks.append(("first second", time.perf_counter()))
+                if cfg.progress:
+                    bar.write(format_startup(marks, engine.start_seconds), file=sys.stderr)
             if on_segment is not None:
                 on_segment(segment)
             length = segment["end"] - segment["start"]
@@ -234,6 +249,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         "budget": stats["budget"],
         "skipped_seconds": source.skipped_seconds if live else 0,  # a live source's seconds never processed
         "source_end": source.end_reason if live else None,
+        "startup": {name: t - marks[i][1] for i, (name, t) in enumerate(marks[1:])},  # phase -> wall seconds
     }
     if cfg.progress:
         print(format_timings(results), file=sys.stderr)
@@ -251,6 +267,14 @@ def format_timings(results: dict) -> str:
             f" (rtf {rtf:.3f}, {results['fps_processed'] or 0:.1f} frames/s, "
             f"decode {results['decode_ms_per_token']:.1f} ms/token); {stages}" if rtf is not None
             else f"timing: no stream seconds; {stages}")
+
+
+def format_startup(marks: list[tuple[str, float]], engine_parts: dict[str, float]) -> str:
+    """`start-up T s: phase t s, ...`, from the (phase that ends, when) marks; engine start's parts in brackets."""
+    parts = ", ".join(f"{name} {t:.2f} s" for name, t in engine_parts.items())
+    phases = [f"{name} {t - marks[i][1]:.2f} s" + (f" ({parts})" if name == "engine start" else "")
+              for i, (name, t) in enumerate(marks[1:])]
+    return f"start-up {marks[-1][1] - marks[0][1]:.2f} s: " + ", ".join(phases)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -330,16 +354,17 @@ def main(argv: list[str] | None = None) -> None:
     persist_compile_caches()  # before anything compiles
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")
+    started = STARTED if argv is None else time.perf_counter()  # argv given: called in a running process
     port = args.pop("serve")
     if port is None:
-        streaming_inference(args)
+        streaming_inference(args, started=started)
         return
     from streaming_vlm.viewer.server import ViewerServer
 
     viewer = ViewerServer(port, video_path=args["video_path"])
     print(f"viewer: {viewer.url}", file=sys.stderr, flush=True)
     try:
-        streaming_inference(args, viewer=viewer)
+        streaming_inference(args, viewer=viewer, started=started)
         print(f"stream ended; the viewer stays up at {viewer.url} until Ctrl-C", file=sys.stderr, flush=True)
         try:
             while True:

@@ -76,3 +76,16 @@ class Timings:
     @staticmethod
     def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
         return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+@contextmanager
+def wall_phase(phases: dict[str, float], name: str, device: torch.device | None = None):
+    """Add the block's wall seconds to `phases[name]` (start-up's split). On CUDA the block ends with a synchronize,
+    so the device work it queued counts in it, not in whatever waits for the device next."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
