@@ -1,28 +1,24 @@
 """`StreamingEngine`: one second in, one line of commentary out, in bounded memory.
 
-Every token the model sees comes from the stream template (`streaming_vlm.data.stream_template`), the same one
-training uses, placed at the cache's next position:
+Every token comes from the stream template (`streaming_vlm.data.stream_template`), the one training uses, placed at
+the cache's next position:
 
-    start(previous_text, query)   system turn [+ previous text] [+ query]           -> SINK / PREVIOUS / QUERY
-    step(second)                  evict; user turn with the second's frames + "<|im_start|>assistant\\n"  -> USER i
-                                  decode up to max_new_tokens, stop at <|im_end|> (appended if missing), "\\n" -> REPLY i
-    ask(question)                 a user turn at the current second + the answer     -> QUESTION i / ANSWER i
-    stream(seconds)               step() over a source; with `lookahead`, second i+1 is read, encoded and run
-                                  through the vision tower while reply i decodes on the device (`prepare`)
+    start(previous_text, query)  system turn [+ previous text] [+ query]                  -> SINK / PREVIOUS / QUERY
+    step(second)                 evict; the second's frames + "<|im_start|>assistant\n"   -> USER i; a reply of up to
+                                 max_new_tokens, closed by <|im_end|> "\n"                 -> REPLY i
+    ask(question)                a user turn at the current second + the answer        -> QUESTION i / ANSWER i
+    stream(seconds)              step() over a source; with `lookahead`, second i+1 is read, encoded and run through
+                                 the vision tower while reply i decodes (`prepare`)
 
-How it runs is chosen once, in `start()`, from the device and the model (`choose_plan`, logged in one line):
+`start()` chooses how it runs, once (`choose_plan`, logged in one line):
 
-    fast path   a Qwen3-VL model nothing trains, loaded with sdpa or flash_attention_2 (what `load_model` returns):
-                our text stack (`model/text_step.py`) with the vision and DeepStack features put in by index, replies
-                decoded by the slot decoder (`graph_decode.py`), sampled on the device. On CUDA a second's prefill is
-                one compiled whole-stack call, each decode step a compiled step replayed as a CUDA graph, frames are
-                resized on the GPU and evictions rotate keys with one Triton kernel a layer; `eager` (debugging)
-                turns compilation and graphs off.
-    reference   anything else (a model being trained, eager attention): transformers' own, unpatched
-                `Qwen3VLForConditionalGeneration.forward` with explicit 3-row mRoPE positions `(3, 1, L)`, the new
-                second's `pixel_values_videos` and the `StreamingCache`; one eager forward per decoded token, sampled
-                on the host (transformers' logits processors). The parity tests and the benchmarks' baselines hold
-                the fast path to it; the training eval callback runs it (its model is sharded and trained).
+    fast path   a Qwen3-VL model nothing trains, with sdpa or flash_attention_2: our text stack (`model/text_step.py`)
+                and the slot decoder (`graph_decode.py`), sampled on the device. On CUDA, unless `eager`: a second's
+                prefill is one compiled whole-stack call, a decode step a compiled CUDA graph, frames are resized on
+                the GPU and evicted keys rotated by one Triton kernel a layer.
+    reference   anything else (a model being trained, eager attention): transformers' unpatched forward with explicit
+                (3, 1, L) mRoPE positions and the `StreamingCache`, one forward per token, sampled on the host. The
+                parity tests hold the fast path to it; the training eval callback runs it.
 
 A path that cannot run raises; nothing falls back silently.
 """
@@ -58,11 +54,8 @@ from streaming_vlm.model.vision_grid import VisionGrids
 
 # ---- configuration -> template, policy, budget ----------------------------------------------------------------
 def vision_budget(config: StreamingConfig) -> VisionBudget:
-    """Per-frame pixel budget: the one a training window of `window_size` seconds at `fps` would give each frame.
-
-    Training caps a window's vision at `total_pixels` (about 24K tokens); inference keeps the same number of frames
-    in its window, so it gets the same per-frame resolution, and the window's vision stays under the same cap.
-    """
+    """Per-frame pixel budget: what a training window of `window_size` seconds at `fps` gives each frame (training
+    caps a window's vision at `total_pixels`), so inference sees frames at training's resolution."""
     base = VisionBudget()
     min_px = config.min_pixels or base.min_pixels
     max_px = config.max_pixels or base.max_pixels
@@ -73,16 +66,14 @@ def vision_budget(config: StreamingConfig) -> VisionBudget:
 
 
 def build_template(processor, config: StreamingConfig) -> StreamTemplate:
-    """The stream template with the config's vision budget; frames are resized on the CPU until the engine's plan
-    says otherwise (`Plan.preprocess_device`)."""
+    """The stream template with the config's vision budget (frames resized where `Plan.preprocess_device` says)."""
     return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config))
 
 
 # ---- how the engine runs ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """How the engine runs a stream (see the module docstring). The results do not depend on it beyond float
-    rounding; the parity tests hold every plan to the reference."""
+    """How the engine runs a stream (module docstring); results agree across plans up to float rounding."""
     fast: bool  # our text stack and the slot decoder; False: transformers' forward, host-sampled eager decoding
     compiled: bool = False  # torch.compile the whole-stack prefill of a second and the decode step (fast only)
     cuda_graph: bool = False  # replay each decode step as a CUDA graph (fast only, CUDA only)
@@ -98,9 +89,8 @@ class Plan:
 
 
 def choose_plan(model, device: torch.device, config: StreamingConfig) -> Plan:
-    """The fastest plan that runs for this model on this device: the fast path wherever our text stack applies
-    (a Qwen3-VL model nothing trains, not loaded with eager attention), compiled and CUDA-graphed on CUDA unless
-    `config.eager`."""
+    """The fastest plan that runs: the fast path wherever our text stack applies (not eager attention), compiled and
+    CUDA-graphed on CUDA unless `config.eager`."""
     lm = model.model.language_model
     fast = lm.config._attn_implementation != "eager" and text_step_for(lm) is not None
     cuda = device.type == "cuda"
@@ -153,9 +143,8 @@ def _joined(features) -> torch.Tensor:
 
 # ---- the engine -----------------------------------------------------------------------------------------------
 class Prepared(NamedTuple):
-    """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed with `Encoded.at`) and,
-    where transformers takes encoder outputs, its vision tower's output. `ready`: recorded on the side stream the
-    work ran on (CUDA, ahead of time); the step's stream waits for it."""
+    """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed by `Encoded.at`), its
+    vision tower output where the forward takes one, and `ready`, the side stream's event the step waits for (CUDA)."""
     second: Second
     encoded: Encoded
     video: object | None
@@ -180,7 +169,6 @@ class StreamingEngine:
     slot_decoder_class: type[SlotDecoder] = SlotDecoder
 
     def __init__(self, model, processor, config: StreamingConfig | dict | None = None, plan: Plan | None = None):
-        """`plan`: how to run (default: `choose_plan` in `start()`)."""
         self.config = StreamingConfig.from_any(config)
         self.model = model
         self.processor = processor
@@ -279,9 +267,8 @@ class StreamingEngine:
         self.ready = True
 
     def stream(self, seconds: Iterable[Second], lookahead: bool = True) -> Iterator[dict]:
-        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared while
-        this one's reply decodes on the device, so that host work overlaps the decode (a live source's next second
-        is not there yet: `streaming_inference` streams it without)."""
+        """Step through `seconds`, one segment each. `lookahead`: the next second is read and prepared while this
+        one's reply decodes (not for a live source, whose next second is not there yet)."""
         it = iter(seconds)
 
         def read() -> Second | None:  # the time spent waiting for the source is booked as "read"
@@ -304,10 +291,9 @@ class StreamingEngine:
             current = ahead[0]
 
     def prepare(self, second: Second, ahead: bool = False) -> Prepared:
-        """Encode `second` and run its vision tower (where the forward takes its output) ahead of its step, which
-        then uses it. `ahead=True` (while a reply decodes): timed as host time, and on CUDA run on a side stream, where
-        its host->device copy does not wait for the decode steps queued before it (nor the host with it) and the
-        tower's kernels run beside the decode's."""
+        """Encode `second` and run its vision tower (where the forward takes its output) before its step. `ahead`
+        (while a reply decodes): timed as host time; on CUDA on a side stream, so its copies and kernels do not wait
+        for the decode steps queued before them."""
         if ahead and self.device.type == "cuda" and self.side_stream is None:
             self.side_stream = torch.cuda.Stream(self.device)
         side = self.side_stream if ahead else None
@@ -403,11 +389,9 @@ class StreamingEngine:
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None,
                  while_decoding: Callable[[], None] | None = None) -> list[int]:
-        """Decode after the last fed piece (its last logits in `self._last_logits`) into a new segment: on the slot
-        decoder (fast path), or one eager forward a token sampled on the host (reference). Neither feeds the reply's
-        tail (the last token at `max_new`, `<|im_end|>`, the turn end), which needs no logits: the next forward writes
-        it (cache.py, "Unwritten tail"). `while_decoding` runs once the first steps are queued (on the reference path
-        before the first, as every token is waited for); its host time is not booked as decode."""
+        """Decode after the last fed piece (`self._last_logits`) into a new segment, on the slot decoder (fast path)
+        or one eager forward a token (reference). The reply's tail is left to the next forward (cache.py, "Unwritten
+        tail"). `while_decoding` runs once the first steps are queued; its host time is not booked as decode."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
@@ -500,9 +484,8 @@ class StreamingEngine:
 
     @torch.inference_mode()
     def _vision(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor):
-        """The vision tower's output for a piece's frames (transformers' `get_video_features`), as the forward
-        would compute it. The grid stays on the CPU when its tensors are precomputed, so nothing waits on the
-        device: this can run while a reply decodes."""
+        """The vision tower's output for a piece's frames (`get_video_features`); the grid stays on the CPU where its
+        tensors are precomputed, so nothing waits for the device."""
         grid = video_grid_thw if self.vision_grids.supported else video_grid_thw.to(self.device)
         with self.vision_grids.precomputed(video_grid_thw):
             return self.model.model.get_video_features(pixel_values_videos.to(self.device), grid, return_dict=True)
@@ -530,10 +513,8 @@ class StreamingEngine:
 
     def _run_text_step(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool,
                        video=None) -> torch.Tensor:
-        """`_run` through our text stack (model/text_step.py): the vision tower's output (computed here unless
-        prepared ahead) goes in at the piece's `<|video_pad|>` tokens, its DeepStack features after the first
-        layers, as transformers' forward does, with indices computed on the host: nothing here waits for the
-        device."""
+        """`_run` through our text stack: the vision output goes in at the `<|video_pad|>` tokens and its DeepStack
+        features after the first layers, as in transformers, with indices computed on the host (no device wait)."""
         model = self.model
         visual = None
         hidden = model.model.language_model.embed_tokens(to_device(input_ids[None], self.device))
@@ -607,10 +588,8 @@ class StreamingEngine:
 def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
                end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None,
                plan: Plan | None = None) -> list[dict]:
-    """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`).
-
-    `engine_class`: a StreamingEngine subclass (the training eval callback's lock-step engine under ZeRO-3);
-    `plan`: how the engine runs (default: its own choice)."""
+    """Stream a video file through a fresh engine; one segment per second. `engine_class`: a subclass (the eval
+    callback's lock-step engine under ZeRO-3); `plan`: default the engine's choice."""
     from streaming_vlm.inference.frames import VideoFrameSource
 
     engine = (engine_class or StreamingEngine)(model, processor, config, plan=plan)

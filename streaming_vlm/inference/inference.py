@@ -1,19 +1,13 @@
 """Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference` and its Python API,
 `streaming_inference(config)` (flags, presets and examples: docs/inference.md, docs/live.md).
 
-`--interactive` reads questions from stdin (one per line) while the video streams; each is inserted as a user turn
-at the current second, answered, printed (`Q: …` / `A: …`) and written to the outputs, and the stream goes on. A line
-that is not UTF-8 is reported on stderr and skipped; the stream goes on.
-
-Output files follow streaming_vlm/output_files.py: checked before the model loads, streamed to `<output>.partial`,
-renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file and
-never replaces an existing output.
-
-`--video_path` also takes a live source (an http(s) HLS playlist, rtsp://, /dev/videoN, or `-` for stdin; see
-live_source.py): it is read in real time, seconds the engine cannot keep up with are skipped (JSON events
-`{"type": "skipped", ...}`, the lag in the progress line), and the run ends when the source ends or stalls.
-`--serve PORT` serves the viewer page on 127.0.0.1 (streaming_vlm/viewer): cues are pushed to it as they are made,
-questions typed there are answered like `--interactive` ones, and the page stays up after the stream until Ctrl-C.
+- `--interactive`: questions typed on stdin, one a line, are answered at the current second and the stream goes on.
+- Outputs follow streaming_vlm/output_files.py: checked before the model loads, written to `<output>.partial`,
+  renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file.
+- `--video_path` may name a live source (live_source.py): read in real time, seconds the engine cannot keep up with
+  are skipped (`{"type": "skipped", ...}` events, the lag in the progress line).
+- `--serve PORT` serves the viewer page (streaming_vlm/viewer): cues pushed live, questions typed there answered.
+- With progress on, a `start-up` line on stderr splits process start to first cue into its phases.
 """
 
 from __future__ import annotations
@@ -33,10 +27,8 @@ from streaming_vlm.inference.config import POS_MODES, StreamingConfig  # noqa: E
 
 
 def stdin_questions(stream=None) -> "queue.Queue[str | None]":
-    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input.
-
-    Lines are read as bytes and decoded one by one, so a line that is not UTF-8 is reported and skipped instead of
-    ending the input (and with it the questions)."""
+    """Questions typed on stdin, one per line, read by a daemon thread; None marks the end of input. A line that is
+    not UTF-8 is reported and skipped, not the end of the input."""
     q: "queue.Queue[str | None]" = queue.Queue()
     stream = stream if stream is not None else sys.stdin
     stream = getattr(stream, "buffer", stream)

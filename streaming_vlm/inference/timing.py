@@ -1,11 +1,8 @@
 """Time per stage (read, preprocess, vision, prefill, decode, eviction), without stalling the device.
 
-A stage's interval runs between two marks. On CUDA a mark is an event recorded on the current stream: the interval
-is the stage's span on the device's timeline, including the time the device waited for the host to launch its work,
-and nothing waits for the marks when they are made (a synchronize at each stage boundary would idle the device while
-the host prepares the next stage). They are read at `snapshot()` (the engine's, once a second, after the reply's
-tokens were read). On the CPU a mark is the host clock. `section(stage, device=False)` times host work done while
-the device is busy with another stage (the next second, prepared during the decode).
+A stage's interval runs between two marks: on CUDA events recorded on the current stream (the stage's span on the
+device's timeline), read at `snapshot()` so nothing waits when they are made; on the CPU the host clock.
+`section(stage, device=False)` times host work done while the device is busy with another stage.
 """
 
 from __future__ import annotations
