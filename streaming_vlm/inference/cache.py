@@ -56,10 +56,6 @@ class Segment:
     def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def span(self) -> int:
-        return self.pos_end - self.pos_start
-
 
 @dataclass
 class Keep:
@@ -86,7 +82,6 @@ class StreamingCache(DynamicCache):
         self.tokens_evicted = 0
         self.rotations = 0  # how many times cached keys were re-rotated (once per eviction that moved tokens)
 
-    # ---- bookkeeping (call before the forward that writes these tokens) -------------------------------------
     @property
     def next_position(self) -> int:
         return self.segments[-1].pos_end if self.segments else 0
@@ -138,7 +133,6 @@ class StreamingCache(DynamicCache):
         """Stream seconds that still have their vision in the cache, oldest first."""
         return sorted({s.second for s in self.segments if s.kind == USER})
 
-    # ---- the one mutation ----------------------------------------------------------------------------------
     def apply(self, plan: dict[int, Keep]) -> int:
         """Keep, for each segment index in `plan`, only `Keep.ranges` (others stay whole); returns the tokens removed.
         A vision segment is kept or dropped whole (its positions are a grid, not a line)."""
@@ -189,7 +183,7 @@ class StreamingCache(DynamicCache):
         """Position span of tokens [a, b) of a segment (a dropped vision segment frees its whole span)."""
         if b <= a:
             return 0
-        return seg.span if seg.has_vision else b - a
+        return seg.pos_end - seg.pos_start if seg.has_vision else b - a
 
     @torch.inference_mode()  # new buffers of the same kind as the forwards' (a compiled forward guards on it)
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
@@ -252,7 +246,6 @@ class StreamingCache(DynamicCache):
                 return keys, values
         return None
 
-    # ---- reporting -----------------------------------------------------------------------------------------
     def summary(self) -> dict:
         kinds: dict[str, int] = {}
         for s in self.segments:

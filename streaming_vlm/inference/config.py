@@ -55,21 +55,17 @@ class StreamingConfig:
     stall_timeout: float = 10.0
 
     @classmethod
-    def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None, **overrides) -> "StreamingConfig":
+    def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None) -> "StreamingConfig":
         if config is None:
             config = {}
         if isinstance(config, StreamingConfig):
             config = dataclasses.asdict(config)
         if not isinstance(config, dict):
             raise UserError(f"config must be a dict or StreamingConfig, got {type(config).__name__}")
-        merged = {**config, **overrides}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(merged) - known)
+        unknown = sorted(set(config) - {f.name for f in fields(cls)})
         if unknown:
             raise UserError(f"unknown config key(s): {', '.join(unknown)}")
-        out = cls(**merged)
-        out.validate()
-        return out
+        return cls(**config).validate()
 
     def validate(self) -> "StreamingConfig":
         def need(cond: bool, message: str) -> None:

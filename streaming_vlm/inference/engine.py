@@ -52,7 +52,6 @@ from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 
-# ---- configuration -> template, policy, budget ----------------------------------------------------------------
 def vision_budget(config: StreamingConfig) -> VisionBudget:
     """Per-frame pixel budget: what a training window of `window_size` seconds at `fps` gives each frame (training
     caps a window's vision at `total_pixels`), so inference sees frames at training's resolution."""
@@ -70,7 +69,6 @@ def build_template(processor, config: StreamingConfig) -> StreamTemplate:
     return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config))
 
 
-# ---- how the engine runs ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
     """How the engine runs a stream (module docstring); results agree across plans up to float rounding."""
@@ -141,7 +139,6 @@ def _joined(features) -> torch.Tensor:
     return torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
 
 
-# ---- the engine -----------------------------------------------------------------------------------------------
 class Prepared(NamedTuple):
     """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed by `Encoded.at`), its
     vision tower output where the forward takes one, and `ready`, the side stream's event the step waits for (CUDA)."""
@@ -205,7 +202,6 @@ class StreamingEngine:
         self.current_time = 0.0  # end of the last second processed (where a question is inserted)
         self.tokens_generated = 0
 
-    # ---- stream lifecycle -------------------------------------------------------------------------------------
     def start(self, previous_text: str | None = None, query: str | None = None) -> None:
         cfg = self.config
         began = time.perf_counter()
@@ -368,7 +364,6 @@ class StreamingEngine:
         ids = self.generate(ANSWER, self.config.max_answer_tokens, 0, second=second)
         return {"type": "answer", "time": self.current_time, "question": question, "text": self.words(ids)}
 
-    # ---- pieces ---------------------------------------------------------------------------------------------------
     def evict(self, incoming: int = 0, new_second: bool = True) -> int:
         with self.timings.section("eviction"):
             return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
@@ -465,7 +460,6 @@ class StreamingEngine:
         text = text.strip()
         return "" if text == SILENCE.strip() else text
 
-    # ---- model calls ------------------------------------------------------------------------------------------
     def _forward(self, enc: Encoded, all_logits: bool = False,
                  tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
@@ -578,13 +572,11 @@ class StreamingEngine:
                 h.remove()
             self.timings.book(stage, start, self.timings.mark())
 
-    # ---- reporting ----------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         return {"timings": self.timings.snapshot(), "tokens_generated": self.tokens_generated,
                 "cache": self.cache.summary() if self.cache is not None else None, "budget": self.budget}
 
 
-# ---- one call for the eval callback and scripts ------------------------------------------------------------------
 def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
                end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None,
                plan: Plan | None = None) -> list[dict]:

@@ -44,7 +44,6 @@ class StreamingPolicy:
         self._trim_previous(segments, plan)
         return plan
 
-    # ---- steps ---------------------------------------------------------------------------------------------
     def words_length(self, ids: list[int]) -> int:
         """How many leading tokens of a reply are words: peel the closing suffixes (`fold_strip`) off the end."""
         n = len(ids)

@@ -71,7 +71,6 @@ def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float
         yield done()
 
 
-# ---- files ------------------------------------------------------------------------------------------------------
 def open_video(target, name: str, verb: str = "decode", **options):
     """`av.open(target, **options)` and its first video stream, or a UserError with one line."""
     import av

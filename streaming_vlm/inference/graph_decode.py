@@ -124,7 +124,6 @@ class SlotDecoder:
                 return b
         return None
 
-    # ---- the step ---------------------------------------------------------------------------------------------
     def _sample(self) -> torch.Tensor:
         """The next token (1,) from `scores`, as the engine's host sampler would pick it (Gumbel-max for T > 0)."""
         i = self.step_index
@@ -212,7 +211,6 @@ class SlotDecoder:
                 self._capture()
             self.graph.replay()
 
-    # ---- per reply --------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
         """Decode on the bank holding the cache's N tokens, close every later slot, mark `context` as seen."""

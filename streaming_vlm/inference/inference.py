@@ -275,16 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Live commentary on a video with a StreamingVLM-trained Qwen3-VL.")
     p.add_argument("--model_path", required=True, help="checkpoint directory or hub id")
     p.add_argument("--video_path", required=True,
-                   help="input video file, or a live source: an http(s) HLS playlist, rtsp://..., /dev/videoN, or - "
-                        "(an MPEG-TS / fragmented MP4 byte stream on stdin)")
+                   help="video file, or live: an http(s) HLS playlist, rtsp://..., /dev/videoN, - (MPEG-TS/fMP4 stdin)")
     p.add_argument("--output_path", default=None, help="WebVTT file to write (default: cues on stdout)")
     p.add_argument("--fps", type=float, default=d.fps, help=f"frames read per second (default {d.fps:g})")
     p.add_argument("--attn_implementation", default=d.attn_implementation,
-                   help="auto (flash_attention_2 where flash-attn imports, else sdpa) | sdpa | flash_attention_2 | "
-                        "eager (default auto)")
+                   help="auto (flash_attention_2 if flash-attn imports, else sdpa) | sdpa | flash_attention_2 | eager")
     p.add_argument("--window_size", type=int, default=d.window_size, help="vision window in seconds")
-    p.add_argument("--text_sliding_window", type=int, default=d.text_sliding_window,
-                   help="tail tokens of earlier commentary kept")
+    p.add_argument("--text_sliding_window", type=int, default=d.text_sliding_window, help="tail tokens of text kept")
     p.add_argument("--text_sink", type=int, default=d.text_sink, help="head tokens of earlier commentary kept")
     p.add_argument("--max_cache_tokens", type=int, default=d.max_cache_tokens, help="hard cap on cached tokens")
     p.add_argument("--min_pixels", type=int, default=None, help="per-frame vision budget floor (default: template)")
@@ -298,8 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", default=None, help="a standing instruction after the system prompt")
     p.add_argument("--previous_text", default=None, help="commentary before the stream starts")
     p.add_argument("--system_prompt", default=None)
-    p.add_argument("--emit_json", nargs="?", const="-", default=None, metavar="PATH",
-                   help="JSON lines {type,start,end,text}: to stdout, or to PATH")
+    p.add_argument("--emit_json", nargs="?", const="-", metavar="PATH", help="JSON lines: to stdout, or to PATH")
     p.add_argument("--pos_mode", default=d.pos_mode, help=f"{' | '.join(POS_MODES)} (default contiguous)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)")
@@ -308,17 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end", type=float, default=None, help="stop at this video second")
     p.add_argument("--interactive", action="store_true", help="answer questions typed on stdin mid-stream")
     p.add_argument("--no_progress", action="store_true", help="no progress bar or timing summary")
-    p.add_argument("--eager", action="store_true",
-                   help="debugging: no torch.compile and no CUDA graph (same results, slower)")
+    p.add_argument("--eager", action="store_true", help="debugging: no torch.compile, no CUDA graph (slower)")
     p.add_argument("--max_lag", type=float, default=d.max_lag,
-                   help=f"live source: complete seconds that may wait before the oldest is skipped "
-                        f"(default {d.max_lag:g})")
+                   help=f"live: complete seconds that may wait before the oldest is skipped (default {d.max_lag:g})")
     p.add_argument("--stall_timeout", type=float, default=d.stall_timeout,
-                   help=f"live source: end the run after this many seconds without a frame (default "
-                        f"{d.stall_timeout:g})")
+                   help=f"live: end the run after this many seconds without a frame (default {d.stall_timeout:g})")
     p.add_argument("--serve", type=int, default=None, metavar="PORT",
-                   help="serve the viewer page on http://127.0.0.1:PORT/ (0: any free port): cues pushed live, "
-                        "questions typed in the page; stays up after the stream until Ctrl-C (or SIGTERM)")
+                   help="serve the viewer page on http://127.0.0.1:PORT/ (0: any port) until Ctrl-C or SIGTERM")
     return p
 
 

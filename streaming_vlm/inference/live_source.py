@@ -107,7 +107,6 @@ class LiveFrameSource:
         self.reader = threading.Thread(target=self._read, name="live-source", daemon=True)
         self.reader.start()
 
-    # ---- reader thread ----------------------------------------------------------------------------------------
     def _read(self) -> None:
         import av
 
@@ -164,7 +163,6 @@ class LiveFrameSource:
             self.skipped.append({"type": "skipped", "start": float(start), "end": float(end), "reason": reason})
         self.skipped_seconds += end - start
 
-    # ---- the engine's side ------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Second]:
         waiting_since = time.monotonic()
         while True:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import IO
 
 from streaming_vlm.output_files import PartialOutput
 
@@ -35,13 +34,11 @@ def cue_text(text: str) -> str:
 
 
 class _Writer:
-    """A target (None or "-": stdout; a file object; a path: a `PartialOutput`), flushed a piece at a time."""
+    """A target (None or "-": stdout; a path: a `PartialOutput`), flushed a piece at a time."""
 
-    def __init__(self, target: str | IO | None = None):
+    def __init__(self, target: str | None = None):
         if target is None or target == "-":
             self.fh, self.owned = sys.stdout, False
-        elif hasattr(target, "write"):
-            self.fh, self.owned = target, False
         else:
             self.fh, self.owned = PartialOutput(target), True
 
@@ -55,7 +52,7 @@ class _Writer:
 
 
 class VttWriter(_Writer):
-    def __init__(self, target: str | IO | None, duration: float | None = None):
+    def __init__(self, target: str | None, duration: float | None = None):
         super().__init__(target)
         self.duration = duration
         self.last_start = 0.0
