@@ -72,7 +72,14 @@ class StreamingConfig:
             if not cond:
                 raise UserError(message)
 
-        check_types(self)
+        for f in fields(self):  # each field of its declared type: a `--set KEY=abc` or YAML typo is one clear line
+            value, declared = getattr(self, f.name), [t.strip() for t in str(f.type).split("|")]
+            allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
+            if value is None and "None" in declared or not allowed:
+                continue
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                kinds = " or ".join(n if n != "None" else "null" for n in declared)
+                raise UserError(f"{f.name} must be {kinds}, got {value!r}")
         need(math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS,
              f"fps must be > 0 and at most {MAX_FPS} frames per second, got {self.fps}")
         for name in ("temperature", "repetition_penalty", "start"):
@@ -98,19 +105,3 @@ class StreamingConfig:
         need(self.stall_timeout > 0, f"stall_timeout must be > 0 seconds, got {self.stall_timeout}")
         self.window_size = int(self.window_size)
         return self
-
-
-def check_types(config: StreamingConfig) -> None:
-    """Every field holds a value of its declared type (a `--set KEY=abc` or a YAML typo is one clear line)."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        declared = [t.strip() for t in str(f.type).split("|")]
-        if value is None and "None" in declared:
-            continue
-        allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
-        if not allowed:
-            continue
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-            kinds = " or ".join(n if n != "None" else "null" for n in declared)
-            raise UserError(f"{f.name} must be {kinds}, got {value!r}")
-

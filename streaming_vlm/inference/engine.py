@@ -249,8 +249,6 @@ class StreamingEngine:
                 raise UserError("the fast path needs a Qwen3-VL text stack nothing trains")
             if plan.compiled:
                 self.text_step.compile()
-        if plan.cuda_graph and self.device.type != "cuda":
-            raise UserError("CUDA-graph decoding needs a CUDA device")
         if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
             require_rotation_kernel(self.device, next(lm.parameters()).dtype, self.inv_freq.numel() * 2)
         self.template.device = plan.preprocess_device

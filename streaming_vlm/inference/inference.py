@@ -126,8 +126,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
         writers.append(VttWriter(cfg.output_path, duration=duration))
     if cfg.emit_json:
         writers.append(JsonLinesWriter(cfg.emit_json))
-    stdout_taken = cfg.emit_json == "-"
-    console = None if stdout_taken else ConsoleWriter()
+    console = None if cfg.emit_json == "-" else ConsoleWriter()  # (stdout carries the JSON lines)
     if console is not None and not cfg.output_path:
         writers.append(console)
     if viewer is not None:
@@ -314,13 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM ends the stream like Ctrl-C: a clean end, so the output is published."""
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop)
+def _interrupt(signum, frame):
+    """SIGTERM ends the stream as Ctrl-C does: a clean end, so the outputs are published."""
+    raise KeyboardInterrupt
 
 
 def persist_compile_caches() -> None:
@@ -334,7 +329,8 @@ def persist_compile_caches() -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> None:
-    _stop_on_sigterm()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     persist_compile_caches()  # before anything compiles
     args = vars(build_parser().parse_args(argv))
     args["progress"] = not args.pop("no_progress")

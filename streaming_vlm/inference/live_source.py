@@ -86,10 +86,6 @@ class LiveFrameSource:
             raise UserError(f"a live source needs fps >= 1 (every second must have a frame), got {fps:g}")
         if start:
             raise UserError("start applies to files only: a live source starts where it is joined")
-        if max_lag < 1:
-            raise UserError(f"max_lag must be >= 1 second, got {max_lag:g}")
-        if stall_timeout <= 0:
-            raise UserError(f"stall_timeout must be > 0 s, got {stall_timeout:g}")
         self.path, self.fps, self.end = str(path), float(fps), end
         self.capacity = int(math.floor(max_lag))
         self.stall_timeout = float(stall_timeout)
