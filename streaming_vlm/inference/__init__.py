@@ -14,7 +14,6 @@ _EXPORTS = {
     "StreamingPolicy": "streaming_vlm.inference.eviction",
     "StreamingEngine": "streaming_vlm.inference.engine",
     "run_stream": "streaming_vlm.inference.engine",
-    "FrameSource": "streaming_vlm.inference.frames",
     "VideoFrameSource": "streaming_vlm.inference.frames",
     "LiveFrameSource": "streaming_vlm.inference.live_source",
     "open_source": "streaming_vlm.inference.frames",

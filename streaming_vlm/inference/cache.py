@@ -12,13 +12,11 @@ plus **segments** in physical token order, each with its ids and position span [
 
 The one mutation is `apply(plan)` (eviction.py's plan): which sub-ranges of each segment survive, as which kind. In
 `contiguous` mode each survivor moves down by the position span removed before it and its key is re-rotated once
-(exact: the shift is uniform over t/h/w), so positions stay bounded; in `native` mode (the ablation) they grow. Each
-rotation rounds a key once in the cache dtype (fp32 arithmetic).
+(exact: the shift is uniform over t/h/w), so positions stay bounded; in `native` mode (the ablation) they grow.
 
-**Buffers.** A layer is a `SpareLayer`: keys and values are views of buffers with `spare_tokens` of room, so a piece
-is written in place (DynamicLayer would copy the layer for every piece). The cache owns two banks (`make_banks`),
-fixed buffers per layer that evictions compact into in turn (rotating on CUDA with `rotation_kernel.py`); the slot
-decoder captures a CUDA graph over each, and a stream's next cache takes them over (`banks=`).
+**Buffers.** A layer is a `SpareLayer`, written in place into buffers with `spare_tokens` of room. The cache owns
+two banks (`make_banks`) of fixed per-layer buffers that evictions compact into in turn; the slot decoder captures a
+CUDA graph over each, and a stream's next cache takes them over (`banks=`).
 
 **Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\n`) need no logits: they join the
 segments at once (`extend_last(..., written=False)`) and the next forward writes their K/V before its piece
@@ -251,8 +249,7 @@ class StreamingCache(DynamicCache):
         for s in self.segments:
             kinds[s.kind] = kinds.get(s.kind, 0) + len(s)
         return {"tokens": self.num_tokens, "unwritten": len(self.unwritten), "next_position": self.next_position,
-                "by_kind": kinds,
-                "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
+                "by_kind": kinds, "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
                 "rotations": self.rotations}
 
 

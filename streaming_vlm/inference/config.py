@@ -86,8 +86,7 @@ class StreamingConfig:
             need(math.isfinite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
         need(self.end is None or math.isfinite(self.end), f"end must be a finite number, got {self.end}")
         need(int(self.window_size) >= 1, f"window_size must be >= 1 second, got {self.window_size}")
-        need(self.text_sink >= 0 and self.text_sliding_window >= 0,
-             "text_sink and text_sliding_window must be >= 0")
+        need(self.text_sink >= 0 and self.text_sliding_window >= 0, "text_sink and text_sliding_window must be >= 0")
         need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         need(0 <= self.min_new_tokens <= self.max_new_tokens,
              f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")

@@ -1,7 +1,6 @@
 """`StreamingEngine`: one second in, one line of commentary out, in bounded memory.
 
-Every token comes from the stream template (`streaming_vlm.data.stream_template`), the one training uses, placed at
-the cache's next position:
+Every token comes from training's stream template (`streaming_vlm.data.stream_template`), at the cache's next position:
 
     start(previous_text, query)  system turn [+ previous text] [+ query]                  -> SINK / PREVIOUS / QUERY
     step(second)                 evict; the second's frames + "<|im_start|>assistant\n"   -> USER i; a reply of up to
@@ -12,13 +11,11 @@ the cache's next position:
 
 `start()` chooses how it runs, once (`choose_plan`, logged in one line):
 
-    fast path   a Qwen3-VL model nothing trains, with sdpa or flash_attention_2: our text stack (`model/text_step.py`)
-                and the slot decoder (`graph_decode.py`), sampled on the device. On CUDA, unless `eager`: a second's
-                prefill is one compiled whole-stack call, a decode step a compiled CUDA graph, frames are resized on
-                the GPU and evicted keys rotated by one Triton kernel a layer.
-    reference   anything else (a model being trained, eager attention): transformers' unpatched forward with explicit
-                (3, 1, L) mRoPE positions and the `StreamingCache`, one forward per token, sampled on the host. The
-                parity tests hold the fast path to it; the training eval callback runs it.
+    fast path   a Qwen3-VL model nothing trains, sdpa or flash_attention_2: our text stack (`model/text_step.py`) and
+                the slot decoder (`graph_decode.py`), sampled on the device; on CUDA unless `eager`, a compiled prefill,
+                CUDA-graphed decode steps, frames resized on the GPU and a Triton kernel rotating evicted keys.
+    reference   anything else (a model being trained, eager attention): transformers' unpatched forward on the
+                `StreamingCache`, one forward a token, sampled on the host; the parity tests hold the fast path to it.
 
 A path that cannot run raises; nothing falls back silently.
 """
@@ -309,8 +306,7 @@ class StreamingEngine:
         self.prepared = Prepared(second, encoded, video, ready)
         return self.prepared
 
-    def step(self, second: Second, reply: str | None = None,
-             while_decoding: Callable[[], None] | None = None) -> dict:
+    def step(self, second: Second, reply: str | None = None, while_decoding: Callable[[], None] | None = None) -> dict:
         """One second: evict, feed its frames, generate its commentary. `reply` (words, "" = silence) teacher-forces
         the reply as training lays it out (`reply_text`), for evaluation and the parity tests. `while_decoding` runs
         once the reply's first decode steps are queued (after the feed when forced, or on the reference path)."""
@@ -366,8 +362,7 @@ class StreamingEngine:
         with self.timings.section("eviction"):
             return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
 
-    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False,
-             video=None) -> torch.Tensor:
+    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False, video=None) -> torch.Tensor:
         """Append an encoded piece (positions must start at the cache's next position); returns its logits. The
         forward writes the cache's unwritten tail (the last reply's closing tokens) first, in the same pass.
         `video`: the piece's vision tower output, computed ahead (`prepare`); else the forward runs the tower."""
@@ -443,11 +438,10 @@ class StreamingEngine:
             param = next(self.model.parameters())
             banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
                                           param.dtype, param.device)
-            self.slots = self.slot_decoder_class(self.model, banks, use_graph=self.plan.cuda_graph,
-                                                 im_end_id=self.im_end_id, max_steps=longest,
-                                                 temperature=cfg.temperature,
-                                                 repetition_penalty=cfg.repetition_penalty, generator=self.generator,
-                                                 compile=self.plan.compiled)
+            self.slots = self.slot_decoder_class(
+                self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id, max_steps=longest,
+                temperature=cfg.temperature, repetition_penalty=cfg.repetition_penalty, generator=self.generator,
+                compile=self.plan.compiled)
         return self.slots
 
     def words(self, ids: list[int]) -> str:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUESTION, REPLY, USER, Keep, Segment,
-                                           StreamingCache)
+from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUESTION, REPLY, USER, Keep, Segment, StreamingCache
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Frame sources: iterators of the stream's whole seconds as template `Second`s with absolute timestamps.
+"""Frame sources: iterables of the stream's whole seconds as template `Second`s with absolute timestamps, with
+`duration` (seconds to come; None: live) and `live` (a live source's next second is not there while a reply decodes).
 
 `open_source` picks what --video_path names: a file (`VideoFrameSource`) or a live stream (`live_source.py`). Both
 decode with PyAV and cut seconds with `sampled_seconds`, by training's sampling rule (`data.video.Ticks`), so a file
@@ -14,24 +15,12 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from streaming_vlm.data.stream_template import Second
 from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
-
-
-@runtime_checkable
-class FrameSource(Protocol):
-    fps: float
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds of stream this source will yield, or None for a live source."""
-
-    def __iter__(self) -> Iterator[Second]: ...
 
 
 def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None,
@@ -188,7 +177,7 @@ class VideoFrameSource:
         yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
 
 
-def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live) -> FrameSource:
+def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live):
     """A file (`VideoFrameSource`), or a URL, a V4L2 device or `-` read live (`LiveFrameSource`, given `live`)."""
     from streaming_vlm.inference.live_source import LiveFrameSource, is_live
 

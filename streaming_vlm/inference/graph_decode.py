@@ -1,8 +1,7 @@
 """`SlotDecoder`: the fast path's decoding, one token a step over fixed-size K/V buffers, replayed as a CUDA graph.
 
-Eager decoding is launch-bound; a CUDA graph replays a step's kernels in one launch but needs fixed shapes and
-addresses, so the decoder steps over the cache's two banks (`StreamingCache.make_banks`: `capacity` slots + one
-scratch slot), with one graph captured over each, and decodes on the cache's own buffers:
+A CUDA graph (one launch for a step's kernels) needs fixed shapes and addresses: the decoder steps over the cache's
+two banks (`StreamingCache.make_banks`: `capacity` slots + a scratch slot), one graph captured over each:
 
     load(cache, context)   pick the bank holding the cache's N tokens (else an error), close the slots from N on;
                            `context` (the cache's ids) is what the repetition penalty sees
@@ -13,10 +12,9 @@ scratch slot), with one graph captured over each, and decodes on the cache's own
                            steps run past it. The last token at `max_new` is sampled, not fed.
     store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
-Gumbel-max samples the host sampler's distribution with another random stream: a seeded run reproduces per path;
-greedy decoding is identical. The step is `text_step.TextStep` with `slot_attention` over all `capacity` slots (each
-K/V head read once; a step costs the same at any fill). `use_graph=False` (always off CUDA) runs the same step
-eagerly; `compile=True` compiles it before capture; `prepare()` does both before the stream.
+Gumbel-max samples the host sampler's distribution with another random stream (greedy decoding is identical). The
+step is `text_step.TextStep` with `slot_attention` over all `capacity` slots; `use_graph=False` (always off CUDA)
+runs it eagerly, `compile=True` compiles it before capture, and `prepare()` does both before the stream.
 """
 
 from __future__ import annotations

@@ -61,21 +61,18 @@ def _drain(questions) -> list[str]:
 
 def streaming_inference(config: StreamingConfig | dict, *, model=None, processor=None, questions=None,
                         source=None, on_segment=None, viewer=None, started: float | None = None) -> dict:
-    """Stream `config.video_path` (or `source`, any FrameSource) and return segments, answers and timings.
-
-    Writes `config.output_path` (WebVTT) and `config.emit_json` (JSON lines; "-" = stdout) as it goes. `questions`
-    is a queue of strings (None = end); with `config.interactive` and no queue, questions come from stdin.
-    `viewer`: a `streaming_vlm.viewer.server.ViewerServer`; it gets every cue and answer, and its page's questions.
-    `started`: when start-up began (`perf_counter`; default: this call); start-up ends at the first cue.
-    """
+    """Stream `config.video_path` (or `source`, a frames.py source), writing `config.output_path` (WebVTT) and
+    `config.emit_json` (JSON lines; "-" = stdout) as it goes; returns segments, answers and timings. `questions`: a
+    queue of strings (None = end; default with `config.interactive`: stdin). `viewer`: a `viewer.server.ViewerServer`
+    (gets every cue and answer; its page's questions are answered). `started`: when start-up began (`perf_counter`;
+    default: this call); start-up ends at the first cue."""
     marks = [("", time.perf_counter() if started is None else started)]  # start-up: (the phase that ends, when)
     from streaming_vlm.model.weights import check_weights
     from streaming_vlm.output_files import check_outputs
 
     # Cheap checks first, so bad input fails in a second, before torch is imported or any weights load.
     cfg = StreamingConfig.from_any(config)
-    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json},
-                  inputs=(cfg.video_path, cfg.model_path))
+    check_outputs({"output_path": cfg.output_path, "emit_json": cfg.emit_json}, inputs=(cfg.video_path, cfg.model_path))
     if model is None and cfg.model_path:
         check_weights(cfg.model_path)
 
@@ -114,8 +111,7 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     if model is None:
-        model = load_model(cfg.model_path, attn_implementation=cfg.attn_implementation, dtype=cfg.dtype,
-                           device=device)
+        model = load_model(cfg.model_path, attn_implementation=cfg.attn_implementation, dtype=cfg.dtype, device=device)
     marks.append(("model", time.perf_counter()))
     if cfg.interactive and questions is None:
         questions = stdin_questions()
@@ -319,9 +315,8 @@ def _interrupt(signum, frame):
 
 
 def persist_compile_caches() -> None:
-    """Keep torch.compile's on-disk caches (Inductor's FX-graph and kernel caches, Triton's kernels) in the user's
-    cache directory unless the environment names others, so that a second start reuses what the first compiled
-    instead of compiling it again (torch's default is a directory under /tmp)."""
+    """Keep Inductor's and Triton's on-disk compile caches in the user's cache directory (torch's default is under
+    /tmp) unless the environment names others, so that a second start reuses what the first compiled."""
     root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "streaming-vlm")
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(root, "inductor"))
     os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(root, "triton"))

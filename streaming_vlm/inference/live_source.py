@@ -4,9 +4,8 @@ MPEG-TS or fragmented MP4 byte stream on stdin).
 A reader thread decodes the stream as it arrives and cuts it into whole seconds as files are (`sampled_seconds`);
 stream time is a frame's presentation time minus the first frame's. The engine
 - never waits for more than the next second: a second is handed over as soon as it is complete;
-- when behind, loses whole seconds, oldest first (at most `max_lag` complete seconds wait); dropped seconds and
-  seconds with no frame are reported by `take_skipped()` as `{"type": "skipped", "start", "end", "reason"}` runs
-  (reason "behind" or "gap");
+- when behind, loses whole seconds, oldest first (at most `max_lag` complete seconds wait), reported with seconds
+  that had no frame by `take_skipped()` as `{"type": "skipped", "start", "end", "reason": "behind" | "gap"}` runs;
 - ends cleanly when the stream ends, fails, or stalls (no frame for `stall_timeout` s): queued seconds are handed
   over first, and `end_reason` says why.
 The source is opened at construction, before any model loads (a bad URL is one `UserError` line), and `close()`
