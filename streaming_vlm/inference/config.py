@@ -47,12 +47,9 @@ class StreamingConfig:
     max_pixels: int | None = None
     total_pixels: int | None = None
     progress: bool = True  # tqdm bar on stderr
-    # debugging: no torch.compile and no CUDA graph (the engine's plan, engine.py); the results are the same
-    eager: bool = False
-    # live sources (a URL, /dev/videoN, "-"; live_source.py): complete seconds allowed to wait before the oldest is
-    # dropped, and seconds without a frame after which the stream counts as stalled and the run ends
-    max_lag: float = 2.0
-    stall_timeout: float = 10.0
+    eager: bool = False  # debugging: no torch.compile, no CUDA graph (the engine's plan); the same results
+    max_lag: float = 2.0  # live sources: complete seconds that may wait before the oldest is dropped
+    stall_timeout: float = 10.0  # live sources: seconds without a frame after which the run ends
 
     @classmethod
     def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None) -> "StreamingConfig":

@@ -172,8 +172,7 @@ class StreamingEngine:
         self.tokenizer = self.template.tokenizer
         self.policy = build_policy(self.template, self.config)
         self.im_end_id = self.template.im_end_id
-        # ids the model's forward takes for vision features wherever they occur in a piece with frames
-        self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}
+        self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}  # taken for vision features
         self.timings = Timings(self.device)
         self.inv_freq = model.model.language_model.rotary_emb.inv_freq
         self.vision_grids = VisionGrids(model.model.visual, self.device)  # the tower's per-grid tensors, once
@@ -190,7 +189,6 @@ class StreamingEngine:
         self.vision_ahead = False  # the vision tower can run ahead of the second's forward
         self.ready = False  # the plan is chosen and set up (`_set_up`, in the first `start()`)
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
-        self.steps_prepared_ahead = 0  # steps that found their second prepared
         self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
@@ -249,8 +247,7 @@ class StreamingEngine:
         if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
             require_rotation_kernel(self.device, next(lm.parameters()).dtype, self.inv_freq.numel() * 2)
         self.template.device = plan.preprocess_device
-        # the vision tower runs ahead of its forward with our text stack, or where transformers takes its output
-        # (`mm_encoder_outputs`, >= 5.23)
+        # the tower runs ahead with our text stack, or where the forward takes its output (`mm_encoder_outputs`)
         self.vision_ahead = (self.text_step is not None
                              or "mm_encoder_outputs" in inspect.signature(type(self.model).forward).parameters)
         if self.config.progress:
@@ -317,7 +314,6 @@ class StreamingEngine:
         self.second_index += 1
         prepared = self.prepared if self.prepared is not None and self.prepared.second is second else None
         self.prepared = None
-        self.steps_prepared_ahead += prepared is not None
         self.evict(incoming=self.budget["per_second"])
         if prepared is None:
             prepared = self.prepare(second)
@@ -446,10 +442,7 @@ class StreamingEngine:
 
     def words(self, ids: list[int]) -> str:
         """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n")
-        if text.endswith(SILENCE):
-            text = text[: -len(SILENCE)]
-        text = text.strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n").removesuffix(SILENCE).strip()
         return "" if text == SILENCE.strip() else text
 
     def _forward(self, enc: Encoded, all_logits: bool = False,

@@ -1,11 +1,10 @@
 """Frame sources: iterables of the stream's whole seconds as template `Second`s with absolute timestamps, with
 `duration` (seconds to come; None: live) and `live` (a live source's next second is not there while a reply decodes).
 
-`open_source` picks what --video_path names: a file (`VideoFrameSource`) or a live stream (`live_source.py`). Both
-decode with PyAV and cut seconds with `sampled_seconds`, by training's sampling rule (`data.video.Ticks`), so a file
-gives exactly the frames training's decord reader takes. A file is decoded with the codec's threads, only sampled
-frames are converted to RGB, and `ReadAhead` reads a few seconds ahead on a thread (PyAV releases the GIL), so
-reading overlaps the device's work. A file that cannot be opened or decoded is a `UserError` with one line.
+`open_source` picks a file (`VideoFrameSource`) or a live stream (`live_source.py`). Both decode with PyAV and cut
+seconds with `sampled_seconds` by training's rule (`data.video.Ticks`), so a file gives exactly the frames training's
+decord reader takes. A file is decoded with the codec's threads, only sampled frames become RGB, and `ReadAhead`
+reads ahead on a thread (PyAV releases the GIL), overlapping the device's work. A bad file is one `UserError` line.
 """
 
 from __future__ import annotations

@@ -98,12 +98,10 @@ class SlotDecoder:
         self.first_slot = torch.zeros(1, dtype=torch.long, device=dev)  # N
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
-        # the step's text stack: ours, with fused q|k|v and gate|up products (model/text_step.py)
-        self.text_step = text_step_for(lm)
+        self.text_step = text_step_for(lm)  # ours, with fused q|k|v and gate|up products (model/text_step.py)
         if self.text_step is None:
             raise ValueError("the slot decoder runs our text stack: a Qwen3-VL model nothing trains")
-        # torch.compile fuses the step's small kernels; dynamo caches by code object, so a new decoder of the same
-        # shapes reuses the compiled step (tested)
+        # compiled: the step's small kernels fused; a new decoder of the same shapes reuses it (dynamo, tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.base = 0  # N: where the loaded cache ends

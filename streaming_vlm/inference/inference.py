@@ -1,12 +1,11 @@
 """Real-time commentary on a video stream: `python -m streaming_vlm.inference.inference` and its Python API,
 `streaming_inference(config)` (flags, presets and examples: docs/inference.md, docs/live.md).
 
-- `--interactive`: questions typed on stdin, one a line, are answered at the current second and the stream goes on.
-- Outputs follow streaming_vlm/output_files.py: checked before the model loads, written to `<output>.partial`,
+- Outputs (streaming_vlm/output_files.py) are checked before the model loads, written to `<output>.partial` and
   renamed onto `<output>` at a clean end (end of video, Ctrl-C, SIGTERM); a failed run keeps the `.partial` file.
-- `--video_path` may name a live source (live_source.py): read in real time, seconds the engine cannot keep up with
-  are skipped (`{"type": "skipped", ...}` events, the lag in the progress line).
-- `--serve PORT` serves the viewer page (streaming_vlm/viewer): cues pushed live, questions typed there answered.
+- `--interactive` answers questions typed on stdin at the current second; `--serve PORT` serves the viewer page
+  (streaming_vlm/viewer), cues pushed live, questions typed there answered. A live `--video_path` (live_source.py)
+  is read in real time; seconds the engine cannot keep up with are skipped (`{"type": "skipped", ...}` events).
 - With progress on, a `start-up` line on stderr splits process start to first cue into its phases.
 """
 
