@@ -163,28 +163,27 @@ class StreamingEngine:
     slot_decoder_class: type[SlotDecoder] = SlotDecoder
 
     def __init__(self, model, processor, config: StreamingConfig | dict | None = None, plan: Plan | None = None):
-        self.config = StreamingConfig.from_any(config)
+        self.config = cfg = StreamingConfig.from_any(config)
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
         self.plan = plan
-        self.template = build_template(processor, self.config)
+        self.template = build_template(processor, cfg)
         self.tokenizer = self.template.tokenizer
-        self.policy = build_policy(self.template, self.config)
+        self.policy = build_policy(self.template, cfg)
         self.im_end_id = self.template.im_end_id
         self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}  # taken for vision features
         self.timings = Timings(self.device)
         self.inv_freq = model.model.language_model.rotary_emb.inv_freq
         self.vision_grids = VisionGrids(model.model.visual, self.device)  # the tower's per-grid tensors, once
         self.generator = torch.Generator(device=self.device)
-        if self.config.seed is not None:
-            self.generator.manual_seed(int(self.config.seed))
+        if cfg.seed is not None:
+            self.generator.manual_seed(int(cfg.seed))
         else:
             self.generator.seed()
-        self.repetition = (RepetitionPenaltyLogitsProcessor(self.config.repetition_penalty)
-                           if self.config.repetition_penalty != 1.0 else None)
-        self.temperature = (TemperatureLogitsWarper(self.config.temperature)
-                            if self.config.temperature > 0 else None)
+        self.repetition = (RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty)
+                           if cfg.repetition_penalty != 1.0 else None)
+        self.temperature = TemperatureLogitsWarper(cfg.temperature) if cfg.temperature > 0 else None
         self.text_step = None  # the fast path's text stack (model/text_step.py), set up by `_set_up`
         self.vision_ahead = False  # the vision tower can run ahead of the second's forward
         self.ready = False  # the plan is chosen and set up (`_set_up`, in the first `start()`)
@@ -244,6 +243,8 @@ class StreamingEngine:
                 raise UserError("the fast path needs a Qwen3-VL text stack nothing trains")
             if plan.compiled:
                 self.text_step.compile()
+        if plan.cuda_graph and self.device.type != "cuda":
+            raise UserError("CUDA-graph decoding needs a CUDA device")
         if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
             require_rotation_kernel(self.device, next(lm.parameters()).dtype, self.inv_freq.numel() * 2)
         self.template.device = plan.preprocess_device

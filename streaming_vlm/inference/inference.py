@@ -83,7 +83,6 @@ def streaming_inference(config: StreamingConfig | dict, *, model=None, processor
     from streaming_vlm.model.loading import check_attn_implementation, load_model, load_processor, resolve_device
 
     marks.append(("imports", time.perf_counter()))  # with the argument checks
-
     check_attn_implementation(cfg.attn_implementation)
     if viewer is not None:
         if cfg.interactive or questions is not None:
