@@ -6,8 +6,8 @@ plus **segments** in physical token order, each with its ids and position span [
     SINK      system turn                         never evicted
     PREVIOUS  earlier commentary                  head `text_sink` + tail `text_sliding_window` tokens kept
     QUERY     the user's standing query, if any   never evicted
-    USER i    second i: Time=…, its vision, and the `<|im_start|>assistant\n` generation prompt
-    REPLY i   what the model said in second i (words, " ...", <|im_end|>, "\n")
+    USER i    second i: Time=…, its vision, and the `<|im_start|>assistant\\n` generation prompt
+    REPLY i   what the model said in second i (words, " ...", <|im_end|>, "\\n")
     QUESTION i / ANSWER i   an interactive question typed during second i, and the answer
 
 The one mutation is `apply(plan)` (eviction.py's plan): which sub-ranges of each segment survive, as which kind. In
@@ -18,7 +18,7 @@ The one mutation is `apply(plan)` (eviction.py's plan): which sub-ranges of each
 two banks (`make_banks`) of fixed per-layer buffers that evictions compact into in turn; the slot decoder captures a
 CUDA graph over each, and a stream's next cache takes them over (`banks=`).
 
-**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\n`) need no logits: they join the
+**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits: they join the
 segments at once (`extend_last(..., written=False)`) and the next forward writes their K/V before its piece
 (`take_unwritten`). `apply` keeps or drops them like any other.
 """

@@ -2,10 +2,10 @@
 
 Every token comes from training's stream template (`streaming_vlm.data.stream_template`), at the cache's next position:
 
-    start(previous_text, query)  system turn [+ previous text] [+ query]                  -> SINK / PREVIOUS / QUERY
-    step(second)                 evict; the second's frames + "<|im_start|>assistant\n"   -> USER i; a reply of up to
-                                 max_new_tokens, closed by <|im_end|> "\n"                 -> REPLY i
-    ask(question)                a user turn at the current second + the answer        -> QUESTION i / ANSWER i
+    start(previous_text, query)  system turn [+ previous text] [+ query]                 -> SINK / PREVIOUS / QUERY
+    step(second)                 evict; the second's frames + "<|im_start|>assistant\\n"  -> USER i; a reply of up to
+                                 max_new_tokens, closed by <|im_end|> "\\n"                -> REPLY i
+    ask(question)                a user turn at the current second + the answer         -> QUESTION i / ANSWER i
     stream(seconds)              step() over a source; with `lookahead`, second i+1 is read, encoded and run through
                                  the vision tower while reply i decodes (`prepare`)
 

@@ -5,7 +5,7 @@ to `StreamingCache.apply`; the policy never touches tensors, so it can be tested
 1. vision window: with the new second the cache holds the last `window_size` seconds; an older second loses its USER
    block (time text + vision + generation prompt) and any QUESTION block;
 2. fold: its REPLY / ANSWER, now right after the previous-text block, joins it (ids and K/V, no recompute), minus
-   its closing `" ..." <|im_end|> \n` tokens, so silent seconds leave nothing behind;
+   its closing `" ..." <|im_end|> \\n` tokens, so silent seconds leave nothing behind;
 3. text window: the previous-text block keeps its first `text_sink` and last `text_sliding_window` tokens;
 4. budget: if the cache plus `incoming` tokens would exceed `max_cache_tokens`, more of the oldest seconds go.
 """
