@@ -74,7 +74,8 @@ class _Stdin:
 
 
 class LiveFrameSource:
-    """Whole seconds of a live stream, in real time; `end`: the stream second to stop at (None: its end)."""
+    """Whole seconds of a live stream, in real time; `end`: the stream second to stop at (None: its end).
+    `max_lag` >= 1 and `stall_timeout` > 0 are the caller's to check (`StreamingConfig.validate` does)."""
 
     live = True
     duration = None  # unknown: the stream goes on until it ends
