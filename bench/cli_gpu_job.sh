@@ -67,7 +67,7 @@ cli() {  # label model video min_seconds_left
 if [ $STARTUP = 1 ]; then
   for run in cold warm "warm again"; do
     cli "$A 720p30 30 s $run" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 30
-    grep -h "^start-up" "$OUT/${A}_720p30_30_s_${run// /_}.log"
+    grep -a -o "start-up .*" "$OUT/${A}_720p30_30_s_${run// /_}.log"
   done
   exit 0
 fi
