@@ -49,7 +49,7 @@ def _cli(env, *args, timeout=120):
 
 
 def _one_line(r):
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip() and "Setting accelerator" not in ln]
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     return lines[0]
 
