@@ -44,7 +44,8 @@ def train_in_process(monkeypatch, capsys):
     would set it; LOCAL_RANK as `--local_rank` exports it (both restored afterwards)."""
     def run(args, world_size=None):
         for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "SLURM_NTASKS", "SUBMITIT_EXECUTOR"):
-            monkeypatch.delenv(k, raising=False)
+            monkeypatch.setenv(k, "")  # recorded, so what the task exports (LOCAL_RANK) is removed afterwards
+            monkeypatch.delenv(k)
         if world_size:
             monkeypatch.setenv("WORLD_SIZE", str(world_size))
         capsys.readouterr()
@@ -167,7 +168,8 @@ def test_train_py_dry_run_with_launcher_arguments(fake_data, tmp_path):
 
 
 def test_argv_helpers(monkeypatch):
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "")  # recorded, so the LOCAL_RANK strip_local_rank exports is removed afterwards
+    monkeypatch.delenv("LOCAL_RANK")
     assert strip_local_rank(["--local_rank=2", "a=1"]) == ["a=1"] and os.environ["LOCAL_RANK"] == "2"
     assert strip_local_rank(["--local-rank", "5", "b=2"]) == ["b=2"] and os.environ["LOCAL_RANK"] == "5"
     assert normalize_group_adds(["+experiment=x", "++experiment=y", "+foo=1"]) == ["experiment=x", "experiment=y",
