@@ -11,11 +11,11 @@ CKPT=checkpoints/tiny-qwen3vl
 export TOKENIZERS_PARALLELISM=false WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFFLINE=1
 mkdir -p "$OUT"
 step() { printf '\n==> %s   [%d s]\n' "$*" "$SECONDS"; }
-# The two arms (streaming-trained and chunk-only) train and generate side by side, each on half of the machine's
-# cores: the tiny model's small matrices gain little from a second thread, so two one-thread jobs finish in about
-# the time of one two-thread job (BENCHMARKS.md, issue 26). A job left running when the script stops is ended.
-THREADS=$(( $(nproc) / 2 )); [ "$THREADS" -ge 1 ] || THREADS=1
-export OMP_NUM_THREADS=$THREADS
+# The two arms (streaming-trained and chunk-only) train and generate side by side, each with half of the machine's
+# cores: the tiny model's small matrices gain little from a second thread (on 2 cores a stage-1 step takes 1.6x as
+# long on one thread: BENCHMARKS.md, issue 26), so two one-thread jobs beat two two-thread jobs in turn. A job left
+# running when the script stops is ended.
+HALF=$(( $(nproc) / 2 )); [ "$HALF" -ge 1 ] || HALF=1
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 
 step "1. Build the tiny Qwen3-VL checkpoint"
@@ -30,16 +30,16 @@ EVAL_VIDEO=$(ls "$OUT"/data/videos/eval/*.mp4 | head -n 1)
 "$PY" scripts/demo_decode.py --video "$EVAL_VIDEO" --model_path "$CKPT" --start 20 --seconds 3
 
 step "4. Stage 1: streaming SFT on 8 s windows of the training games, with the previous commentary, 100 steps (loss curve below)"
-echo "beside it, the baseline: chunk-only SFT (independent 8 s clips, no previous commentary), 50 steps (log: $OUT/chunk.log)"
-"$PY" train.py experiment=smoke_chunk data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/chunk" \
+echo "beside it, the baseline: chunk-only SFT (independent 8 s clips, no previous commentary), 100 steps (log: $OUT/chunk.log)"
+OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_chunk data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/chunk" \
     > "$OUT/chunk.log" 2>&1 & CHUNK=$!
-"$PY" train.py experiment=smoke_stage1 data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/stage1"
+OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_stage1 data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/stage1"
 
 step "5. Stage 2: anneal on whole clips, initialised from stage 1"
 "$PY" train.py experiment=smoke_stage2 data.root="$OUT/data" model.name_or_path="$CKPT" init_from="$OUT/stage1" \
     output_dir="$OUT/stage2"
 
-step "6. The chunk-only baseline, 50 steps: half of stage 1, for the time budget"
+step "6. The chunk-only baseline (trained beside stage 1)"
 wait $CHUNK || { tail -n 20 "$OUT/chunk.log"; echo "the chunk-only baseline failed (log: $OUT/chunk.log)"; exit 1; }
 sed -n '/^loss curve/,$p' "$OUT/chunk.log"
 
@@ -53,7 +53,7 @@ step "7. Both models over the held-out games in infinite mode (one engine, bound
 mkdir -p "$OUT/eval"
 declare -A GEN
 for arm in stage2 chunk; do
-    "$PY" -m streaming_vlm.eval generate --reference "$OUT/data/eval_inf.jsonl" --video-root "$OUT/data" \
+    OMP_NUM_THREADS=$HALF "$PY" -m streaming_vlm.eval generate --reference "$OUT/data/eval_inf.jsonl" --video-root "$OUT/data" \
         --model_path "$OUT/$arm" --out "$OUT/eval/$arm.jsonl" "${INFER[@]/#/--set=}" > "$OUT/eval/generate_$arm.log" 2>&1 &
     GEN[$arm]=$!
 done
