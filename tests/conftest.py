@@ -57,14 +57,15 @@ def _tree(root):
 
 @pytest.fixture(scope="session")
 def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
-    """One uninterrupted single-process train.py run, shared: 6 steps, global batch 4, checkpoints every 2 steps.
-    The exact-resume tests compare against it; the finished-run tests re-run its command. Returns (output dir,
-    completed process, sha256 of every input file (data, checkpoint) before the run)."""
-    from train_runs import common_args, train
+    """One uninterrupted single-process train.py run, shared (train_runs.reference_args: 6 steps, global batch 4,
+    checkpoints every 2 steps, held-out loss before and after). The learning test reads its held-out loss and
+    stage 2 starts from its model; the exact-resume tests compare against it; the finished-run tests re-run its
+    command. Returns (output dir, completed process, sha256 of every input file (data, checkpoint) before the run)."""
+    from train_runs import reference_args, train
 
     inputs = {**_tree(synth_data), **_tree(tiny_ckpt)}
     out = tmp_path_factory.mktemp("reference") / "run"
-    return out, train(common_args(synth_data, tiny_ckpt, out)), inputs
+    return out, train(reference_args(synth_data, tiny_ckpt, out)), inputs
 
 
 # `make test-fast`: unit modules for the edit-test loop: no training, no long stream; at most the tiny checkpoint.

@@ -26,6 +26,14 @@ def common_args(data, ckpt, out, experiment="smoke_stage1", steps=6):
             "eval=none"]
 
 
+def reference_args(data, ckpt, out):
+    """The session's reference run (conftest.py `reference_run`): 6 steps, global batch 4, checkpoints every 2 steps,
+    and the held-out loss on 8 windows of the eval games before and after training (it reads the weights, it does
+    not change the training: the resumed and ZeRO-3 runs, without it, reproduce this run's losses)."""
+    return [a for a in common_args(data, ckpt, out) if a != "eval=none"] + ["eval=heldout_loss",
+                                                                            "eval.heldout.max_samples=8"]
+
+
 def train(args, timeout=600, launcher=None, env=None):
     cmd = (launcher or [sys.executable]) + [str(ROOT / "train.py"), *args]
     r = subprocess.run(cmd, cwd=ROOT, env=train_env(env), capture_output=True, text=True, timeout=timeout)
