@@ -3,6 +3,8 @@
 #
 #   bash bench/cli_gpu_job.sh           # GPU: 1080p50 (120 s) and 720p30 (240 s) files, random-init 2B and 4B
 #   bash bench/cli_gpu_job.sh --tiny    # CPU dry run of every step: tiny model, small short files
+#   bash bench/cli_gpu_job.sh --startup # GPU, ~3 min: the 2B on one short 720p30 file, cold then warm twice, with
+#                                       # the CLI's `start-up:` line (where a start's seconds go)
 #
 # Steps: install carried wheels (.whl/*.whl -> /tmp/site); write the two files with PyAV (bench/video_files.py, not
 # the project's synthetic generator) and the random-init checkpoints (python -m streaming_vlm.model.tiny), in
@@ -13,7 +15,8 @@
 # and JSON rows go to $OUT (default outputs/cli_gpu_job).
 set -u
 cd "$(dirname "$0")/.."
-TINY=0; [ "${1:-}" = "--tiny" ] && TINY=1
+TINY=0; STARTUP=0
+for a in "$@"; do case $a in --tiny) TINY=1 ;; --startup) STARTUP=1 ;; *) echo "unknown option $a"; exit 2 ;; esac; done
 OUT=${OUT:-outputs/cli_gpu_job}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 PY=${PYTHON:-python3}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -31,9 +34,11 @@ log() { echo "[cli_gpu_job +$((SECONDS - T0))s] $*" | tee -a "$OUT/job.log"; }
 
 if [ $TINY = 1 ]; then
   SIZES=(tiny tiny); V1=(--width 320 --height 180 --fps 50 --seconds 6); V2=(--width 256 --height 144 --fps 30 --seconds 8)
+  [ $STARTUP = 1 ] && V1=(--width 256 --height 144 --fps 50 --seconds 2)
   BUDGET=${JOB_BUDGET_S:-3600}; BENCH=(--smoke --modes streaming --minutes 0.15 --check_seconds 2 --record "$OUT/bench.md")
 else
   SIZES=(2b 4b); V1=(--width 1920 --height 1080 --fps 50 --seconds 120); V2=(--width 1280 --height 720 --fps 30 --seconds 240)
+  [ $STARTUP = 1 ] && V1=(--width 256 --height 144 --fps 50 --seconds 2) && V2=(--width 1280 --height 720 --fps 30 --seconds 30)
   BENCH=(--sizes 2b --modes streaming --minutes 1 --check_seconds 4 --record "$OUT/bench.md")
 fi
 "$PY" -c "import torch, transformers, av; print('torch', torch.__version__, 'transformers', transformers.__version__, \
@@ -44,8 +49,10 @@ log "writing files and checkpoints"
 "$PY" bench/video_files.py --out "$WORK/v720p30.mp4" "${V2[@]}" > "$OUT/make_v720p30.log" 2>&1 & p2=$!
 DTYPE=bfloat16; [ $TINY = 1 ] && DTYPE=float32
 "$PY" -m streaming_vlm.model.tiny --size "${SIZES[0]}" --dtype $DTYPE --out "$WORK/ckpt_a" > "$OUT/ckpt_a.log" 2>&1 & p3=$!
-"$PY" -m streaming_vlm.model.tiny --size "${SIZES[1]}" --dtype $DTYPE --seed 1 --out "$WORK/ckpt_b" > "$OUT/ckpt_b.log" 2>&1 & p4=$!
-for p in $p1 $p2 $p3 $p4; do wait $p || { log "a preparation step failed (see $OUT/*.log)"; tail -3 "$OUT"/*.log; exit 1; }; done
+p4=
+[ $STARTUP = 1 ] || { "$PY" -m streaming_vlm.model.tiny --size "${SIZES[1]}" --dtype $DTYPE --seed 1 --out "$WORK/ckpt_b" \
+  > "$OUT/ckpt_b.log" 2>&1 & p4=$!; }
+for p in $p1 $p2 $p3 $p4; do wait $p || { log "a preparation step failed (see $OUT/*.log)"; tail -n 3 "$OUT"/*.log; exit 1; }; done
 cat "$OUT"/make_*.log | tee -a "$OUT/job.log"
 log "prepared"
 
@@ -57,6 +64,13 @@ cli() {  # label model video min_seconds_left
     --cli_timeout $(( $(left) - 20 )) 2>&1 | grep "^json: " | sed 's/^json: //' >> "$OUT/cli_rows.jsonl"
   tail -1 "$OUT/cli_rows.jsonl" | cut -c1-400
 }
+if [ $STARTUP = 1 ]; then
+  for run in cold warm "warm again"; do
+    cli "$A 720p30 30 s $run" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 30
+    grep -h "^start-up" "$OUT/${A}_720p30_30_s_${run// /_}.log"
+  done
+  exit 0
+fi
 cli "$A 1080p50 cold" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
 cli "$A 720p30 warm" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 60
 cli "$B 1080p50 cold" "$WORK/ckpt_b" "$WORK/v1080p50.mp4" 60

@@ -43,6 +43,11 @@ class TracingEngine(StreamingEngine):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.score_trace: list[torch.Tensor] = []
+        self.steps_prepared_ahead = 0  # steps that found their second prepared while the last reply decoded
+
+    def step(self, second, *args, **kwargs):
+        self.steps_prepared_ahead += self.prepared is not None and self.prepared.second is second
+        return super().step(second, *args, **kwargs)
 
     @torch.inference_mode()
     def _sample(self, logits, context, n_generated, min_new):

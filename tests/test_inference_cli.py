@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 import webvtt
@@ -47,10 +49,18 @@ def _stderr_lines(text):
     return [ln for ln in text.splitlines() if ln.strip() and "Setting accelerator" not in ln]
 
 
-def test_vtt_and_json_lines(tiny_ckpt, videos, tmp_path):
-    vtt = tmp_path / "out.vtt"
+@pytest.fixture(scope="module")
+def game_run(tiny_ckpt, videos, tmp_path_factory):
+    """One CLI run on the 3 s mp4, VTT and JSON lines, progress on, timed from outside: (process, vtt, wall s)."""
+    vtt = tmp_path_factory.mktemp("game") / "out.vtt"
+    began = time.perf_counter()
     proc = _cli(["--model_path", tiny_ckpt, "--video_path", videos["game"], "--output_path", vtt, "--emit_json",
                  *FAST])
+    return proc, vtt, time.perf_counter() - began
+
+
+def test_vtt_and_json_lines(game_run):
+    proc, vtt, _ = game_run
     assert proc.returncode == 0, proc.stderr
     assert "timing:" in proc.stderr and "decode" in proc.stderr and "eviction" in proc.stderr
     records = [json.loads(line) for line in proc.stdout.splitlines()]  # stdout is pure JSON lines
@@ -63,6 +73,27 @@ def test_vtt_and_json_lines(tiny_ckpt, videos, tmp_path):
         assert cue.text.strip()
         if record["text"]:
             assert cue.text.split()[0][:3] == record["text"].replace("&", "&amp;").split()[0][:3]
+
+
+def test_startup_line_splits_start_up(game_run):
+    """One `start-up T s: phase t s, ...` line on stderr: every part >= 0, the phases add up to T (to rounding),
+    T fits in the process's wall time, and engine start's parts (in brackets) in engine start."""
+    proc, _, wall = game_run
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln[ln.index("start-up "):] for ln in re.split(r"[\r\n]", proc.stderr) if "start-up " in ln]
+    assert len(lines) == 1, proc.stderr
+    total = float(re.match(r"start-up (-?[\d.]+) s: ", lines[0]).group(1))
+
+    def seconds(text):
+        return {name.strip(): float(value) for name, value in re.findall(r"([a-z+\- ]+) (-?[\d.]+) s", text)}
+
+    phases = seconds(re.sub(r" \(.*\)", "", lines[0].split(": ", 1)[1]))
+    parts = seconds(re.search(r"\((.*)\)", lines[0]).group(1))
+    assert list(phases) == ["imports", "source", "processor", "model", "engine init", "engine start", "first second"]
+    assert list(parts) == ["plan set-up", "decoder prepare", "prefix prefill", "other"]  # CPU: nothing compiled
+    assert min([total, *phases.values(), *parts.values()]) >= 0
+    assert abs(sum(phases.values()) - total) <= 0.005 * len(phases) and total <= wall
+    assert sum(parts.values()) <= phases["engine start"] + 0.005 * len(parts)
 
 
 def test_video_shorter_than_one_second(tiny_ckpt, videos, tmp_path):

@@ -153,8 +153,8 @@ def test_close_stops_the_reader_while_stdin_stays_open():
         first = next(iter(source))
         feeder.join()
         started = time.monotonic()
-        source.close()
-        assert time.monotonic() - started < 5 and not source.reader.is_alive()
+        stopped = source.close()
+        assert stopped and time.monotonic() - started < 5 and not source.reader.is_alive()
     finally:
         feeder.join()
         os.close(write_end)

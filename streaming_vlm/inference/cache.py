@@ -1,8 +1,7 @@
 """`StreamingCache`: a transformers KV cache that knows which tokens are which, and can drop some of them.
 
-The attention layers hand the cache their keys already rotated (RoPE applied), as with `DynamicCache`, which it
-subclasses so mask sizes, query offsets and `update` stay transformers' own. On top, it keeps **segments**, the
-physical token order:
+A `DynamicCache` subclass (mask sizes, query offsets and `update` stay transformers'), holding keys already rotated,
+plus **segments** in physical token order, each with its ids and position span [pos_start, pos_end):
 
     SINK      system turn                         never evicted
     PREVIOUS  earlier commentary                  head `text_sink` + tail `text_sliding_window` tokens kept
@@ -11,28 +10,17 @@ physical token order:
     REPLY i   what the model said in second i (words, " ...", <|im_end|>, "\\n")
     QUESTION i / ANSWER i   an interactive question typed during second i, and the answer
 
-Each segment records its token ids and its position span [pos_start, pos_end) (text advances 1 per token on t/h/w
-alike; a vision run advances max(h, w) / merge); one's `pos_end` is the next one's `pos_start`.
+The one mutation is `apply(plan)` (eviction.py's plan): which sub-ranges of each segment survive, as which kind. In
+`contiguous` mode each survivor moves down by the position span removed before it and its key is re-rotated once
+(exact: the shift is uniform over t/h/w), so positions stay bounded; in `native` mode (the ablation) they grow.
 
-The one mutation is `apply(plan)` (the plan comes from `eviction.py`): which sub-ranges of each segment survive and
-what kind they become. The other tokens go from every layer; in `contiguous` position mode every surviving token
-moves down by the position span removed before it, its cached key re-rotated once (`mrope.rotation_table`: exact,
-the shift is uniform over t/h/w), so positions stay bounded forever. In `native` mode (the ablation) positions grow.
+**Buffers.** A layer is a `SpareLayer`, written in place into buffers with `spare_tokens` of room. The cache owns
+two banks (`make_banks`) of fixed per-layer buffers that evictions compact into in turn; the slot decoder captures a
+CUDA graph over each, and a stream's next cache takes them over (`banks=`).
 
-**Buffers.** Each layer is a `SpareLayer`: keys and values are views of buffers with `spare_tokens` of room, so a
-piece or a reply is written in place (transformers' DynamicLayer copies the layer's whole cache for every piece).
-The cache owns two banks (`make_banks`): fixed buffers per layer that each eviction compacts into in turn (the kept
-tokens gathered, the moved keys rotated in place: one Triton kernel a layer on CUDA, `rotation_kernel.py`). The slot
-decoder (graph_decode.py) captures a CUDA graph over each bank and decodes on the cache's own buffers; a stream's
-next cache takes the banks over (`banks=`), so the graphs stay valid.
-
-**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits, so no forward
-runs for them: they join the segments at once (`extend_last(..., written=False)`) and the next forward writes their
-K/V in front of its piece (`take_unwritten`). `apply` keeps or drops unwritten tokens like any other.
-
-Precision: each rotation rounds the keys once in the cache dtype (the arithmetic is fp32). A token is rotated about
-once a second while in the vision window or the tail of the previous-text block, so in bf16 its key carries tens to
-a few hundred roundings (relative error ~√n·2⁻⁹); evicting every k seconds would cut that k-fold.
+**Unwritten tail.** A reply's last tokens (the last sampled word, `<|im_end|>`, `\\n`) need no logits: they join the
+segments at once (`extend_last(..., written=False)`) and the next forward writes their K/V before its piece
+(`take_unwritten`). `apply` keeps or drops them like any other.
 """
 
 from __future__ import annotations
@@ -66,10 +54,6 @@ class Segment:
     def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def span(self) -> int:
-        return self.pos_end - self.pos_start
-
 
 @dataclass
 class Keep:
@@ -96,7 +80,6 @@ class StreamingCache(DynamicCache):
         self.tokens_evicted = 0
         self.rotations = 0  # how many times cached keys were re-rotated (once per eviction that moved tokens)
 
-    # ---- bookkeeping (call before the forward that writes these tokens) -------------------------------------
     @property
     def next_position(self) -> int:
         return self.segments[-1].pos_end if self.segments else 0
@@ -114,8 +97,7 @@ class StreamingCache(DynamicCache):
         return seg
 
     def extend_last(self, ids, written: bool = True) -> None:
-        """Append text tokens to the newest segment (decoding), one position each. `written=False`: their K/V
-        are left to the next forward (see "Unwritten tail")."""
+        """Append text tokens to the newest segment, one position each; `written=False`: see "Unwritten tail"."""
         ids = [int(i) for i in ids]
         if written and ids and self.unwritten:
             raise ValueError("tokens written after unwritten ones: take_unwritten() first")
@@ -126,8 +108,7 @@ class StreamingCache(DynamicCache):
             self.unwritten.extend(ids)
 
     def take_unwritten(self) -> tuple[list[int], list[int]]:
-        """The unwritten tail the next forward must write first: (ids, positions), cleared here. Call before
-        adding the next segment."""
+        """The unwritten tail (ids, positions) the next forward writes first, cleared; call before `add_segment`."""
         ids, self.unwritten = self.unwritten, []
         positions: list[int] = []
         for seg in reversed(self.segments):  # text segments: one position per token
@@ -150,14 +131,9 @@ class StreamingCache(DynamicCache):
         """Stream seconds that still have their vision in the cache, oldest first."""
         return sorted({s.second for s in self.segments if s.kind == USER})
 
-    # ---- the one mutation ----------------------------------------------------------------------------------
     def apply(self, plan: dict[int, Keep]) -> int:
-        """Keep, for each segment index in `plan`, only `Keep.ranges` (segments not in `plan` stay whole).
-
-        Returns the number of tokens removed. Vision segments are kept whole or dropped whole (their internal
-        positions are a grid, not a line). In contiguous mode, surviving tokens move down by the position span
-        removed before them, and their keys are re-rotated in one call.
-        """
+        """Keep, for each segment index in `plan`, only `Keep.ranges` (others stay whole); returns the tokens removed.
+        A vision segment is kept or dropped whole (its positions are a grid, not a line)."""
         new_segments: list[Segment] = []
         kept: list[tuple[int, int, int]] = []  # surviving token ranges: (start, end in cache order, pos shift)
         removed_span = 0
@@ -205,14 +181,12 @@ class StreamingCache(DynamicCache):
         """Position span of tokens [a, b) of a segment (a dropped vision segment frees its whole span)."""
         if b <= a:
             return 0
-        return seg.span if seg.has_vision else b - a
+        return seg.pos_end - seg.pos_start if seg.has_vision else b - a
 
     @torch.inference_mode()  # new buffers of the same kind as the forwards' (a compiled forward guards on it)
     def _gather_and_rotate(self, kept: list[tuple[int, int, int]]) -> None:
-        """Compact every layer to the `kept` token ranges (start, end, shift). The moved tokens, from the first on,
-        rotate in one pass a layer with a per-token (cos, sin) table built once per eviction: a fixed handful of
-        kernels a layer however many runs of equally moved tokens there are (usually one or two: after the dropped
-        second; after a trimmed middle of the previous text)."""
+        """Compact every layer to the `kept` token ranges (start, end, shift); the tokens from the first moved one on
+        rotate in one pass a layer, by a per-token (cos, sin) table built once per eviction."""
         index = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b, _ in kept] or [np.zeros(0, np.int64)])
         shifts = np.repeat(np.array([-s for *_, s in kept], np.int64), [b - a for a, b, _ in kept])  # new order
         moved = np.flatnonzero(shifts)
@@ -234,9 +208,8 @@ class StreamingCache(DynamicCache):
         self.rotations += runs
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
-        """Every layer's (keys, values) buffers, with room made for `count` tokens after the n each holds, and n:
-        for a forward that writes its K/V into them itself (TextStep.stack), then `grow(count)` to keep them.
-        None before the first forward (no layer buffers yet)."""
+        """Every layer's (keys, values) buffers with room for `count` tokens after the n each holds, and n, for a
+        forward that writes into them (TextStep.stack; then `grow(count)`). None before the first forward."""
         layers = self.layers
         if not layers or not all(isinstance(layer, SpareLayer) and layer.buffers is not None for layer in layers):
             return None
@@ -260,9 +233,8 @@ class StreamingCache(DynamicCache):
         return self.banks
 
     def bank_buffers(self, layer: int, current, like: torch.Tensor, tokens: int):
-        """The bank pair for `layer` that `current` (the layer's buffers now) is not, without its scratch slot, if
-        it holds `tokens` tokens of `like`'s shape and kind; else None (a piece that fits no bank gets buffers of
-        its own)."""
+        """The other bank's pair for `layer` (not `current`), without its scratch slot, if it holds `tokens` tokens
+        like `like`; else None (the layer gets buffers of its own)."""
         for bank in self.banks or ():
             keys, values = (buf[..., :-1, :] for buf in bank[layer])
             if current is not None and keys.data_ptr() == current[0].data_ptr():
@@ -272,22 +244,18 @@ class StreamingCache(DynamicCache):
                 return keys, values
         return None
 
-    # ---- reporting -----------------------------------------------------------------------------------------
     def summary(self) -> dict:
         kinds: dict[str, int] = {}
         for s in self.segments:
             kinds[s.kind] = kinds.get(s.kind, 0) + len(s)
         return {"tokens": self.num_tokens, "unwritten": len(self.unwritten), "next_position": self.next_position,
-                "by_kind": kinds,
-                "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
+                "by_kind": kinds, "seconds_in_window": len(self.seconds()), "tokens_evicted": self.tokens_evicted,
                 "rotations": self.rotations}
 
 
 class SpareLayer(DynamicLayer):
-    """A DynamicLayer whose keys and values are views of buffers with room to spare (`cache.spare_tokens`): a
-    piece is written into the room, where DynamicLayer concatenates, a copy of every cached token of the layer
-    for every piece (a second's prefill, a decoded reply). The room is
-    made when an eviction compacts the layer into new buffers (or the other bank), or when a piece does not fit."""
+    """A DynamicLayer whose keys and values are views of buffers with room to spare (`cache.spare_tokens`), made when
+    an eviction compacts the layer (into the other bank or new buffers) or a piece does not fit."""
 
     def __init__(self, cache: "StreamingCache", index: int):
         super().__init__()
@@ -311,8 +279,7 @@ class SpareLayer(DynamicLayer):
         return self.buffers
 
     def grow(self, count: int) -> None:
-        """Take in the next `count` tokens, already written into the buffers' room (by the slot decoder, decoding
-        on this bank)."""
+        """Take in the next `count` tokens, already written into the buffers' room (by the slot decoder)."""
         n = self.get_seq_length()
         if not self._room(n + count):
             raise ValueError(f"{count} tokens past the layer's {n} are not in its buffers")
@@ -320,8 +287,7 @@ class SpareLayer(DynamicLayer):
         self.keys, self.values = kbuf[..., :n + count, :], vbuf[..., :n + count, :]
 
     def make_room(self, add: int, like: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Buffers that hold this layer's tokens and room for `add` more (new ones, the tokens copied, where the
-        current ones are too small)."""
+        """Buffers holding this layer's tokens with room for `add` more (new ones, tokens copied, if too small)."""
         n = self.get_seq_length()
         if not self._room(n + add):
             kbuf, vbuf = self._new_buffers(self.keys if like is None else like, n + add)
@@ -342,8 +308,7 @@ class SpareLayer(DynamicLayer):
         return self.keys, self.values
 
     def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None) -> None:
-        """Keep the tokens at `index` (in that order) in new buffers, keys from `first` on rotated in place by
-        the per-token (cos, sin) table (None: nothing moved)."""
+        """Keep the tokens at `index` in new buffers, keys from `first` on rotated in place by (cos, sin) if given."""
         m = index.numel()
         kbuf, vbuf = self._new_buffers(self.keys, m)
         keys, values = kbuf[..., :m, :], vbuf[..., :m, :]

@@ -47,44 +47,43 @@ class StreamingConfig:
     max_pixels: int | None = None
     total_pixels: int | None = None
     progress: bool = True  # tqdm bar on stderr
-    # debugging: no torch.compile and no CUDA graph (the engine's plan, engine.py); the results are the same
-    eager: bool = False
-    # live sources (a URL, /dev/videoN, "-"; live_source.py): complete seconds allowed to wait before the oldest is
-    # dropped, and seconds without a frame after which the stream counts as stalled and the run ends
-    max_lag: float = 2.0
-    stall_timeout: float = 10.0
+    eager: bool = False  # debugging: no torch.compile, no CUDA graph (the engine's plan); the same results
+    max_lag: float = 2.0  # live sources: complete seconds that may wait before the oldest is dropped
+    stall_timeout: float = 10.0  # live sources: seconds without a frame after which the run ends
 
     @classmethod
-    def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None, **overrides) -> "StreamingConfig":
+    def from_any(cls, config: "StreamingConfig | dict[str, Any] | None" = None) -> "StreamingConfig":
         if config is None:
             config = {}
         if isinstance(config, StreamingConfig):
             config = dataclasses.asdict(config)
         if not isinstance(config, dict):
             raise UserError(f"config must be a dict or StreamingConfig, got {type(config).__name__}")
-        merged = {**config, **overrides}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(merged) - known)
+        unknown = sorted(set(config) - {f.name for f in fields(cls)})
         if unknown:
             raise UserError(f"unknown config key(s): {', '.join(unknown)}")
-        out = cls(**merged)
-        out.validate()
-        return out
+        return cls(**config).validate()
 
     def validate(self) -> "StreamingConfig":
         def need(cond: bool, message: str) -> None:
             if not cond:
                 raise UserError(message)
 
-        check_types(self)
+        for f in fields(self):  # each field of its declared type: a `--set KEY=abc` or YAML typo is one clear line
+            value, declared = getattr(self, f.name), [t.strip() for t in str(f.type).split("|")]
+            allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
+            if value is None and "None" in declared or not allowed:
+                continue
+            if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+                kinds = " or ".join(n if n != "None" else "null" for n in declared)
+                raise UserError(f"{f.name} must be {kinds}, got {value!r}")
         need(math.isfinite(self.fps) and 0 < self.fps <= MAX_FPS,
              f"fps must be > 0 and at most {MAX_FPS} frames per second, got {self.fps}")
         for name in ("temperature", "repetition_penalty", "start"):
             need(math.isfinite(getattr(self, name)), f"{name} must be a finite number, got {getattr(self, name)}")
         need(self.end is None or math.isfinite(self.end), f"end must be a finite number, got {self.end}")
         need(int(self.window_size) >= 1, f"window_size must be >= 1 second, got {self.window_size}")
-        need(self.text_sink >= 0 and self.text_sliding_window >= 0,
-             "text_sink and text_sliding_window must be >= 0")
+        need(self.text_sink >= 0 and self.text_sliding_window >= 0, "text_sink and text_sliding_window must be >= 0")
         need(self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         need(0 <= self.min_new_tokens <= self.max_new_tokens,
              f"min_new_tokens must be in [0, max_new_tokens], got {self.min_new_tokens}")
@@ -102,19 +101,3 @@ class StreamingConfig:
         need(self.stall_timeout > 0, f"stall_timeout must be > 0 seconds, got {self.stall_timeout}")
         self.window_size = int(self.window_size)
         return self
-
-
-def check_types(config: StreamingConfig) -> None:
-    """Every field holds a value of its declared type (a `--set KEY=abc` or a YAML typo is one clear line)."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        declared = [t.strip() for t in str(f.type).split("|")]
-        if value is None and "None" in declared:
-            continue
-        allowed = tuple(t for name in declared for t in _TYPES.get(name, ()))
-        if not allowed:
-            continue
-        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-            kinds = " or ".join(n if n != "None" else "null" for n in declared)
-            raise UserError(f"{f.name} must be {kinds}, got {value!r}")
-

@@ -1,28 +1,21 @@
 """`StreamingEngine`: one second in, one line of commentary out, in bounded memory.
 
-Every token the model sees comes from the stream template (`streaming_vlm.data.stream_template`), the same one
-training uses, placed at the cache's next position:
+Every token comes from training's stream template (`streaming_vlm.data.stream_template`), at the cache's next position:
 
-    start(previous_text, query)   system turn [+ previous text] [+ query]           -> SINK / PREVIOUS / QUERY
-    step(second)                  evict; user turn with the second's frames + "<|im_start|>assistant\\n"  -> USER i
-                                  decode up to max_new_tokens, stop at <|im_end|> (appended if missing), "\\n" -> REPLY i
-    ask(question)                 a user turn at the current second + the answer     -> QUESTION i / ANSWER i
-    stream(seconds)               step() over a source; with `lookahead`, second i+1 is read, encoded and run
-                                  through the vision tower while reply i decodes on the device (`prepare`)
+    start(previous_text, query)  system turn [+ previous text] [+ query]                 -> SINK / PREVIOUS / QUERY
+    step(second)                 evict; the second's frames + "<|im_start|>assistant\\n"  -> USER i; a reply of up to
+                                 max_new_tokens, closed by <|im_end|> "\\n"                -> REPLY i
+    ask(question)                a user turn at the current second + the answer         -> QUESTION i / ANSWER i
+    stream(seconds)              step() over a source; with `lookahead`, second i+1 is read, encoded and run through
+                                 the vision tower while reply i decodes (`prepare`)
 
-How it runs is chosen once, in `start()`, from the device and the model (`choose_plan`, logged in one line):
+`start()` chooses how it runs, once (`choose_plan`, logged in one line):
 
-    fast path   a Qwen3-VL model nothing trains, loaded with sdpa or flash_attention_2 (what `load_model` returns):
-                our text stack (`model/text_step.py`) with the vision and DeepStack features put in by index, replies
-                decoded by the slot decoder (`graph_decode.py`), sampled on the device. On CUDA a second's prefill is
-                one compiled whole-stack call, each decode step a compiled step replayed as a CUDA graph, frames are
-                resized on the GPU and evictions rotate keys with one Triton kernel a layer; `eager` (debugging)
-                turns compilation and graphs off.
-    reference   anything else (a model being trained, eager attention): transformers' own, unpatched
-                `Qwen3VLForConditionalGeneration.forward` with explicit 3-row mRoPE positions `(3, 1, L)`, the new
-                second's `pixel_values_videos` and the `StreamingCache`; one eager forward per decoded token, sampled
-                on the host (transformers' logits processors). The parity tests and the benchmarks' baselines hold
-                the fast path to it; the training eval callback runs it (its model is sharded and trained).
+    fast path   a Qwen3-VL model nothing trains, sdpa or flash_attention_2: our text stack (`model/text_step.py`) and
+                the slot decoder (`graph_decode.py`), sampled on the device; on CUDA unless `eager`, a compiled prefill,
+                CUDA-graphed decode steps, frames resized on the GPU and a Triton kernel rotating evicted keys.
+    reference   anything else (a model being trained, eager attention): transformers' unpatched forward on the
+                `StreamingCache`, one forward a token, sampled on the host; the parity tests hold the fast path to it.
 
 A path that cannot run raises; nothing falls back silently.
 """
@@ -49,20 +42,16 @@ from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUERY, QUESTION, REP
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
-from streaming_vlm.inference.timing import Timings
+from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
 from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 
-# ---- configuration -> template, policy, budget ----------------------------------------------------------------
 def vision_budget(config: StreamingConfig) -> VisionBudget:
-    """Per-frame pixel budget: the one a training window of `window_size` seconds at `fps` would give each frame.
-
-    Training caps a window's vision at `total_pixels` (about 24K tokens); inference keeps the same number of frames
-    in its window, so it gets the same per-frame resolution, and the window's vision stays under the same cap.
-    """
+    """Per-frame pixel budget: what a training window of `window_size` seconds at `fps` gives each frame (training
+    caps a window's vision at `total_pixels`), so inference sees frames at training's resolution."""
     base = VisionBudget()
     min_px = config.min_pixels or base.min_pixels
     max_px = config.max_pixels or base.max_pixels
@@ -73,16 +62,13 @@ def vision_budget(config: StreamingConfig) -> VisionBudget:
 
 
 def build_template(processor, config: StreamingConfig) -> StreamTemplate:
-    """The stream template with the config's vision budget; frames are resized on the CPU until the engine's plan
-    says otherwise (`Plan.preprocess_device`)."""
+    """The stream template with the config's vision budget (frames resized where `Plan.preprocess_device` says)."""
     return StreamTemplate(processor, config.system_prompt or DEFAULT_SYSTEM_PROMPT, budget=vision_budget(config))
 
 
-# ---- how the engine runs ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Plan:
-    """How the engine runs a stream (see the module docstring). The results do not depend on it beyond float
-    rounding; the parity tests hold every plan to the reference."""
+    """How the engine runs a stream (module docstring); results agree across plans up to float rounding."""
     fast: bool  # our text stack and the slot decoder; False: transformers' forward, host-sampled eager decoding
     compiled: bool = False  # torch.compile the whole-stack prefill of a second and the decode step (fast only)
     cuda_graph: bool = False  # replay each decode step as a CUDA graph (fast only, CUDA only)
@@ -98,9 +84,8 @@ class Plan:
 
 
 def choose_plan(model, device: torch.device, config: StreamingConfig) -> Plan:
-    """The fastest plan that runs for this model on this device: the fast path wherever our text stack applies
-    (a Qwen3-VL model nothing trains, not loaded with eager attention), compiled and CUDA-graphed on CUDA unless
-    `config.eager`."""
+    """The fastest plan that runs: the fast path wherever our text stack applies (not eager attention), compiled and
+    CUDA-graphed on CUDA unless `config.eager`."""
     lm = model.model.language_model
     fast = lm.config._attn_implementation != "eager" and text_step_for(lm) is not None
     cuda = device.type == "cuda"
@@ -151,11 +136,9 @@ def _joined(features) -> torch.Tensor:
     return torch.cat(list(features)) if isinstance(features, (list, tuple)) else features
 
 
-# ---- the engine -----------------------------------------------------------------------------------------------
 class Prepared(NamedTuple):
-    """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed with `Encoded.at`) and,
-    where transformers takes encoder outputs, its vision tower's output. `ready`: recorded on the side stream the
-    work ran on (CUDA, ahead of time); the step's stream waits for it."""
+    """A second preprocessed ahead of its step: its user turn encoded at position 0 (placed by `Encoded.at`), its
+    vision tower output where the forward takes one, and `ready`, the side stream's event the step waits for (CUDA)."""
     second: Second
     encoded: Encoded
     video: object | None
@@ -180,35 +163,31 @@ class StreamingEngine:
     slot_decoder_class: type[SlotDecoder] = SlotDecoder
 
     def __init__(self, model, processor, config: StreamingConfig | dict | None = None, plan: Plan | None = None):
-        """`plan`: how to run (default: `choose_plan` in `start()`)."""
-        self.config = StreamingConfig.from_any(config)
+        self.config = cfg = StreamingConfig.from_any(config)
         self.model = model
         self.processor = processor
         self.device = next(model.parameters()).device
         self.plan = plan
-        self.template = build_template(processor, self.config)
+        self.template = build_template(processor, cfg)
         self.tokenizer = self.template.tokenizer
-        self.policy = build_policy(self.template, self.config)
+        self.policy = build_policy(self.template, cfg)
         self.im_end_id = self.template.im_end_id
-        # ids the model's forward takes for vision features wherever they occur in a piece with frames
-        self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}
+        self._placeholder_ids = {model.config.video_token_id, model.config.image_token_id}  # taken for vision features
         self.timings = Timings(self.device)
         self.inv_freq = model.model.language_model.rotary_emb.inv_freq
         self.vision_grids = VisionGrids(model.model.visual, self.device)  # the tower's per-grid tensors, once
         self.generator = torch.Generator(device=self.device)
-        if self.config.seed is not None:
-            self.generator.manual_seed(int(self.config.seed))
+        if cfg.seed is not None:
+            self.generator.manual_seed(int(cfg.seed))
         else:
             self.generator.seed()
-        self.repetition = (RepetitionPenaltyLogitsProcessor(self.config.repetition_penalty)
-                           if self.config.repetition_penalty != 1.0 else None)
-        self.temperature = (TemperatureLogitsWarper(self.config.temperature)
-                            if self.config.temperature > 0 else None)
+        self.repetition = (RepetitionPenaltyLogitsProcessor(cfg.repetition_penalty)
+                           if cfg.repetition_penalty != 1.0 else None)
+        self.temperature = TemperatureLogitsWarper(cfg.temperature) if cfg.temperature > 0 else None
         self.text_step = None  # the fast path's text stack (model/text_step.py), set up by `_set_up`
         self.vision_ahead = False  # the vision tower can run ahead of the second's forward
         self.ready = False  # the plan is chosen and set up (`_set_up`, in the first `start()`)
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
-        self.steps_prepared_ahead = 0  # steps that found their second prepared
         self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
         self.cache: StreamingCache | None = None
         self.budget: dict | None = None
@@ -217,14 +196,16 @@ class StreamingEngine:
         self.current_time = 0.0  # end of the last second processed (where a question is inserted)
         self.tokens_generated = 0
 
-    # ---- stream lifecycle -------------------------------------------------------------------------------------
     def start(self, previous_text: str | None = None, query: str | None = None) -> None:
         cfg = self.config
+        began = time.perf_counter()
+        parts = self.start_seconds = {}  # wall seconds of this start's parts (the CLI's start-up line)
         previous_text = previous_text if previous_text is not None else (cfg.previous_text or "")
         query = query if query is not None else cfg.query
         self.budget = check_cache_budget(self.template, cfg, query)
         if not self.ready:
-            self._set_up()
+            with wall_phase(parts, "plan set-up", self.device):
+                self._set_up()
         previous = truncate_tokens(previous_text, self.tokenizer, cfg.text_sink, cfg.text_sliding_window)
         # the banks (and the decoder's graphs over them) carry over from the last stream's cache
         self.cache = self.cache_class(self.inv_freq, cfg.pos_mode,
@@ -240,13 +221,16 @@ class StreamingEngine:
         for kind, a, b in ((SINK, 0, n_sys), (PREVIOUS, n_sys, n_prev), (QUERY, n_prev, len(ids))):
             if b > a:
                 self.cache.add_segment(kind, ids[a:b], a, b)
-        slots = self._slot_decoder(self.config.max_new_tokens)
-        if slots is not None:
-            slots.prepare()  # capture (and compile) the decode step before the first second, not during it
-        with self.timings.section("prefill"):
+        with wall_phase(parts, "decoder prepare", self.device):
+            slots = self._slot_decoder(self.config.max_new_tokens)
+            if slots is not None:
+                slots.prepare()  # capture (and compile) the decode step before the first second, not during it
+        with wall_phase(parts, "prefix prefill", self.device), self.timings.section("prefill"):
             self._forward(full)
         if self.plan.compiled:  # compile the whole-stack prefill now, not in the stream's first second
-            self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
+            with wall_phase(parts, "prefill warm-up", self.device):
+                self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
+        parts["other"] = time.perf_counter() - began - sum(parts.values())
 
     def _set_up(self) -> None:
         """Choose the plan (unless given), log it in one line and build what it needs."""
@@ -264,8 +248,7 @@ class StreamingEngine:
         if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
             require_rotation_kernel(self.device, next(lm.parameters()).dtype, self.inv_freq.numel() * 2)
         self.template.device = plan.preprocess_device
-        # the vision tower runs ahead of its forward with our text stack, or where transformers takes its output
-        # (`mm_encoder_outputs`, >= 5.23)
+        # the tower runs ahead with our text stack, or where the forward takes its output (`mm_encoder_outputs`)
         self.vision_ahead = (self.text_step is not None
                              or "mm_encoder_outputs" in inspect.signature(type(self.model).forward).parameters)
         if self.config.progress:
@@ -273,9 +256,8 @@ class StreamingEngine:
         self.ready = True
 
     def stream(self, seconds: Iterable[Second], lookahead: bool = True) -> Iterator[dict]:
-        """Step through `seconds`, one segment each. With `lookahead`, the next second is read and prepared while
-        this one's reply decodes on the device, so that host work overlaps the decode (a live source's next second
-        is not there yet: `streaming_inference` streams it without)."""
+        """Step through `seconds`, one segment each. `lookahead`: the next second is read and prepared while this
+        one's reply decodes (not for a live source, whose next second is not there yet)."""
         it = iter(seconds)
 
         def read() -> Second | None:  # the time spent waiting for the source is booked as "read"
@@ -298,10 +280,9 @@ class StreamingEngine:
             current = ahead[0]
 
     def prepare(self, second: Second, ahead: bool = False) -> Prepared:
-        """Encode `second` and run its vision tower (where the forward takes its output) ahead of its step, which
-        then uses it. `ahead=True` (while a reply decodes): timed as host time, and on CUDA run on a side stream, where
-        its host->device copy does not wait for the decode steps queued before it (nor the host with it) and the
-        tower's kernels run beside the decode's."""
+        """Encode `second` and run its vision tower (where the forward takes its output) before its step. `ahead`
+        (while a reply decodes): timed as host time; on CUDA on a side stream, so its copies and kernels do not wait
+        for the decode steps queued before them."""
         if ahead and self.device.type == "cuda" and self.side_stream is None:
             self.side_stream = torch.cuda.Stream(self.device)
         side = self.side_stream if ahead else None
@@ -323,8 +304,7 @@ class StreamingEngine:
         self.prepared = Prepared(second, encoded, video, ready)
         return self.prepared
 
-    def step(self, second: Second, reply: str | None = None,
-             while_decoding: Callable[[], None] | None = None) -> dict:
+    def step(self, second: Second, reply: str | None = None, while_decoding: Callable[[], None] | None = None) -> dict:
         """One second: evict, feed its frames, generate its commentary. `reply` (words, "" = silence) teacher-forces
         the reply as training lays it out (`reply_text`), for evaluation and the parity tests. `while_decoding` runs
         once the reply's first decode steps are queued (after the feed when forced, or on the reference path)."""
@@ -335,7 +315,6 @@ class StreamingEngine:
         self.second_index += 1
         prepared = self.prepared if self.prepared is not None and self.prepared.second is second else None
         self.prepared = None
-        self.steps_prepared_ahead += prepared is not None
         self.evict(incoming=self.budget["per_second"])
         if prepared is None:
             prepared = self.prepare(second)
@@ -376,13 +355,11 @@ class StreamingEngine:
         ids = self.generate(ANSWER, self.config.max_answer_tokens, 0, second=second)
         return {"type": "answer", "time": self.current_time, "question": question, "text": self.words(ids)}
 
-    # ---- pieces ---------------------------------------------------------------------------------------------------
     def evict(self, incoming: int = 0, new_second: bool = True) -> int:
         with self.timings.section("eviction"):
             return self.cache.apply(self.policy.plan(self.cache, incoming, new_second))
 
-    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False,
-             video=None) -> torch.Tensor:
+    def feed(self, enc: Encoded, kind: str, second: int | None, all_logits: bool = False, video=None) -> torch.Tensor:
         """Append an encoded piece (positions must start at the cache's next position); returns its logits. The
         forward writes the cache's unwritten tail (the last reply's closing tokens) first, in the same pass.
         `video`: the piece's vision tower output, computed ahead (`prepare`); else the forward runs the tower."""
@@ -397,11 +374,9 @@ class StreamingEngine:
 
     def generate(self, kind: str, max_new: int, min_new: int = 0, second: int | None = None,
                  while_decoding: Callable[[], None] | None = None) -> list[int]:
-        """Decode after the last fed piece (its last logits in `self._last_logits`) into a new segment: on the slot
-        decoder (fast path), or one eager forward a token sampled on the host (reference). Neither feeds the reply's
-        tail (the last token at `max_new`, `<|im_end|>`, the turn end), which needs no logits: the next forward writes
-        it (cache.py, "Unwritten tail"). `while_decoding` runs once the first steps are queued (on the reference path
-        before the first, as every token is waited for); its host time is not booked as decode."""
+        """Decode after the last fed piece (`self._last_logits`) into a new segment, on the slot decoder (fast path)
+        or one eager forward a token (reference). The reply's tail is left to the next forward (cache.py, "Unwritten
+        tail"). `while_decoding` runs once the first steps are queued; its host time is not booked as decode."""
         second = self.second_index if second is None else second
         pos = self.cache.next_position
         self.cache.add_segment(kind, [], pos, pos, second)
@@ -460,22 +435,17 @@ class StreamingEngine:
             param = next(self.model.parameters())
             banks = self.cache.make_banks(text.num_hidden_layers, text.num_key_value_heads, head_dim, capacity,
                                           param.dtype, param.device)
-            self.slots = self.slot_decoder_class(self.model, banks, use_graph=self.plan.cuda_graph,
-                                                 im_end_id=self.im_end_id, max_steps=longest,
-                                                 temperature=cfg.temperature,
-                                                 repetition_penalty=cfg.repetition_penalty, generator=self.generator,
-                                                 compile=self.plan.compiled)
+            self.slots = self.slot_decoder_class(
+                self.model, banks, use_graph=self.plan.cuda_graph, im_end_id=self.im_end_id, max_steps=longest,
+                temperature=cfg.temperature, repetition_penalty=cfg.repetition_penalty, generator=self.generator,
+                compile=self.plan.compiled)
         return self.slots
 
     def words(self, ids: list[int]) -> str:
         """The commentary in a reply: decoded, without special tokens or the trailing silence marker."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n")
-        if text.endswith(SILENCE):
-            text = text[: -len(SILENCE)]
-        text = text.strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\n").removesuffix(SILENCE).strip()
         return "" if text == SILENCE.strip() else text
 
-    # ---- model calls ------------------------------------------------------------------------------------------
     def _forward(self, enc: Encoded, all_logits: bool = False,
                  tail: tuple[list[int], list[int]] = ([], []), video=None) -> torch.Tensor:
         """The piece's forward, with the cache's unwritten `tail` (ids, positions) in front; the piece's logits."""
@@ -494,9 +464,8 @@ class StreamingEngine:
 
     @torch.inference_mode()
     def _vision(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor):
-        """The vision tower's output for a piece's frames (transformers' `get_video_features`), as the forward
-        would compute it. The grid stays on the CPU when its tensors are precomputed, so nothing waits on the
-        device: this can run while a reply decodes."""
+        """The vision tower's output for a piece's frames (`get_video_features`); the grid stays on the CPU where its
+        tensors are precomputed, so nothing waits for the device."""
         grid = video_grid_thw if self.vision_grids.supported else video_grid_thw.to(self.device)
         with self.vision_grids.precomputed(video_grid_thw):
             return self.model.model.get_video_features(pixel_values_videos.to(self.device), grid, return_dict=True)
@@ -524,10 +493,8 @@ class StreamingEngine:
 
     def _run_text_step(self, input_ids, positions, pixel_values_videos, video_grid_thw, all_logits: bool,
                        video=None) -> torch.Tensor:
-        """`_run` through our text stack (model/text_step.py): the vision tower's output (computed here unless
-        prepared ahead) goes in at the piece's `<|video_pad|>` tokens, its DeepStack features after the first
-        layers, as transformers' forward does, with indices computed on the host: nothing here waits for the
-        device."""
+        """`_run` through our text stack: the vision output goes in at the `<|video_pad|>` tokens and its DeepStack
+        features after the first layers, as in transformers, with indices computed on the host (no device wait)."""
         model = self.model
         visual = None
         hidden = model.model.language_model.embed_tokens(to_device(input_ids[None], self.device))
@@ -591,20 +558,16 @@ class StreamingEngine:
                 h.remove()
             self.timings.book(stage, start, self.timings.mark())
 
-    # ---- reporting ----------------------------------------------------------------------------------------------
     def stats(self) -> dict:
         return {"timings": self.timings.snapshot(), "tokens_generated": self.tokens_generated,
                 "cache": self.cache.summary() if self.cache is not None else None, "budget": self.budget}
 
 
-# ---- one call for the eval callback and scripts ------------------------------------------------------------------
 def run_stream(model, processor, video_path, config: StreamingConfig | dict | None = None, start: float = 0.0,
                end: float | None = None, on_segment=None, engine_class: type[StreamingEngine] | None = None,
                plan: Plan | None = None) -> list[dict]:
-    """Stream a video file through a fresh engine; returns one segment per second (see `StreamingEngine.step`).
-
-    `engine_class`: a StreamingEngine subclass (the training eval callback's lock-step engine under ZeRO-3);
-    `plan`: how the engine runs (default: its own choice)."""
+    """Stream a video file through a fresh engine; one segment per second. `engine_class`: a subclass (the eval
+    callback's lock-step engine under ZeRO-3); `plan`: default the engine's choice."""
     from streaming_vlm.inference.frames import VideoFrameSource
 
     engine = (engine_class or StreamingEngine)(model, processor, config, plan=plan)

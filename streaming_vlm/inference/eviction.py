@@ -1,28 +1,20 @@
-"""What the streaming cache forgets, and when: the StreamingVLM policy, as a plan over the cache's segments.
+"""What the streaming cache forgets, and when: the StreamingVLM policy (REFERENCE §3), as a plan over segments.
 
-Before each new second (and before an interactive question) the engine asks the policy for a plan and hands it to
-`StreamingCache.apply`, which executes it in one gather and one key-rotation pass a layer. The policy never
-touches tensors, so it can be read, tested and replaced on its own (a different policy only has to return a
-`{segment index: Keep}` plan).
-
-StreamingVLM's policy (REFERENCE §3):
-1. vision window: with the new second, the cache holds the last `window_size` seconds; an older second loses its USER block (time text + vision +
-   generation prompt) and any QUESTION block;
-2. fold: that second's REPLY / ANSWER stays where it is, which after step 1 is right after the previous-text
-   block, so it simply becomes part of it (ids and KV, no recompute). Only its words fold: the closing
-   `" ..." <|im_end|> \\n` tokens are dropped, so silent seconds leave nothing behind;
-3. text window: the previous-text block (the initial previous text + all folded words, in cache order) keeps its
-   first `text_sink` and last `text_sliding_window` tokens; the middle goes;
-4. budget: if the cache plus what is about to come (`incoming` tokens) would exceed `max_cache_tokens`, more of
-   the oldest seconds go, even inside the window.
+Before each second (and each interactive question) the engine asks for a `{segment index: Keep}` plan and hands it
+to `StreamingCache.apply`; the policy never touches tensors, so it can be tested and replaced on its own.
+1. vision window: with the new second the cache holds the last `window_size` seconds; an older second loses its USER
+   block (time text + vision + generation prompt) and any QUESTION block;
+2. fold: its REPLY / ANSWER, now right after the previous-text block, joins it (ids and K/V, no recompute), minus
+   its closing `" ..." <|im_end|> \\n` tokens, so silent seconds leave nothing behind;
+3. text window: the previous-text block keeps its first `text_sink` and last `text_sliding_window` tokens;
+4. budget: if the cache plus `incoming` tokens would exceed `max_cache_tokens`, more of the oldest seconds go.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUESTION, REPLY, USER, Keep, Segment,
-                                           StreamingCache)
+from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUESTION, REPLY, USER, Keep, Segment, StreamingCache
 
 
 @dataclass
@@ -34,9 +26,8 @@ class StreamingPolicy:
     fold_strip: tuple[tuple[int, ...], ...] = ()  # token suffixes peeled off a reply when it folds, in order
 
     def plan(self, cache: StreamingCache, incoming: int = 0, new_second: bool = True) -> dict[int, Keep]:
-        """The plan before the next piece: a new second (then `window_size - 1` older seconds stay, so the model
-        sees `window_size` seconds of vision), or an interactive question (`new_second=False`: the window stays).
-        `incoming` is an upper bound on the tokens about to be added, for the `max_cache_tokens` cap."""
+        """The plan before a new second (`window_size - 1` older seconds stay) or a question (`new_second=False`);
+        `incoming` bounds the tokens about to be added."""
         segments = cache.segments
         plan: dict[int, Keep] = {}
         seconds = cache.seconds()
@@ -52,7 +43,6 @@ class StreamingPolicy:
         self._trim_previous(segments, plan)
         return plan
 
-    # ---- steps ---------------------------------------------------------------------------------------------
     def words_length(self, ids: list[int]) -> int:
         """How many leading tokens of a reply are words: peel the closing suffixes (`fold_strip`) off the end."""
         n = len(ids)

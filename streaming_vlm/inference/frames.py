@@ -1,17 +1,10 @@
-"""Frame sources: anything that yields the stream's whole seconds as template `Second`s, in order.
+"""Frame sources: iterables of the stream's whole seconds as template `Second`s with absolute timestamps, with
+`duration` (seconds to come; None: live) and `live` (a live source's next second is not there while a reply decodes).
 
-The engine only needs an iterator of `Second`s with absolute timestamps (`FrameSource`). `open_source` picks the
-source --video_path names: a file (`VideoFrameSource`) or a live stream (`live_source.LiveFrameSource`). Both decode
-with PyAV and cut the frames into seconds with `sampled_seconds`, sampled by training's rule (`data.video.Ticks`), so
-a file gives exactly the frames training's decord reader takes. For a file, reading a second of 50 fps 1080p must not
-hold up the model:
-
-- PyAV decodes with the codec's own threads and converts to RGB only the sampled frames (every frame is still
-  decoded: H.264 frames depend on each other);
-- `ReadAhead` runs the reading on a background thread, a few seconds ahead, so it overlaps the device's work on
-  earlier seconds (PyAV releases the GIL while it decodes and converts).
-
-A file that cannot be opened or decoded is a `UserError` with one line.
+`open_source` picks a file (`VideoFrameSource`) or a live stream (`live_source.py`). Both decode with PyAV and cut
+seconds with `sampled_seconds` by training's rule (`data.video.Ticks`), so a file gives exactly the frames training's
+decord reader takes. A file is decoded with the codec's threads, only sampled frames become RGB, and `ReadAhead`
+reads ahead on a thread (PyAV releases the GIL), overlapping the device's work. A bad file is one `UserError` line.
 """
 
 from __future__ import annotations
@@ -21,7 +14,6 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,29 +22,13 @@ from streaming_vlm.data.video import Ticks
 from streaming_vlm.errors import UserError
 
 
-@runtime_checkable
-class FrameSource(Protocol):
-    fps: float
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds of stream this source will yield, or None for a live source."""
-
-    def __iter__(self) -> Iterator[Second]: ...
-
-
 def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float | None = None,
                     repeat: bool = True) -> Iterator[Second]:
-    """Whole seconds [s, s+1) from s = `first`, cut from `frames`, `(time, clock, frame)` in presentation order (its
-    stream time in seconds, its time on `ticks`' clock, a PyAV video frame), sampled by `ticks`. A frame that is the
-    first after several ticks is taken for each (a file, as decord takes it), or once with `repeat=False` (a live
-    stream: a gap in it leaves no pile of copies of the frame after it).
-
-    A frame belongs to the second its time falls in; a frame before the second being read (a late one) is passed
-    over, and one at or after `until` ends the reading. A second is yielded as soon as it is complete: its last tick
-    has a frame, or a frame of a later second arrives (a live second goes out without waiting for the next one). A
-    second no frame was taken for is yielded empty (a file read below 1 fps; a gap in a live stream). When the frames
-    end, the second being read is yielded if it has frames."""
+    """Whole seconds [s, s+1) from s = `first`, cut from `frames` `(stream time, clock on ticks, PyAV frame)` in
+    presentation order, sampled by `ticks`. A frame that is the first after several ticks is taken for each (a file,
+    as decord does), or once with `repeat=False` (live: a gap leaves no pile of copies). A late frame is passed over;
+    one at or after `until` ends the reading. A second goes out once complete (its last tick has a frame, or a later
+    second's frame arrives); one with no frame goes out empty; the last one read goes out if it has frames."""
     tick, second, images, times, shape = ticks.first(first), first, [], [], (0, 0)
 
     def done():
@@ -83,10 +59,8 @@ def sampled_seconds(frames: Iterable, ticks: Ticks, first: int = 0, until: float
         yield done()
 
 
-# ---- files ------------------------------------------------------------------------------------------------------
 def open_video(target, name: str, verb: str = "decode", **options):
-    """`av.open(target, **options)` and its first video stream; a UserError with one line ("cannot {verb} {name}: …",
-    "no video stream in {name}") when that fails."""
+    """`av.open(target, **options)` and its first video stream, or a UserError with one line."""
     import av
 
     try:
@@ -101,8 +75,7 @@ def open_video(target, name: str, verb: str = "decode", **options):
 
 
 class ReadAhead:
-    """Iterate `items` on a background thread, up to `depth` items ahead of the consumer; an exception there is
-    raised in the consumer. Closing the iterator (or dropping it) stops the thread."""
+    """Iterate `items` on a thread, up to `depth` ahead; its exception is raised in the consumer; closing stops it."""
 
     def __init__(self, items: Iterator, depth: int = 4):
         self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
@@ -138,8 +111,7 @@ class ReadAhead:
 
 
 class VideoFrameSource:
-    """A video file at `fps` (`--fps 4` gives 4 frames, two temporal patches, a second), from `start` to `end`
-    (default: the end of the file), read `read_ahead` seconds ahead of the consumer on a background thread."""
+    """A video file at `fps` from `start` to `end` (default: its end), read `read_ahead` seconds ahead on a thread."""
 
     live = False  # a file's next second is there already: the engine may read it while a reply decodes
 
@@ -171,9 +143,8 @@ class VideoFrameSource:
         return iter(ReadAhead(self.read(), self.read_ahead))
 
     def read(self) -> Iterator[Second]:
-        """The seconds on this thread: [s, s+1) from floor(start) to ceil(end), the frames decord's
-        `VideoReader.iter_seconds` takes (a frame's clock is its native index, its time index / native fps; a frame
-        past the file's frame count is not read)."""
+        """The seconds [s, s+1) from floor(start) to ceil(end), as decord's `VideoReader.iter_seconds` takes them (a
+        frame's clock is its native index; frames past the file's frame count are not read)."""
         import av
 
         first = int(math.floor(self.start))
@@ -205,9 +176,8 @@ class VideoFrameSource:
         yield from (Second(float(s), float(s + 1), empty, []) for s in range(second, last))  # no frame there
 
 
-def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live) -> FrameSource:
-    """What --video_path names: a file (`VideoFrameSource`), or a URL, a V4L2 device or `-` (stdin), read live
-    (`live_source.LiveFrameSource`, which takes the `live` options: max_lag, stall_timeout)."""
+def open_source(path, fps: float = 2.0, start: float = 0.0, end: float | None = None, **live):
+    """A file (`VideoFrameSource`), or a URL, a V4L2 device or `-` read live (`LiveFrameSource`, given `live`)."""
     from streaming_vlm.inference.live_source import LiveFrameSource, is_live
 
     if is_live(path):

@@ -1,27 +1,20 @@
 """`SlotDecoder`: the fast path's decoding, one token a step over fixed-size K/V buffers, replayed as a CUDA graph.
 
-Eager decoding is launch-bound: a token is hundreds of small kernels, each launched from Python. A CUDA graph
-replays them in one launch but needs every shape and address fixed, so the decoder steps over the streaming cache's
-two banks (`capacity` slots + one scratch slot each, owned by the cache: `StreamingCache.make_banks`), one graph
-captured over each, and a reply decodes on the cache's own buffers:
+A CUDA graph (one launch for a step's kernels) needs fixed shapes and addresses: the decoder steps over the cache's
+two banks (`StreamingCache.make_banks`: `capacity` slots + a scratch slot), one graph captured over each:
 
-    load(cache, context)   pick the bank holding the cache's N tokens (a cache outside the banks is an error), close
-                           the slots from N on; `context` (the cache's ids) is what the repetition penalty sees
-    generate(logits, p, …) each step samples the next token ON THE DEVICE from the previous logits (repetition
-                           penalty, the min-new-tokens ban on <|im_end|>, temperature: Gumbel-max over noise drawn
-                           once a reply), writes its K/V at slot N+i (a device-side index), opens that slot in the
-                           additive mask and computes the next logits at position p+i. Steps are replayed in chunks
-                           with no host round trip; the host reads a chunk's tokens once and stops at <|im_end|>,
-                           closing the slots of steps replayed past it. The last token at `max_new` is sampled, not
-                           fed, and the closing tokens are left to the next forward (cache.py, "Unwritten tail").
+    load(cache, context)   pick the bank holding the cache's N tokens (else an error), close the slots from N on;
+                           `context` (the cache's ids) is what the repetition penalty sees
+    generate(logits, p, …) each step samples ON THE DEVICE (repetition penalty, the min-new-tokens ban on <|im_end|>,
+                           temperature as Gumbel-max over noise drawn once a reply), writes its K/V at slot N+i, opens
+                           that slot in the additive mask and computes the next logits at position p+i. Steps run in
+                           chunks; the host reads a chunk's tokens once and stops at <|im_end|>, closing the slots of
+                           steps run past it. The last token at `max_new` is sampled, not fed.
     store(cache)           the decoded tokens (slots [N, filled)) join the cache's layers, in place
 
-Gumbel-max samples the distribution `torch.multinomial` samples from the host sampler's scores, with another random
-stream: a seeded run is reproducible per path, not across paths; greedy decoding is identical. The step's text stack
-is `text_step.TextStep` (the prefill's), with `slot_attention` over all `capacity` slots: each K/V head is read once
-and a step costs the same at any fill level. With `use_graph=False` (always off CUDA) the same step runs eagerly: that
-is what the parity tests hold to the reference path. `compile=True` runs the step through torch.compile before capture;
-`prepare()` compiles and captures before the stream.
+Gumbel-max samples the host sampler's distribution with another random stream (greedy decoding is identical). The
+step is `text_step.TextStep` with `slot_attention` over all `capacity` slots; `use_graph=False` (always off CUDA)
+runs it eagerly, `compile=True` compiles it before capture, and `prepare()` does both before the stream.
 """
 
 from __future__ import annotations
@@ -35,8 +28,8 @@ from streaming_vlm.model.text_step import text_step_for
 
 def slot_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
                    **kwargs):
-    """(B, Hq, q, D) queries over (B, Hkv, C, D) slot keys/values with an additive (B|1, 1, q, C) mask: SDPA with
-    grouped-query heads (no repeated K/V). Returns (B, q, Hq, D), as transformers' attention functions do."""
+    """(B, Hq, q, D) queries over (B, Hkv, C, D) slots with an additive (B|1, 1, q, C) mask: grouped-query SDPA.
+    Returns (B, q, Hq, D), as transformers' attention functions do."""
     mask = None if attention_mask is None else attention_mask[..., -key.shape[-2]:].to(query.dtype)
     out = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=scaling,
                                                            enable_gqa=True)
@@ -44,9 +37,8 @@ def slot_attention(module, query, key, value, attention_mask, dropout: float = 0
 
 
 def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
-    """`scores.argmax(-1, keepdim=True)` for a 1-D `scores`, in two stages (the max of each of `rows` blocks, then
-    of those), so the step's reduction over the 152K-token vocabulary runs in parallel blocks (compiled as one
-    reduction it runs as a single program). Ties go to the first index, as argmax."""
+    """`scores.argmax(-1, keepdim=True)` of a 1-D `scores` in two stages (per block of `rows`, then across), so the
+    vocabulary-wide reduction runs in parallel blocks when compiled. Ties go to the first index, as argmax."""
     if scores.numel() % rows:
         return scores.argmax(-1, keepdim=True)
     blocks = scores.view(rows, -1)
@@ -56,8 +48,7 @@ def first_argmax(scores: torch.Tensor, rows: int = 128) -> torch.Tensor:
 
 
 class SlotBank:
-    """One bank's (keys, values) per layer, updated as `TextStep` updates a cache: `update(k, v, layer)` writes the
-    new token at the shared device-side slot index."""
+    """One bank's (keys, values) per layer; `update(k, v, layer)` (as `TextStep` calls it) writes at the shared slot."""
 
     def __init__(self, layers, slot: torch.Tensor):
         self.layers, self.slot = list(layers), slot
@@ -107,13 +98,10 @@ class SlotDecoder:
         self.first_slot = torch.zeros(1, dtype=torch.long, device=dev)  # N
         self.first_position = torch.zeros(1, dtype=torch.long, device=dev)  # p
         self.min_new = torch.zeros(1, dtype=torch.long, device=dev)
-        # the step's text stack: ours, with fused q|k|v and gate|up products (model/text_step.py)
-        self.text_step = text_step_for(lm)
+        self.text_step = text_step_for(lm)  # ours, with fused q|k|v and gate|up products (model/text_step.py)
         if self.text_step is None:
             raise ValueError("the slot decoder runs our text stack: a Qwen3-VL model nothing trains")
-        # torch.compile fuses the step's small kernels (norms, rotary, sampler), captured in the graph like the
-        # eager step. dynamo caches by code object, so a new decoder of the same shapes (a new engine per chunk)
-        # reuses the compiled step (tested)
+        # compiled: the step's small kernels fused; a new decoder of the same shapes reuses it (dynamo, tested)
         self.compiled = bool(compile)
         self._step_fn = torch.compile(self._step, dynamic=False) if self.compiled else self._step
         self.base = 0  # N: where the loaded cache ends
@@ -132,7 +120,6 @@ class SlotDecoder:
                 return b
         return None
 
-    # ---- the step ---------------------------------------------------------------------------------------------
     def _sample(self) -> torch.Tensor:
         """The next token (1,) from `scores`, as the engine's host sampler would pick it (Gumbel-max for T > 0)."""
         i = self.step_index
@@ -171,8 +158,7 @@ class SlotDecoder:
 
     @contextmanager
     def _undone(self):
-        """Steps run inside leave the sampler state and mask as they found them, and write their K/V at the
-        scratch slot, past the `capacity` slots (a bank may hold the cache)."""
+        """Steps run inside leave the sampler state and mask as they were and write at the scratch slot."""
         state = (self.scores, self.seen, self.tokens, self.step_index, self.mask, self.first_slot)
         saved = [t.clone() for t in state]
         self.first_slot.fill_(self.capacity)
@@ -199,8 +185,7 @@ class SlotDecoder:
 
     @torch.inference_mode()
     def prepare(self) -> None:
-        """Compile and capture the step now, for both banks (the engine calls this before the stream), not in the
-        first reply."""
+        """Compile and capture the step for both banks now, before the stream, not in its first reply."""
         if self.use_graph:
             active = self.active
             for b in range(len(self.banks)):
@@ -213,8 +198,7 @@ class SlotDecoder:
                 self._call_step()
 
     def _run_steps(self, n: int) -> None:
-        """n steps, queued with no host sync (one graph launch each on CUDA; a launch costs far less than the
-        step's kernels, so several steps in one graph buy nothing)."""
+        """n steps, queued with no host sync (one graph launch each on CUDA)."""
         for _ in range(n):
             if not self.use_graph:
                 self._call_step()
@@ -223,11 +207,9 @@ class SlotDecoder:
                 self._capture()
             self.graph.replay()
 
-    # ---- per reply --------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def load(self, cache, context: torch.Tensor | None = None) -> None:
-        """Decode on the bank holding the streaming cache's N tokens, close every later slot, mark `context` as
-        seen."""
+        """Decode on the bank holding the cache's N tokens, close every later slot, mark `context` as seen."""
         n = cache.get_seq_length()
         bank = self._bank_holding(cache)
         if bank is None:
@@ -243,11 +225,9 @@ class SlotDecoder:
     @torch.inference_mode()
     def generate(self, logits: torch.Tensor, position: int, max_new: int, min_new: int,
                  while_waiting=None) -> tuple[list[int], int]:
-        """Decode up to `max_new` tokens after `logits` (the last fed token's), the first at `position`. Each
-        token is fed at its slot except the last one at `max_new`, which is only sampled: nothing needs its
-        logits (the engine leaves it, and the closing tokens, to its next forward). Returns (the tokens before
-        <|im_end|>, how many of them + <|im_end|> were fed). Call `load` first. `while_waiting` is called once,
-        after the first chunk of steps is queued and before the host waits for its tokens."""
+        """Decode up to `max_new` tokens after `logits`, the first at `position`, each fed at its slot but the last
+        at `max_new` (only sampled). Returns (the tokens before <|im_end|>, how many of them + <|im_end|> were fed).
+        Call `load` first. `while_waiting` runs once, after the first chunk is queued, before the host waits."""
         if max_new > self.max_steps or self.base + max_new > self.capacity:
             raise ValueError(f"the cache ({self.base} tokens) and a reply of {max_new} exceed the slot decoder's "
                              f"{self.capacity} slots, {self.max_steps} steps (sized from the cache budget)")

@@ -1,23 +1,15 @@
-"""Live frame sources read through PyAV: an HLS playlist over http(s), an rtsp:// URL, a V4L2 device
-(/dev/videoN), or `-` (a byte stream on stdin: MPEG-TS or fragmented MP4).
+"""Live frame sources through PyAV: an HLS playlist over http(s), rtsp://, a V4L2 device (/dev/videoN), or `-` (an
+MPEG-TS or fragmented MP4 byte stream on stdin).
 
-A live source keeps real time. A reader thread decodes the stream as it arrives and cuts it into whole seconds as
-files are cut (`frames.sampled_seconds`, training's sampling rule). Stream time is the frame's presentation time
-minus the first frame's, so the first second read is second 0. A second is queued for the engine as soon as it is
-complete, and the engine
-
-- never waits for more than the next second to arrive (`__iter__` hands over a second as soon as it is complete);
-- when it falls behind, loses whole seconds, oldest first: at most `max_lag` complete seconds wait, and the
-  oldest waiting one is dropped when another completes. Dropped seconds, and seconds the stream itself had no
-  frame for, are reported by `take_skipped()` as runs `{"type": "skipped", "start", "end", "reason"}` (reason
-  "behind" or "gap");
-- ends cleanly when the stream ends, fails (a network error mid-stream), or stalls (no frame for
-  `stall_timeout` seconds): every complete second still queued is handed over first, then iteration stops and
-  `end_reason` says why.
-
-Opening is done at construction, before any model loads, so a URL that cannot be opened fails at once as a
-`UserError` (one line). HLS, RTSP, V4L2 and stdin share the opening code below; only the demuxer differs.
-`close()` stops the reader thread and waits for it: no thread is left inside FFmpeg when the process exits.
+A reader thread decodes the stream as it arrives and cuts it into whole seconds as files are (`sampled_seconds`);
+stream time is a frame's presentation time minus the first frame's. The engine
+- never waits for more than the next second: a second is handed over as soon as it is complete;
+- when behind, loses whole seconds, oldest first (at most `max_lag` complete seconds wait), reported with seconds
+  that had no frame by `take_skipped()` as `{"type": "skipped", "start", "end", "reason": "behind" | "gap"}` runs;
+- ends cleanly when the stream ends, fails, or stalls (no frame for `stall_timeout` s): queued seconds are handed
+  over first, and `end_reason` says why.
+The source is opened at construction, before any model loads (a bad URL is one `UserError` line), and `close()`
+waits for the reader thread, so that no thread is left inside FFmpeg at exit.
 """
 
 from __future__ import annotations
@@ -50,8 +42,7 @@ def is_live(path: str) -> bool:
 
 
 def open_live(path: str, open_timeout: float, read_timeout: float, stdin=None):
-    """The PyAV container of a live path and its first video stream, a UserError (one line) when it cannot be
-    opened: `-` read from `stdin` (a file object), a V4L2 device, or an http(s) (HLS) or rtsp(s) URL."""
+    """The PyAV container of a live path (`-`: read from `stdin`, a file object) and its first video stream."""
     target, fmt, options = path, None, dict(PROBE_OPTIONS)
     if path == STDIN:
         target = stdin
@@ -69,8 +60,8 @@ def open_live(path: str, open_timeout: float, read_timeout: float, stdin=None):
 
 
 class _Stdin:
-    """fd 0 as the file PyAV reads `-` from. A read waits for data in short polls, so `close()` ends it (as the end of
-    the stream) however long the pipe stays silent: FFmpeg's own read of a pipe would block until data comes."""
+    """fd 0 as the file PyAV reads `-` from, polled briefly, so `close()` ends a read however long the pipe is silent
+    (FFmpeg's own read would block until data comes)."""
 
     def __init__(self, source: "LiveFrameSource"):
         self.source = source
@@ -83,8 +74,8 @@ class _Stdin:
 
 
 class LiveFrameSource:
-    """Whole seconds of a live stream, in real time (see the module docstring). `end`: stop after this stream
-    second (None: when the stream ends or stalls)."""
+    """Whole seconds of a live stream, in real time; `end`: the stream second to stop at (None: its end).
+    `max_lag` >= 1 and `stall_timeout` > 0 are the caller's to check (`StreamingConfig.validate` does)."""
 
     live = True
     duration = None  # unknown: the stream goes on until it ends
@@ -95,10 +86,6 @@ class LiveFrameSource:
             raise UserError(f"a live source needs fps >= 1 (every second must have a frame), got {fps:g}")
         if start:
             raise UserError("start applies to files only: a live source starts where it is joined")
-        if max_lag < 1:
-            raise UserError(f"max_lag must be >= 1 second, got {max_lag:g}")
-        if stall_timeout <= 0:
-            raise UserError(f"stall_timeout must be > 0 s, got {stall_timeout:g}")
         self.path, self.fps, self.end = str(path), float(fps), end
         self.capacity = int(math.floor(max_lag))
         self.stall_timeout = float(stall_timeout)
@@ -116,7 +103,6 @@ class LiveFrameSource:
         self.reader = threading.Thread(target=self._read, name="live-source", daemon=True)
         self.reader.start()
 
-    # ---- reader thread ----------------------------------------------------------------------------------------
     def _read(self) -> None:
         import av
 
@@ -145,8 +131,7 @@ class LiveFrameSource:
             self.cond.notify_all()
 
     def _frames(self) -> Iterator[tuple[float, float, object]]:
-        """The decoded frames as `sampled_seconds` takes them; stream time (presentation time minus the first
-        frame's, exact) is also the clock. Stops once `close()` was called."""
+        """The decoded frames for `sampled_seconds`, stream time as the clock; stops once `close()` was called."""
         first = None
         for frame in self.container.decode(self.stream):
             if self.closed:
@@ -174,7 +159,6 @@ class LiveFrameSource:
             self.skipped.append({"type": "skipped", "start": float(start), "end": float(end), "reason": reason})
         self.skipped_seconds += end - start
 
-    # ---- the engine's side ------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Second]:
         waiting_since = time.monotonic()
         while True:
@@ -201,12 +185,9 @@ class LiveFrameSource:
         """Seconds since the last second handed to the engine became complete (0 before any)."""
         return 0.0 if self.last_arrival is None else time.monotonic() - self.last_arrival
 
-    def close(self) -> None:
-        """Stop reading and wait for the reader thread to end, so that no thread is left inside FFmpeg when the
-        process exits. It ends at its next frame; stdin is read in short polls (`_Stdin`) and a network read returns
-        within the read timeout (`stall_timeout`) when nothing arrives. A RuntimeError if it has not ended 5 s
-        after that (a V4L2 device that stopped delivering frames: FFmpeg's device read has no timeout)."""
+    def close(self) -> bool:
+        """Stop reading and wait for the reader thread (a network read returns within `stall_timeout`). False if it
+        has not ended 5 s after that (a stopped V4L2 device: its read has no timeout); it is a daemon thread."""
         self.closed = True
         self.reader.join(self.stall_timeout + 5.0)
-        if self.reader.is_alive():
-            raise RuntimeError(f"the live source's reader did not stop within {self.stall_timeout + 5.0:g} s")
+        return not self.reader.is_alive()

@@ -1,26 +1,17 @@
 """Writing the commentary as it happens: WebVTT cues and JSON lines, flushed after every second.
 
-WebVTT: `WEBVTT`, a blank line, then one cue per stream second, in order. A silent second is written too, as
-`...` (the model's own silence marker), so the cues tile the stream with no gaps and a player shows that the
-commentator is listening; the JSON lines carry `""` for it. A cue never ends past the end of the video. An
-interactive answer is a two-line cue (`Q: …` / `A: …`) starting where the question was asked; it overlaps the next
-second's cue, which WebVTT allows (cue start times stay non-decreasing).
-
-JSON lines: `{"type": "segment", "start", "end", "text"}` per second, `{"type": "answer", "time", "question",
-"text"}` per answer, and for a live source `{"type": "skipped", "start", "end", "reason"}` per run of seconds never
-processed (reason "behind": dropped to keep real time; "gap": the stream had no frame there). The VTT has no cue
-for a skipped second.
-
-A file target is a `PartialOutput` (streaming_vlm/output_files.py): cues go to `<path>.partial`, flushed per cue, and
-`close(commit=True)` renames it onto the path at a clean end; `close(commit=False)` (a failed run) keeps the
-`.partial` file and leaves an existing output as it was.
+WebVTT: one cue per stream second, a silent one as `...` (the model's silence marker), so cues tile the stream and a
+player shows the commentator listening; no cue ends past the video. An answer is a two-line cue (`Q: …` / `A: …`)
+from the question's time, overlapping the next second's (WebVTT allows it). JSON lines: `segment` {start, end, text
+("" when silent)}, `answer` {time, question, text} and, for a live source, `skipped` {start, end, reason: "behind"
+or "gap"} (no VTT cue). A path target is a `PartialOutput` (streaming_vlm/output_files.py): `close(commit=True)`
+publishes it at a clean end; `close(commit=False)` keeps the `.partial` file and any existing output.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import IO
 
 from streaming_vlm.output_files import PartialOutput
 
@@ -43,14 +34,11 @@ def cue_text(text: str) -> str:
 
 
 class _Writer:
-    """A target (None or "-": stdout; a file object; a path: a `PartialOutput`) written and flushed a piece at a
-    time; `close(commit)` publishes or keeps a path's `.partial` file."""
+    """A target (None or "-": stdout; a path: a `PartialOutput`), flushed a piece at a time."""
 
-    def __init__(self, target: str | IO | None = None):
+    def __init__(self, target: str | None = None):
         if target is None or target == "-":
             self.fh, self.owned = sys.stdout, False
-        elif hasattr(target, "write"):
-            self.fh, self.owned = target, False
         else:
             self.fh, self.owned = PartialOutput(target), True
 
@@ -64,7 +52,7 @@ class _Writer:
 
 
 class VttWriter(_Writer):
-    def __init__(self, target: str | IO | None, duration: float | None = None):
+    def __init__(self, target: str | None, duration: float | None = None):
         super().__init__(target)
         self.duration = duration
         self.last_start = 0.0

@@ -1,13 +1,8 @@
-"""The eviction's key rotation on CUDA as one Triton kernel a layer, in place.
+"""The eviction's key rotation on CUDA as one Triton kernel a layer, in place: each key's two halves read once,
+rotated in fp32 by the table's (cos, sin) and written back in the cache dtype (`mrope.apply_rotation`'s arithmetic).
 
-After an eviction every moved key is re-rotated by its own shift (`mrope.rotation_table`, cache.py). Eagerly that
-is ~10 kernels a layer over fp32 copies of the moved keys. This kernel reads each key's two halves once, rotates
-them in fp32 with the table's (cos, sin) and writes them back in the cache dtype: the arithmetic of
-`mrope.apply_rotation`, in one pass.
-
-`require_rotation_kernel` checks the kernel once per (device, dtype, head size) against `apply_rotation` on a
-strided test tensor; the engine calls it in `start()` on CUDA, so a missing Triton or a failing kernel is one clear
-error before the stream, not a slower path.
+`require_rotation_kernel` checks the kernel once per (device, dtype, head size) against `apply_rotation`; the engine
+calls it in `start()`, so a missing Triton or a failing kernel is one clear error before the stream.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Time per stage (read, preprocess, vision, prefill, decode, eviction), without stalling the device.
 
-A stage's interval runs between two marks. On CUDA a mark is an event recorded on the current stream: the interval
-is the stage's span on the device's timeline, including the time the device waited for the host to launch its work,
-and nothing waits for the marks when they are made (a synchronize at each stage boundary would idle the device while
-the host prepares the next stage). They are read at `snapshot()` (the engine's, once a second, after the reply's
-tokens were read). On the CPU a mark is the host clock. `section(stage, device=False)` times host work done while
-the device is busy with another stage (the next second, prepared during the decode).
+A stage's interval runs between two marks: on CUDA events recorded on the current stream (the stage's span on the
+device's timeline), read at `snapshot()` so nothing waits when they are made; on the CPU the host clock.
+`section(stage, device=False)` times host work done while the device is busy with another stage.
 """
 
 from __future__ import annotations
@@ -76,3 +73,16 @@ class Timings:
     @staticmethod
     def diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
         return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+@contextmanager
+def wall_phase(phases: dict[str, float], name: str, device: torch.device | None = None):
+    """Add the block's wall seconds to `phases[name]` (start-up's split). On CUDA the block ends with a synchronize,
+    so the device work it queued counts in it, not in whatever waits for the device next."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize(device)
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
