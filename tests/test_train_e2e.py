@@ -80,8 +80,8 @@ def test_stage1_learns_heldout_and_stage2_initialises_from_it(reference_run, syn
     assert type(processor).__name__ == "Qwen3VLProcessor" and model.config.text_config.hidden_size == 128
 
     s2 = tmp_path / "stage2"
-    r2 = train(common_args(synth_data, tiny_ckpt, s2, experiment="smoke_stage2", steps=2)
-               + [f"init_from={s1}", "data.min_words=4", "trainer.global_batch_size=2"])
+    r2 = train(common_args(synth_data, tiny_ckpt, s2, experiment="smoke_stage2", steps=1)
+               + [f"init_from={s1}", "data.min_words=4", "trainer.global_batch_size=1"])  # one 64-s clip
     assert f"model {s1}" in r2.stdout
     first = curve(s2)[1]["loss"]
     assert first < 0.8 * before, (first, before)  # starts from stage 1's weights, not from scratch
@@ -155,16 +155,13 @@ def test_kill9_mid_checkpoint_and_at_random_step_then_exact_resume(reference_run
 
 
 # ---- ZeRO-3 on 2 CPU ranks ----------------------------------------------------------------------------------------
-def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(reference_run, synth_data, tiny_ckpt,
-                                                                     tmp_path):
+def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(reference_run, zero3_runs):
+    """The session's ZeRO-3 runs (conftest.py `zero3_runs`: the deepspeed launcher, then a resume under torchrun;
+    both with the win-rate callback, whose own checks are in test_eval_callback.py)."""
     from transformers import Qwen3VLForConditionalGeneration
 
     ref_out = reference_run[0]
-    out = tmp_path / "z3"
-    deepspeed = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port",
-                 str(29500 + os.getpid() % 1000)]
-    args = common_args(synth_data, tiny_ckpt, out) + ["deepspeed=zero3"]
-    r = train(args, launcher=deepspeed)
+    out, r = zero3_runs["first"]
     assert "world size 2 | global batch 4 = 1/device x grad-accum 2 x 2 | ZeRO-3" in r.stdout
     assert "weights partitioned at load (ZeRO-3)" in r.stdout  # TrainingArguments(deepspeed=...) came first
     assert "deepspeed_shm_comm" not in r.stdout + r.stderr  # training on gloo neither builds nor loads the shm op
@@ -181,13 +178,11 @@ def test_zero3_two_cpu_ranks_matches_single_process_and_resumes_exactly(referenc
         if name in one:
             torch.testing.assert_close(p, one[name], rtol=1e-3, atol=2e-4, msg=name)
 
-    # exact resume from a ZeRO-3 checkpoint: redo steps 5-6 from checkpoint-4, this time under torchrun
+    # exact resume from a ZeRO-3 checkpoint: a copy of the run redoes steps 5-6 from checkpoint-4, under torchrun
     first = {s: got[s]["loss"] for s in (5, 6)}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(30500 + os.getpid() % 1000)]
-    r = train(args + [f"resume={ckpt}"], launcher=torchrun)
+    resumed, r, ckpt = zero3_runs["resumed"]
     assert "world size 2" in r.stdout and f"resuming from {ckpt}" in r.stdout
-    redo = [rec for rec in records(out) if rec["step"] in (5, 6)]
+    redo = [rec for rec in records(resumed) if rec["step"] in (5, 6)]
     assert len(redo) == 4
     for rec in redo:
         assert abs(rec["loss"] - first[rec["step"]]) <= 1e-6 * first[rec["step"]], (rec, first)
