@@ -79,7 +79,7 @@ def eval_games(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def zero3_runs(reference_run, synth_data, tiny_ckpt, eval_games, tmp_path_factory):
+def zero3_runs(synth_data, tiny_ckpt, eval_games, tmp_path_factory):
     """The reference run's training on 2 CPU ranks under ZeRO-3, twice (train_runs.zero3_runs):
     - `first`: the deepspeed launcher, with the win-rate callback (gather) on `eval_games`: the baseline at step 0,
       evaluations at step 4 and at the end (step 6);

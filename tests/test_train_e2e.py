@@ -9,7 +9,9 @@
 - LoRA: the adapter is saved in peft's format and reloads with PeftModel.from_pretrained; the same run (over data
   with a truncated video) counts the bad samples per reason in every step's logged metrics.
 
-The uninterrupted reference run and the data are the session's (conftest.py), shared with test_train_finished.
+The uninterrupted reference run and the data are the session's (conftest.py), shared with test_train_finished; so
+are the two ZeRO-3 runs (conftest.py `zero3_runs`: they carry the win-rate callback, checked in
+test_eval_callback.py, and must still train exactly as the reference run).
 """
 
 from __future__ import annotations
