@@ -57,14 +57,39 @@ def _tree(root):
 
 @pytest.fixture(scope="session")
 def reference_run(synth_data, tiny_ckpt, tmp_path_factory):
-    """One uninterrupted single-process train.py run, shared: 6 steps, global batch 4, checkpoints every 2 steps.
-    The exact-resume tests compare against it; the finished-run tests re-run its command. Returns (output dir,
-    completed process, sha256 of every input file (data, checkpoint) before the run)."""
-    from train_runs import common_args, train
+    """One uninterrupted single-process train.py run, shared (train_runs.reference_args: 6 steps, global batch 4,
+    checkpoints every 2 steps, held-out loss before and after). The learning test reads its held-out loss and
+    stage 2 starts from its model; the exact-resume tests compare against it; the finished-run tests re-run its
+    command. Returns (output dir, completed process, sha256 of every input file (data, checkpoint) before the run)."""
+    from train_runs import reference_args, train
 
     inputs = {**_tree(synth_data), **_tree(tiny_ckpt)}
     out = tmp_path_factory.mktemp("reference") / "run"
-    return out, train(common_args(synth_data, tiny_ckpt, out)), inputs
+    return out, train(reference_args(synth_data, tiny_ckpt, out)), inputs
+
+
+@pytest.fixture(scope="session")
+def eval_games(tmp_path_factory):
+    """Two short held-out games (24 s each, no training games) for the win-rate callback's evaluations."""
+    from data.synthetic import generate_dataset
+
+    data = tmp_path_factory.mktemp("wr") / "data"
+    generate_dataset(data, train_games=0, eval_games=2, eval_duration=24, clips=0, seed=13)
+    return data
+
+
+@pytest.fixture(scope="session")
+def zero3_runs(synth_data, tiny_ckpt, eval_games, tmp_path_factory):
+    """The reference run's training on 2 CPU ranks under ZeRO-3, twice (train_runs.zero3_runs):
+    - `first`: the deepspeed launcher, with the win-rate callback (gather) on `eval_games`: the baseline at step 0,
+      evaluations at step 4 and at the end (step 6);
+    - `resumed`: a copy of it with its win-rate files removed, resumed from checkpoint-4 under torchrun with
+      lockstep generation (the baseline regenerated from the step-4 model, one evaluation at the end).
+    Shared by the ZeRO-3 test (test_train_e2e) and the win-rate callback's ZeRO-3 tests (test_eval_callback): one
+    multi-rank training checks the partitioned math, the exact resume and both generation modes."""
+    from train_runs import zero3_runs as runs
+
+    return runs(synth_data, tiny_ckpt, eval_games, tmp_path_factory.mktemp("zero3"))
 
 
 # `make test-fast`: unit modules for the edit-test loop: no training, no long stream; at most the tiny checkpoint.
@@ -76,7 +101,8 @@ FAST_MODULES = {"test_mrope", "test_eval_segments", "test_eval_win_rate", "test_
 # once), and modules that share a costly session fixture form one group. Groups are handed out in collection
 # order, so the longest modules come first and the many short ones fill the gaps at the end. The order decides only
 # how long the run takes, never what a test checks.
-SHARED_GROUPS = {"test_train_e2e": "reference_run", "test_train_finished": "reference_run"}
+SHARED_GROUPS = {"test_train_e2e": "reference_run", "test_train_finished": "reference_run",
+                 "test_eval_callback": "reference_run"}
 LONGEST_FIRST = ["test_demo_commentary", "test_slurm_cluster", "test_train_e2e", "test_train_finished",
                  "test_eval_callback", "test_inference_slot_decode", "test_eval_sharded", "test_hub_like_e2e",
                  "test_inference_long", "test_eval_cli", "test_inference_parity", "test_eval_run", "test_viewer",

@@ -3,10 +3,11 @@
 - one process: the logged numbers are exactly `win_rate_from_outputs` over `run_stream`'s outputs on the same
   streams (first N minutes) against a baseline file, judged by the offline judge; the model's mode and settings are
   restored; bad configs fail at bind time with one clear error;
-- 2 CPU ranks under DeepSpeed ZeRO-3 (torchrun, gloo): the baseline from the initial model and the evaluations at
-  `every_n_steps` and at the end run on both ranks (streams split over ranks with the weights gathered once), rank 0
-  logs eval/win_rate and its vote counts into the trainer's log history, and training is unchanged by it (same
-  per-step losses as a single-process run without evaluation).
+- 2 CPU ranks under DeepSpeed ZeRO-3 (gloo; the session's ZeRO-3 runs, conftest.py `zero3_runs`): the baseline
+  from the initial model and the evaluations at `every_n_steps` and at the end run on both ranks (streams split
+  over ranks with the weights gathered once), rank 0 logs eval/win_rate and its vote counts into the trainer's log
+  history, and training is unchanged by it (same per-step losses as the single-process reference run without
+  evaluation); lockstep generation (the resumed run) has both ranks do the same work.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from streaming_vlm.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 INFERENCE = {"max_new_tokens": 6, "window_size": 8, "min_pixels": 4096, "max_pixels": 4096, "text_sink": 64,
              "text_sliding_window": 64}
 
@@ -33,23 +31,14 @@ def _trainer(model, out):
     return Trainer(model=model, args=TrainingArguments(output_dir=str(out), use_cpu=True, report_to=[]))
 
 
-@pytest.fixture(scope="module")
-def one_game(tmp_path_factory):
-    from data.synthetic import generate_dataset
-
-    data = tmp_path_factory.mktemp("wr") / "data"
-    generate_dataset(data, train_games=0, eval_games=2, eval_duration=24, clips=0, seed=13)
-    return data
-
-
-def test_callback_numbers_equal_win_rate_from_outputs(one_game, tiny_ckpt, tmp_path):
+def test_callback_numbers_equal_win_rate_from_outputs(eval_games, tiny_ckpt, tmp_path):
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
     from streaming_vlm.eval import OfflineJudge, load_outputs, win_rate_from_outputs
     from streaming_vlm.inference import StreamingConfig, run_stream
     from streaming_vlm.training.eval_callback import WinRateCallback
 
-    ref_path = one_game / "eval_inf.jsonl"
+    ref_path = eval_games / "eval_inf.jsonl"
     ref_rows = [json.loads(line) for line in ref_path.read_text().splitlines()]
     video = ref_rows[0]["video"]
     # baseline (public row format): the reference itself in (0, 8] (beats an untrained model), silence in (8, 16],
@@ -81,7 +70,7 @@ def test_callback_numbers_equal_win_rate_from_outputs(one_game, tiny_ckpt, tmp_p
     # independently: the engine on the first 24 s of the first game, the reference cut there, the same judge
     config = StreamingConfig.from_any({"temperature": 0.0, "seed": 0, "progress": False, **INFERENCE})
     model.eval()
-    segments = run_stream(model, processor, one_game / video, config, start=0.0, end=24.0)
+    segments = run_stream(model, processor, eval_games / video, config, start=0.0, end=24.0)
     ours = {video: [{"start": s["start"], "end": s["end"], "text": s["text"]} for s in segments]}
     ref_cut = [{**ref_rows[0], "content": [c for c in content if c[1] <= 24.0]}]
     expected = win_rate_from_outputs(ours, load_outputs(baseline, "baseline"), ref_cut, OfflineJudge(margin=0.0),
@@ -106,7 +95,7 @@ def test_callback_numbers_equal_win_rate_from_outputs(one_game, tiny_ckpt, tmp_p
     assert len([h for h in trainer.state.log_history if "eval/win_rate" in h]) == 1
 
 
-def test_bad_callback_configs_fail_at_bind(one_game, tiny_ckpt, tmp_path, monkeypatch):
+def test_bad_callback_configs_fail_at_bind(eval_games, tiny_ckpt, tmp_path, monkeypatch):
     from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 
     from streaming_vlm.training.eval_callback import WinRateCallback
@@ -114,7 +103,7 @@ def test_bad_callback_configs_fail_at_bind(one_game, tiny_ckpt, tmp_path, monkey
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt)
     processor = AutoProcessor.from_pretrained(tiny_ckpt)
     trainer = _trainer(model, tmp_path / "run")
-    ref = str(one_game / "eval_inf.jsonl")
+    ref = str(eval_games / "eval_inf.jsonl")
 
     def bind(**kw):
         WinRateCallback(**{"reference": ref, "segment_seconds": 8, "min_words": 5, **kw}).bind(trainer, processor)
@@ -141,102 +130,61 @@ def test_bad_callback_configs_fail_at_bind(one_game, tiny_ckpt, tmp_path, monkey
 
 
 # ---- 2 CPU ranks, ZeRO-3 ------------------------------------------------------------------------------------------
-def _env():
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
-
-
-def _train(launcher, args, timeout=300):
-    r = subprocess.run(launcher + [str(ROOT / "train.py"), *args], cwd=ROOT, env=_env(), capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, f"{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return r
-
-
-@pytest.fixture(scope="module")
-def zero3_data(tmp_path_factory):
-    from data.synthetic import generate_dataset
-
-    data = tmp_path_factory.mktemp("z3") / "data"
-    generate_dataset(data, train_games=2, eval_games=2, duration=40, eval_duration=12, clips=0, seed=5)
-    return data
-
-
-def _torchrun(port_base):
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-            str(port_base + os.getpid() % 1000)]
-
-
-def _common(data, ckpt, steps):
-    return ["experiment=smoke_stage1", f"data.root={data}", "data.generate=null", f"model.name_or_path={ckpt}",
-            f"trainer.max_steps={steps}", "trainer.save_steps=2", "deepspeed=zero3"]
-
-
+# The session's ZeRO-3 runs (conftest.py `zero3_runs`): the reference run's training on 2 ranks with this callback on
+# `eval_games` (two 24-s games). test_train_e2e.py checks their training (losses, gathered model, exact resume).
 @pytest.mark.slow
-def test_win_rate_logged_during_a_two_rank_zero3_run(zero3_data, tiny_ckpt, tmp_path):
+def test_win_rate_logged_during_a_two_rank_zero3_run(zero3_runs, reference_run):
     from streaming_vlm.training.curve import read_records
 
-    common = _common(zero3_data, tiny_ckpt, 3)
-    out = tmp_path / "z3"
-    node = "callbacks.win_rate"
-    evaluation = ["eval=none", "callbacks=win_rate", f"{node}.every_n_steps=2", f"{node}.minutes=0.2",
-                  f"{node}.segment_seconds=6", f"{node}.min_words=3", f"{node}.inference.max_new_tokens=6"]
-    r = _train(_torchrun(31500), common + evaluation + [f"output_dir={out}"])
+    out, r = zero3_runs["first"]  # every_n_steps=4 over 6 steps, minutes=0.2, segment_seconds=6, min_words=3
     assert "world size 2" in r.stdout and "weights partitioned at load (ZeRO-3)" in r.stdout
 
     # every evaluation ran on both ranks, one of the two streams each (weights gathered once, streams split)
-    for what, step in (("baseline", 0), ("model", 2), ("model", 3)):
+    for what, step in (("baseline", 0), ("model", 4), ("model", 6)):
         for rank in (0, 1):
             line = f"win-rate eval ({what}, step {step}, rank {rank}/2, gather): 1 stream(s), 12 s of video"
             assert r.stdout.count(line) == 1, (line, r.stdout[-4000:])
-    assert r.stdout.count("win rate at step 2: ") == 1 and r.stdout.count("win rate at step 3: ") == 1  # rank 0
+    assert r.stdout.count("win rate at step 4: ") == 1 and r.stdout.count("win rate at step 6: ") == 1  # rank 0
+    assert "win rate at step 2: " not in r.stdout
 
     # the baseline and the predictions hold both streams: rank 1's outputs reached rank 0
     wr = out / "win_rate"
-    for name in ("baseline_initial_model.jsonl", "predictions_step2.jsonl", "predictions_step3.jsonl"):
+    for name in ("baseline_initial_model.jsonl", "predictions_step4.jsonl", "predictions_step6.jsonl"):
         rows = [json.loads(line) for line in (wr / name).read_text().splitlines()]
         assert len(rows) == 24 and len({row["video"] for row in rows}) == 2, name
 
-    # logged into the trainer's log history (checkpoint-2 holds the history up to step 2) with its vote counts
-    history = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    # logged into the trainer's log history (checkpoint-4 holds the history up to step 4) with its vote counts
+    history = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
     (logged,) = [h for h in history if "eval/win_rate" in h]
-    assert logged["step"] == 2 and logged["eval/votes"] == 8  # 2 games x 2 segments of 6 s x 2 orders
+    assert logged["step"] == 4 and logged["eval/votes"] == 8  # 2 games x 2 segments of 6 s x 2 orders
     assert sum(logged[f"eval/{k}"] for k in ("model_votes", "baseline_votes", "ties", "invalid", "missing")) == 8
     assert 0.0 <= logged["eval/win_rate"] <= 100.0
-    assert [h["step"] for h in history if "loss" in h] == [1, 2]  # the step's loss log is not swallowed
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]  # the steps' loss logs are not swallowed
     summary = json.loads((out / "win_rate.json").read_text())
-    assert sorted(summary) == ["2", "3"] and summary["2"] == {k: v for k, v in logged.items() if k.startswith("eval/")}
+    assert sorted(summary) == ["4", "6"] and summary["4"] == {k: v for k, v in logged.items() if k.startswith("eval/")}
 
-    # training itself is untouched: same per-step losses as one process without evaluation
-    one = tmp_path / "one"
-    _train([sys.executable], [a for a in common if a != "deepspeed=zero3"] + ["eval=none", f"output_dir={one}"])
-    ref = {rec["step"]: rec["loss"] for rec in read_records(one)}
+    # training itself is untouched: same per-step losses as the single-process reference run without the callback
+    ref = {rec["step"]: rec["loss"] for rec in read_records(reference_run[0])}
     got = {rec["step"]: rec["loss"] for rec in read_records(out)}
-    assert sorted(got) == sorted(ref) == [1, 2, 3]
+    assert sorted(got) == sorted(ref) == list(range(1, 7))
     for step in ref:
         assert abs(got[step] - ref[step]) <= 1e-4 * ref[step], (step, got[step], ref[step])
 
 
 @pytest.mark.slow
-def test_lockstep_generation_under_zero3(zero3_data, tiny_ckpt, tmp_path):
+def test_lockstep_generation_under_zero3(zero3_runs):
     """`zero3_generation: lockstep`: no gathered copy; both ranks stream the same stream through the partitioned
-    model, rank 0's tokens broadcast, so the ranks do identical work and nobody waits forever."""
-    out = tmp_path / "ls"
-    r = _train(_torchrun(32500), _common(zero3_data, tiny_ckpt, 2) + [
-        f"output_dir={out}", "trainer.save_steps=100", "eval=none", "callbacks=win_rate",
-        "callbacks.win_rate.minutes=0.05", "callbacks.win_rate.max_streams=1", "callbacks.win_rate.segment_seconds=3",
-        "callbacks.win_rate.min_words=1", "callbacks.win_rate.inference.max_new_tokens=3",
-        "callbacks.win_rate.zero3_generation=lockstep"])
-    for what, step in (("baseline", 0), ("model", 2)):
+    model, rank 0's tokens broadcast, so the ranks do identical work and nobody waits forever. (The resumed ZeRO-3
+    run: its win-rate files were removed, so the baseline comes from the step-4 model; then the end, step 6.)"""
+    out, r, _ = zero3_runs["resumed"]  # minutes=0.05, max_streams=1, segment_seconds=3, min_words=1
+    assert "win-rate baseline" in r.stdout and "is missing on resume" in r.stderr
+    for what, step in (("baseline", 4), ("model", 6)):
         # matched in the whole output, not per line: the two ranks' prints can land on one line
         found = re.findall(rf"win-rate eval \({what}, step {step}, rank (\d)/2, lockstep\): "
                            r"(\d+ stream\(s\), [\d.]+ s of video, \d+ tokens)", r.stdout)
         lines = [text for _, text in found]
         assert sorted(rank for rank, _ in found) == ["0", "1"], found
         assert len(lines) == 2 and lines[0] == lines[1], lines  # both ranks, the same streams and token counts
-    assert r.stdout.count("win rate at step 2: ") == 1
+    assert r.stdout.count("win rate at step 6: ") == 1
     summary = json.loads((out / "win_rate.json").read_text())
-    assert list(summary) == ["2"] and summary["2"]["eval/votes"] == 2
+    assert list(summary) == ["6"] and summary["6"]["eval/votes"] == 2

@@ -27,10 +27,10 @@ def data(tmp_path_factory):
     return root
 
 
-def _args(data, ckpt, out, experiment, steps):
+def _args(data, ckpt, out, experiment, steps, batch):
     return [f"experiment={experiment}", f"data.root={data}", "data.generate=null",
             f"model.name_or_path={ckpt}", f"output_dir={out}", f"trainer.max_steps={steps}",
-            "trainer.global_batch_size=2", "trainer.save_steps=100"]
+            f"trainer.global_batch_size={batch}", "trainer.save_steps=100"]
 
 
 def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt, tmp_path):
@@ -47,7 +47,7 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
 
     # stage 1: every step's windows; the ones after the first carry previous text (the hub template drops it)
     s1 = tmp_path / "stage1"
-    train(_args(data, hub_like_ckpt, s1, "smoke_stage1", 2) + ["eval=none", "data.min_words=1"])
+    train(_args(data, hub_like_ckpt, s1, "smoke_stage1", 2, 2) + ["eval=none", "data.min_words=1"])
     hub_processor = load_processor(hub_like_ckpt)
     cfg = {"root": str(data), "train_file": str(data / "train_with_seeks.jsonl"), "window": 8, "stride": 4,
            "min_words": 1, "text_sink": 64, "text_sliding_window": 64, "min_pixels": 4096, "max_pixels": 4096,
@@ -69,7 +69,7 @@ def test_stage1_stage2_cli_and_eval_on_a_hub_like_checkpoint(data, hub_like_ckpt
 
     # stage 2 from stage 1, with the win-rate eval callback (baseline: the initial model) on one held-out game
     s2 = tmp_path / "stage2"
-    r = train(_args(data, hub_like_ckpt, s2, "smoke_stage2", 1) + [
+    r = train(_args(data, hub_like_ckpt, s2, "smoke_stage2", 1, 1) + [  # one step of one clip
         f"init_from={s1}", "data.min_words=1", "callbacks=win_rate", "callbacks.win_rate.minutes=0.2",
         "callbacks.win_rate.max_streams=1", "callbacks.win_rate.segment_seconds=4", "callbacks.win_rate.min_words=1",
         "callbacks.win_rate.inference.window_size=2", "callbacks.win_rate.inference.max_new_tokens=3"])

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from train_runs import common_args  # tests/train_runs.py
+from train_runs import reference_args  # tests/train_runs.py
 from in_process import train_task  # tests/in_process.py
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def test_finished_runs_are_left_alone(reference_run, synth_data, tiny_ckpt, tmp_
 
     def run(target, *extra):
         capfd.readouterr()
-        code = train_task(common_args(synth_data, tiny_ckpt, target) + list(extra))
+        code = train_task(reference_args(synth_data, tiny_ckpt, target) + list(extra))
         got = capfd.readouterr()
         return code, got.out, got.err
 

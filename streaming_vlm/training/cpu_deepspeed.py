@@ -5,6 +5,12 @@ finds no backend, reports ONE process (while deepspeed.comm has in fact joined a
 fills DeepSpeed's "auto" batch sizes with world size 1, which DeepSpeed rejects. This shim makes accelerate pick
 gloo / multi-CPU for such launches; accelerate then upgrades it to DEEPSPEED as it does on GPUs. Nothing changes
 when CUDA is available or when DeepSpeed is not configured.
+
+It also tells DeepSpeed not to build its shared-memory collective op (`deepspeed_shm_comm`): deepspeed.comm
+JIT-compiles it with g++ when its CPU backend starts (a minute or more of both cores, once per venv path, since
+torch's extension cache is keyed by the compile command), and only DeepSpeed inference's `inference_all_reduce`
+uses it. Training's collectives (ZeRO-3's all-gather and reduce-scatter, all_reduce) go through torch.distributed
+over gloo either way.
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ def enable() -> bool:
         return found, dtype
 
     PartialState._prepare_backend = _prepare_backend
+    _skip_shm_comm_op()
     os.environ.setdefault("ACCELERATE_USE_DEEPSPEED", "true")
     _PATCHED = True
     return True
+
+
+def _skip_shm_comm_op() -> None:
+    """Mark the shm collective op unbuildable, so deepspeed.comm's CPU backend starts without compiling it (the
+    backend then has no shm op, as on a host without a C++ compiler)."""
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
