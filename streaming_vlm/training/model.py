@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -93,7 +94,11 @@ def apply_lora(model, lora_cfg):
 
     config = LoraConfig(r=int(lora_cfg.r), lora_alpha=int(lora_cfg.alpha), lora_dropout=float(lora_cfg.dropout),
                         target_modules=lora_target_regex(lora_cfg.target_modules), bias="none")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecates with a FutureWarning that
+        # names neither our code nor anything a user can change; only that message is silenced.
+        warnings.filterwarnings("ignore", message=r".*`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
