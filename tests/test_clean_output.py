@@ -5,6 +5,9 @@ TrainingArguments from it, warns about nothing."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,17 +94,14 @@ def test_deepspeed_import_on_a_cpu_host_prints_nothing(tmp_path):
     """accelerate imports DeepSpeed inside every `save_pretrained`; on a host without CUDA its import logs "Setting
     accelerator to CPU ..." unless our package is imported first (as every entry point does). Other DeepSpeed
     warnings still pass."""
-    import subprocess
-    import sys
-
-    code = ("import streaming_vlm, deepspeed, logging; from deepspeed.accelerator import get_accelerator; "
-            "print(get_accelerator().device_name()); logging.getLogger('DeepSpeed').warning('still heard')")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={**__import__("os").environ, "PYTHONPATH": str(CONFIGS.parent)})
-    assert r.returncode == 0, r.stderr
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA host: DeepSpeed picks cuda and has no CPU notice to print")
+    code = ("import streaming_vlm, deepspeed, logging; from deepspeed.accelerator import get_accelerator; "
+            "print(get_accelerator().device_name()); logging.getLogger('DeepSpeed').warning('still heard')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(CONFIGS.parent)})
+    assert r.returncode == 0, r.stderr
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]  # DeepSpeed logs to stdout
     assert lines[0] == "cpu" and len(lines) == 2 and lines[1].endswith("still heard"), lines
