@@ -31,9 +31,10 @@ EVAL_VIDEO=$(ls "$OUT"/data/videos/eval/*.mp4 | head -n 1)
 
 step "4. Stage 1: streaming SFT on 8 s windows of the training games, with the previous commentary, 100 steps (loss curve below)"
 echo "beside it, the baseline: chunk-only SFT (independent 8 s clips, no previous commentary), 100 steps (log: $OUT/chunk.log)"
-OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_chunk data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/chunk" \
-    > "$OUT/chunk.log" 2>&1 & CHUNK=$!
-OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_stage1 data.root="$OUT/data" model.name_or_path="$CKPT" output_dir="$OUT/stage1"
+OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_chunk data.root="$OUT/data" model.name_or_path="$CKPT" \
+    output_dir="$OUT/chunk" > "$OUT/chunk.log" 2>&1 & CHUNK=$!
+OMP_NUM_THREADS=$HALF "$PY" train.py experiment=smoke_stage1 data.root="$OUT/data" model.name_or_path="$CKPT" \
+    output_dir="$OUT/stage1"
 
 step "5. Stage 2: anneal on whole clips, initialised from stage 1"
 "$PY" train.py experiment=smoke_stage2 data.root="$OUT/data" model.name_or_path="$CKPT" init_from="$OUT/stage1" \
