@@ -17,6 +17,10 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     no_zero      anchor + `deepspeed: auto` (one GPU: no DeepSpeed; fused AdamW over fp32 weights, bf16 autocast)
     liger        anchor + Liger's RMSNorm, RoPE and SwiGLU kernels (`model.kernels: auto`)
     ckpt_auto    anchor + activation checkpointing only where memory needs it (`gradient_checkpointing: auto`)
+    zero2        defaults + `deepspeed=zero2` on the one GPU: DeepSpeed's bf16 weights with fp32 masters in the
+                 optimizer, against the defaults' fp32 weights under bf16 autocast
+    mem_capped   defaults with `trainer.memory_fraction` = the anchor's peak memory (this job's anchor row) over the
+                 GPU's: what meeting the anchor's memory costs
     defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
                  every lever at its default; one extra step after the measured ones is profiled
                  (bench/step_profile.py through the config's callback hook)
@@ -68,8 +72,12 @@ VARIANTS = {
     "ckpt_auto": ("anchor + checkpointing only where memory needs it", without("trainer.gradient_checkpointing"),
                   "torchrun"),
     "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
+    "zero2": ("defaults + ZeRO-2 on the one GPU (bf16 weights, fp32 masters in the optimizer, no autocast casts)",
+              ["deepspeed=zero2"], "torchrun"),
+    "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)", [],
+                   "python"),
 }
-ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero"]
+ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "zero2", "mem_capped"]
 ESTIMATE_S = {"2b": 60, "4b": 90}  # a run's start-up + steps, to decide whether it still fits the time budget
 
 
@@ -166,7 +174,7 @@ def train_command(name: str, size: str, args, model: Path, data: Path, run_dir: 
     if args.tiny:
         argv += TINY_OVERRIDES
         if not dry_run:
-            overrides = ["deepspeed=none" if o == "deepspeed=zero3" else o for o in overrides]
+            overrides = ["deepspeed=none" if o.startswith("deepspeed=zero") else o for o in overrides]
     if dry_run:
         return [sys.executable, str(ROOT / "train.py"), *argv, *overrides, "dry_run=true"]
     if launcher == "torchrun":
@@ -174,7 +182,7 @@ def train_command(name: str, size: str, args, model: Path, data: Path, run_dir: 
                 "--master_port", str(_free_port())]
     else:
         head = [sys.executable]
-    return head + [str(ROOT / "train.py"), *argv, *overrides, *args.extra]
+    return head + [str(ROOT / "train.py"), *argv, *overrides, *args.extra, *getattr(args, "row_extra", [])]
 
 
 def read_records(path: Path) -> list[dict]:
@@ -395,7 +403,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU: tiny model and frames, every piece once")
     ap.add_argument("--sizes", default=None, help="comma list of 2b,4b (default both; --tiny: tiny)")
-    ap.add_argument("--variants", default=None, help=f"comma list (default, in order: {','.join(ORDER)})")
+    ap.add_argument("--variants", default=None, help=f"comma list for every size, or per size as "
+                    f"'2b:a,b;4b:c' (default, in order: {','.join(ORDER)})")
     ap.add_argument("--steps", type=int, default=2, help="measured optimizer steps (default 2)")
     ap.add_argument("--warmup", type=int, default=1, help="steps before the measured ones (default 1, >= 1)")
     ap.add_argument("--global-batch", type=int, default=None, help="windows per optimizer step (default 4; tiny 2)")
@@ -411,7 +420,12 @@ def main(argv=None) -> int:
         print("error: --warmup must be >= 1 (the measured time starts at the end of a step)", file=sys.stderr)
         return 2
     sizes = (args.sizes or ("tiny" if args.tiny else "2b,4b")).split(",")
-    names = args.variants.split(",") if args.variants else ORDER
+    per_size = {}  # --variants "a,b" (every size) or "2b:a,b;4b:c" (per size)
+    for part in (args.variants or ",".join(ORDER)).split(";"):
+        size_key, _, rows = part.rpartition(":")
+        for s in (size_key.split(",") if size_key else sizes):
+            per_size[s] = rows.split(",")
+    names = [n for s in sizes for n in per_size.get(s, [])]
     unknown = [n for n in names if n not in VARIANTS] + [s for s in sizes if s not in ("2b", "4b", "tiny")]
     if unknown:
         print(f"error: unknown {', '.join(unknown)}; rows: {', '.join(VARIANTS)}; sizes: 2b, 4b", file=sys.stderr)
@@ -435,7 +449,7 @@ def main(argv=None) -> int:
     if k.returncode == 3:  # Liger cannot run here: every row uses transformers' modules, and the report says so
         print("Liger unavailable: every row runs model.kernels=torch; the liger row is dropped", flush=True)
         args.extra = ["model.kernels=torch"]
-        names = [n for n in names if n != "liger"]
+        per_size = {s: [n for n in rows if n != "liger"] for s, rows in per_size.items()}
         kernel_lines.append("=> Liger unavailable: every row ran with model.kernels=torch, no liger row")
     elif k.returncode != 0:
         print("error: the kernel check failed: no training figures are taken", file=sys.stderr)
@@ -460,15 +474,25 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 stop(background[size])
                 results += [{"variant": n, "size": size, "error": "skipped: its checkpoint was not built in the "
-                                                                    "time budget"} for n in names]
+                                                                    "time budget"} for n in per_size.get(size, [])]
                 continue
         model = ensure_model(cache / size / "model", size)
-        for name in names:
+        for name in per_size.get(size, []):
             estimate = ESTIMATE_S.get(size, 60) * (1.3 if name == "anchor" else 1.0)
             if left() < estimate:
                 results.append({"variant": name, "size": size, "error": f"skipped: {left():.0f} s of the time budget "
                                                                        f"left, a run needs ~{estimate:.0f} s"})
                 continue
+            if name == "mem_capped" and not args.tiny:  # (a CPU has no device budget: the row runs as defaults)
+                anchor = next((r for r in results if r["size"] == size and r["variant"] == "anchor"
+                               and r.get("peak_mem_gb")), None)
+                if anchor is None:
+                    results.append({"variant": name, "size": size, "error": "skipped: no anchor row to cap at"})
+                    continue
+                total = torch.cuda.get_device_properties(0).total_memory / 2**30
+                args.row_extra = [f"trainer.memory_fraction={anchor['peak_mem_gb'] / total:.3f}"]
+            else:
+                args.row_extra = []
             results.append(run_variant(name, size, args, model, data, cache / "runs", out / "logs",
                                        timeout_s=min(left() - 5, 3 * estimate if not args.tiny else 900),
                                        profile=name == "defaults" and size == sizes[0]))
