@@ -3,8 +3,9 @@
 #
 #   bash bench/cli_gpu_job.sh           # GPU: 1080p50 (120 s) and 720p30 (240 s) files, random-init 2B and 4B
 #   bash bench/cli_gpu_job.sh --tiny    # CPU dry run of every step: tiny model, small short files
-#   bash bench/cli_gpu_job.sh --startup # GPU, ~3 min: the 2B on one short 720p30 file, cold then warm twice, with
-#                                       # the CLI's `start-up:` line (where a start's seconds go)
+#   bash bench/cli_gpu_job.sh --startup # GPU, ~6 min: the 2B on one short 720p30 file, cold then warm twice, with
+#                                       # the CLI's `start-up:` line (where a start's seconds go); then cold and warm
+#                                       # again with torch's caching precompile (bench/precompile_hook)
 #
 # Steps: install carried wheels (.whl/*.whl -> /tmp/site); write the two files with PyAV (bench/video_files.py, not
 # the project's synthetic generator) and the random-init checkpoints (python -m streaming_vlm.model.tiny), in
@@ -68,6 +69,13 @@ if [ $STARTUP = 1 ]; then
   for run in cold warm "warm again"; do
     cli "$A 720p30 30 s $run" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 30
     grep -a -o "start-up .*" "$OUT/${A}_720p30_30_s_${run// /_}.log"
+  done
+  # the probe: torch's caching precompile (Dynamo's frames saved too), cold then warm, in caches of its own
+  export TORCHINDUCTOR_CACHE_DIR=$WORK/inductor_pc TRITON_CACHE_DIR=$WORK/triton_pc TORCH_CACHING_PRECOMPILE=1
+  export PYTHONPATH=$PWD/bench/precompile_hook:$PYTHONPATH
+  for run in "precompile cold" "precompile warm"; do
+    cli "$A 720p30 30 s $run" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 100
+    grep -a -o "start-up .*\|precompile hook.*" "$OUT/${A}_720p30_30_s_${run// /_}.log"
   done
   exit 0
 fi
