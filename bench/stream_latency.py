@@ -19,9 +19,9 @@ runs compare.
 
 Six modes, side by side in the same process and on the same frames:
 - `streaming`  our engine with the plan it picks in `start()` (the CLI's): StreamingCache, eviction before each
-               second, one key rotation per eviction, on CUDA a compiled whole-stack prefill and decode steps
+               second, one key rotation per eviction, on CUDA a compiled prefill layer and decode steps
                replayed as one CUDA graph over fixed slot buffers;
-- `per_layer`  `streaming` with the prefill run eagerly layer by layer, not as the one compiled whole-stack call
+- `per_layer`  `streaming` with the prefill run eagerly layer by layer, not through the compiled layer
                (`Plan(compiled=False)`; the decode step stays graphed but not compiled);
 - `stepwise`   `streaming` without lookahead: the next second is read and prepared only after this one's reply
                (`lookahead=False`), where `streaming` does it while the reply decodes (`engine.stream`);

@@ -1,5 +1,5 @@
 """Our text stack (model/text_step.py) is transformers' Qwen3-VL text stack: its RMSNorm bit for bit, and, compiled
-(the CUDA plan's whole-stack prefill and decode step), the same logits, tokens and cache as eager, with one
+(the CUDA plan's prefill layer and decode step), the same logits, tokens and cache as eager, with one
 compilation for every piece length."""
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ def test_text_step_only_for_a_model_nothing_trains(tiny_ckpt):
 
 
 def test_compiled_prefill_and_eviction_stream_as_eager(tiny_ckpt, tiny_processor, video, monkeypatch):
-    """Compiled, the warm-up and every second's piece run through the compiled whole stack (`TextStep.stack`), with
+    """Compiled, the warm-up and every second's piece run through the compiled layer (`TextStep.stack`), with
     the eager stream's logits, text and cache; a second stream compiles nothing more (under the
     `fail_on_recompile` stance any compilation raises), whatever the piece length or eviction."""
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
     step = text_step_for(model.model.language_model)
-    stacked = []  # the pieces that ran the compiled whole stack
+    stacked = []  # the pieces that ran the compiled layer
     stack = step.stack
     monkeypatch.setattr(step, "stack", lambda *a, **k: (stacked.append(1), stack(*a, **k))[1])
     runs = {}
@@ -59,7 +59,7 @@ def test_compiled_prefill_and_eviction_stream_as_eager(tiny_ckpt, tiny_processor
         runs[compiled] = (engine, outs, len(stacked))
     (eager, eager_out, eager_stacked), (comp, comp_out, comp_stacked) = runs[False], runs[True]
     assert eager_stacked == 0 and comp.cache.tokens_evicted > 0
-    assert comp_stacked == 1 + 6, "the warm-up and every second's piece go through the compiled stack"
+    assert comp_stacked == 1 + 6, "the warm-up and every second's piece go through the compiled layer"
     assert runs["again"][2] == 1 + 6 and [o["text"] for o in runs["again"][1]] == [o["text"] for o in comp_out]
     assert [o["text"] for o in comp_out] == [o["text"] for o in eager_out]
     diff = max((a - b).abs().max().item() for a, b in zip(comp.score_trace, eager.score_trace))

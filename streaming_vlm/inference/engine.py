@@ -70,14 +70,14 @@ def build_template(processor, config: StreamingConfig) -> StreamTemplate:
 class Plan:
     """How the engine runs a stream (module docstring); results agree across plans up to float rounding."""
     fast: bool  # our text stack and the slot decoder; False: transformers' forward, host-sampled eager decoding
-    compiled: bool = False  # torch.compile the whole-stack prefill of a second and the decode step (fast only)
+    compiled: bool = False  # torch.compile the prefill's decoder layer and the decode step (fast only)
     cuda_graph: bool = False  # replay each decode step as a CUDA graph (fast only, CUDA only)
     preprocess_device: str | None = None  # where frames are resized and normalised (None: the CPU)
 
     def describe(self) -> str:
         if not self.fast:
             return "reference path (transformers forward, eager decode, host sampler)"
-        prefill = "compiled whole-stack" if self.compiled else "eager"
+        prefill = "compiled per-layer" if self.compiled else "eager"
         decode = ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
         return (f"fast path: text stack, {prefill} prefill, {decode} slot decode, on-device sampler, "
                 f"frames resized on {self.preprocess_device or 'cpu'}")
@@ -227,7 +227,7 @@ class StreamingEngine:
                 slots.prepare()  # capture (and compile) the decode step before the first second, not during it
         with wall_phase(parts, "prefix prefill", self.device), self.timings.section("prefill"):
             self._forward(full)
-        if self.plan.compiled:  # compile the whole-stack prefill now, not in the stream's first second
+        if self.plan.compiled:  # compile the prefill's layer now, not in the stream's first second
             with wall_phase(parts, "prefill warm-up", self.device):
                 self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
         parts["other"] = time.perf_counter() - began - sum(parts.values())
@@ -510,7 +510,7 @@ class StreamingEngine:
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
         positions = to_device(positions[:, None, :], self.device)
         room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
-        if room is not None:  # a second's piece: the compiled whole stack, straight into the cache's buffers
+        if room is not None:  # a second's piece: the compiled layer, straight into the cache's buffers
             hidden = self.text_step.stack(hidden, positions, *room, visual)
             self.cache.grow(hidden.shape[1])
         else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer

@@ -12,8 +12,8 @@ gate|up, SiLU, down, residual), with the cache update and the attention call bet
   added and the model's own forward reads the same values. Only for a model nothing trains (`can_fuse`): an
   optimizer's flat buffers (DeepSpeed, FSDP) would no longer reach these weights. `load_model` returns such a
   model; a trainable one (the training eval callback's) keeps transformers' forward.
-- The functions take the weights as arguments, so the whole stack over a second's piece is one function
-  (`stack_forward`) that torch.compile turns into one generated call for any piece or cache length
+- The functions take the weights as arguments, so a decoder layer over a second's piece is one function
+  (`layer_forward`) that torch.compile turns into one generated call for any layer, piece or cache length
   (`TextStep.compile`; the engine's compiled plan).
 - The vision features go in with index ops at placeholder indices computed on the host, and the DeepStack features
   are added after the first layers the same way: no host sync.
@@ -103,21 +103,17 @@ def causal_from_bottom_right(q, k, v, scaling: float):
     return out.transpose(1, 2).reshape(1, n_q, -1)
 
 
-def stack_forward(h, cos, sin, weights, keys, values, n: int, index, deepstack, final_norm, final_eps: float,
-                  eps: float, heads: int, kv_heads: int, scaling: float):
-    """The whole text stack over a piece with vision, as one function for torch.compile: every layer writes its
-    K/V into its cache buffers (`keys`/`values`, room for the piece from token `n` on) and attends over
-    [0, n + L); the DeepStack features are added at `index` after the first layers."""
+def layer_forward(h, cos, sin, w_in, w_out, kbuf, vbuf, n: int, eps: float, heads: int, kv_heads: int,
+                  scaling: float):
+    """One decoder layer over a piece with vision, as one function for torch.compile: it writes the layer's K/V
+    into its cache buffers (`kbuf`/`vbuf`, room for the piece from token `n` on) and attends over [0, n + L). The
+    weights are arguments, so one compiled graph serves every layer."""
     L = h.shape[1]
-    for i, ((w_in, w_out), kbuf, vbuf) in enumerate(zip(weights, keys, values)):
-        q, k, v = attention_inputs(h, *w_in, cos, sin, eps, heads, kv_heads)
-        kbuf[:, :, n:n + L].copy_(k)
-        vbuf[:, :, n:n + L].copy_(v)
-        out = causal_from_bottom_right(q, kbuf[:, :, :n + L], vbuf[:, :, :n + L], scaling)
-        h = layer_output(h, out, *w_out, eps)
-        if i < len(deepstack):
-            h = add_deepstack(h, index, deepstack[i])
-    return rms_norm(h, final_norm, final_eps)
+    q, k, v = attention_inputs(h, *w_in, cos, sin, eps, heads, kv_heads)
+    kbuf[:, :, n:n + L].copy_(k)
+    vbuf[:, :, n:n + L].copy_(v)
+    out = causal_from_bottom_right(q, kbuf[:, :, :n + L], vbuf[:, :, :n + L], scaling)
+    return layer_output(h, out, *w_out, eps)
 
 
 def _alias_rows(linears) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -155,14 +151,15 @@ class TextStep:
                                  (attn.o_proj.weight, attn.o_proj.bias, layer.post_attention_layernorm.weight,
                                   gate_up, mlp.down_proj.weight)))
         self.scaling = float(language_model.layers[0].self_attn.scaling)
-        self._stack = None
+        self._layer = None
 
     def compile(self) -> None:
-        """torch.compile the whole stack for pieces with vision (`stack_forward`: one call, so its kernels are
-        launched by one generated wrapper, not from Python layer by layer), every dimension dynamic: one
-        compilation for any piece, vision or cache length. `warm_up` compiles it now."""
-        if self._stack is None:
-            self._stack = torch.compile(stack_forward, dynamic=True)
+        """torch.compile one decoder layer for pieces with vision (`layer_forward`), every dimension dynamic: one
+        compilation serves every layer and any piece, vision or cache length. Compiling the layer rather than
+        the whole stack keeps Dynamo's trace (which no on-disk cache skips at a warm start) to one layer's ops.
+        `warm_up` compiles it now."""
+        if self._layer is None:
+            self._layer = torch.compile(layer_forward, dynamic=True)
 
     WARM_UP_TOKENS = 7
 
@@ -198,15 +195,21 @@ class TextStep:
 
     def stack(self, hidden: torch.Tensor, positions: torch.Tensor, keys: list[torch.Tensor],
               values: list[torch.Tensor], n: int, visual: tuple[torch.Tensor, list[torch.Tensor]]) -> torch.Tensor:
-        """The compiled whole-stack forward (`stack_forward`, after `compile()`) of a piece with vision: each
-        layer's K/V written straight into its buffers (`keys`/`values`, the cache's, holding `n` tokens and room
-        for the piece) and attending bottom-right causally. Returns the final-norm hidden states."""
-        if self._stack is None:
+        """The stack over a piece with vision through the compiled layer (`layer_forward`, after `compile()`):
+        each layer's K/V written straight into its buffers (`keys`/`values`, the cache's, holding `n` tokens and
+        room for the piece) and attending bottom-right causally; the DeepStack features added after the first
+        layers. Returns the final-norm hidden states."""
+        if self._layer is None:
             raise RuntimeError("TextStep.stack before compile()")
         cos, sin = self.lm.rotary_emb(hidden, positions)
-        return self._stack(hidden, cos, sin, self.weights, keys, values, n, visual[0], visual[1],
-                           self.lm.norm.weight, self.lm.norm.variance_epsilon, self.eps, self.heads, self.kv_heads,
-                           self.scaling)
+        index, deepstack = visual
+        h = hidden
+        for i, ((w_in, w_out), kbuf, vbuf) in enumerate(zip(self.weights, keys, values)):
+            h = self._layer(h, cos, sin, w_in, w_out, kbuf, vbuf, n, self.eps, self.heads, self.kv_heads,
+                            self.scaling)
+            if i < len(deepstack):
+                h = add_deepstack(h, index, deepstack[i])
+        return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
