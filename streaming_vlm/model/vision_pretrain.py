@@ -160,10 +160,13 @@ def pretrain_vision(model_path: str | os.PathLike, data: str | os.PathLike, spli
     # event seconds are rare: each batch draws half of its seconds from those with some label
     has = (labels.sum(1) > 0).nonzero().squeeze(1)
     none = (labels.sum(1) == 0).nonzero().squeeze(1)
+    if not len(has) or not len(none):
+        raise UserError(f"the {split} games of {data} need seconds with and without events of "
+                        f"{', '.join(types)} to learn from")
     loss_v = float("nan")
     for step in range(steps):
-        half = min(batch // 2, len(has)) if len(has) else 0
-        pick = torch.cat([has[torch.randint(len(has), (half,), generator=g)] if half else has[:0],
+        half = min(batch // 2, len(has))
+        pick = torch.cat([has[torch.randint(len(has), (half,), generator=g)],
                           none[torch.randint(len(none), (batch - half,), generator=g)]])
         pv = torch.cat([pixel_values[starts[i]:starts[i + 1]] for i in pick.tolist()])
         feats = pooled_features(visual, pv, grid[pick], merge)
