@@ -237,6 +237,8 @@ def build_checkpoint(out: str | os.PathLike, size: str = "tiny", seed: int = 0, 
         probe.unlink()
     except OSError as err:
         raise UserError(f"cannot write checkpoint to {out}: {err.strerror or err}") from None
+    # a rebuilt folder's tower is random again: the record of an earlier vision pretraining goes
+    (out / "vision_pretraining.json").unlink(missing_ok=True)
     torch.manual_seed(seed)
     model = Qwen3VLForConditionalGeneration(config).to(torch_dtype)
     # The files agree with the tokenizer (PAD <|endoftext|>, EOS <|im_end|>), so nothing that loads them (the
