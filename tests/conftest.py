@@ -106,7 +106,7 @@ SHARED_GROUPS = {"test_train_e2e": "reference_run", "test_train_finished": "refe
 LONGEST_FIRST = ["test_demo_commentary", "test_slurm_cluster", "test_train_e2e", "test_train_finished",
                  "test_eval_callback", "test_inference_slot_decode", "test_eval_sharded", "test_hub_like_e2e",
                  "test_inference_long", "test_eval_cli", "test_inference_parity", "test_eval_run", "test_viewer",
-                 "test_live_source", "test_hub_offline", "test_inference_cli", "test_hub_like"]
+                 "test_live_source", "test_hub_offline", "test_inference_cli", "test_vision_pretrain", "test_hub_like"]
 
 
 def _module(nodeid: str) -> str:
