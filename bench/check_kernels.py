@@ -1,4 +1,5 @@
-"""Liger's kernels (CUDA only) against transformers' own modules, on the GPU, before any training figure is taken.
+"""Liger's kernels and the compiled decoder layers (CUDA) against transformers' own modules, on the GPU, before any
+training figure is taken.
 
     python bench/check_kernels.py            # GPU: exit 1 on a mismatch (the training bench then stops),
                                              # 3 when Liger cannot run here at all
@@ -8,7 +9,8 @@ A Qwen3-VL with the 2B's real widths (hidden 2048, head_dim 128, GQA 16/8, MLP 6
 but 2 decoder layers and a 2-block vision tower, on a real stream window (the stream template over random frames),
 through the training loss (`selective_lm_loss`). Loss and every gradient are computed with transformers' modules,
 then Liger is applied exactly as `train.py` applies it (`streaming_vlm.training.kernels.apply_liger`) and they are
-computed again:
+computed again, and once more with the decoder layers compiled on top (`compiled_layers.compile_layers`, as the
+defaults run them):
     fp32 (TF32 off)      loss within 1e-5 relative, every parameter's gradient within 1e-3 (relative L2)
     bf16 autocast        loss within 2e-2 relative, all gradients together within 5e-2 (relative L2): the kernels
                          round at different points than transformers' modules do, as bf16 kernels may
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
               f"{reference['fp32'][0]:.4f}, {len(reference['fp32'][1])} gradients; Liger not compared")
         return 0
 
+    from streaming_vlm.training.compiled_layers import compile_layers
     from streaming_vlm.training.kernels import apply_liger
 
     try:
@@ -131,30 +134,38 @@ def main(argv=None) -> int:
     except Exception as err:  # noqa: BLE001 - not installed, or does not run here: no comparison at all
         print(f"kernel check: Liger could not run here: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
         return UNAVAILABLE
+    # then the decoder layers compiled on top, as train.py's defaults run them (Inductor's Triton kernels)
+    model.config.text_config.use_cache = False
+    compile_layers(model)
+    compiled = {m: loss_and_grads(model, inputs, positions, bf16=m == "bf16") for m in modes}
     ok = not missing
-    lines = [f"Kernel check ({torch.cuda.get_device_name()}, {tokens} tokens, 2B widths, 2 layers): "
-             f"Liger RMSNorm + RoPE + SwiGLU vs transformers' modules" + (f"; NOT wired: {missing}" if missing else "")]
-    for m in modes:
-        loss_ref, g_ref = reference[m]
-        loss_lig, g_lig = liger[m]
-        loss_tol, grad_tol = TOLERANCES[m]
-        loss_err = abs(loss_lig - loss_ref) / abs(loss_ref)
-        if g_lig.keys() != g_ref.keys():
-            ok = False
-            lines.append(f"  {m}: gradients of different parameters")
-            continue
-        if m == "fp32":
-            worst_name, grad_err = max(((k, rel(g_lig[k], g_ref[k])) for k in g_ref), key=lambda kv: kv[1])
-        else:
-            worst_name = "all"
-            grad_err = rel(torch.cat([g_lig[k].flatten() for k in g_ref]), torch.cat([g_ref[k].flatten() for k in g_ref]))
-        good = loss_err <= loss_tol and grad_err <= grad_tol
-        ok &= good
-        lines.append(f"  {m}: loss {loss_ref:.6f} vs {loss_lig:.6f} (rel {loss_err:.1e}, tol {loss_tol:g}); "
-                     f"gradients rel L2 {grad_err:.1e} ({worst_name}; tol {grad_tol:g}) -> {'ok' if good else 'MISMATCH'}")
+    lines = [f"Kernel check ({torch.cuda.get_device_name()}, {tokens} tokens, 2B widths, 2 layers) against "
+             f"transformers' modules" + (f"; Liger NOT wired: {missing}" if missing else "")]
+    for what, result in (("Liger RMSNorm + RoPE + SwiGLU", liger), ("+ compiled decoder layers", compiled)):
+        for m in modes:
+            good, line = compare(reference[m], result[m], m)
+            ok &= good
+            lines.append(f"  {what}, {line}")
     lines.append("kernel check: " + ("passed" if ok else "FAILED"))
     print("\n".join(lines), flush=True)
     return 0 if ok else 1
+
+
+def compare(reference, candidate, mode: str) -> tuple[bool, str]:
+    """(within tolerance?, one line) for one (loss, gradients) pair against the reference's."""
+    (loss_ref, g_ref), (loss_new, g_new) = reference, candidate
+    loss_tol, grad_tol = TOLERANCES[mode]
+    loss_err = abs(loss_new - loss_ref) / abs(loss_ref)
+    if g_new.keys() != g_ref.keys():
+        return False, f"{mode}: gradients of different parameters"
+    if mode == "fp32":
+        worst_name, grad_err = max(((k, rel(g_new[k], g_ref[k])) for k in g_ref), key=lambda kv: kv[1])
+    else:
+        worst_name = "all"
+        grad_err = rel(torch.cat([g_new[k].flatten() for k in g_ref]), torch.cat([g_ref[k].flatten() for k in g_ref]))
+    good = loss_err <= loss_tol and grad_err <= grad_tol
+    return good, (f"{mode}: loss {loss_ref:.6f} vs {loss_new:.6f} (rel {loss_err:.1e}, tol {loss_tol:g}); gradients "
+                  f"rel L2 {grad_err:.1e} ({worst_name}; tol {grad_tol:g}) -> {'ok' if good else 'MISMATCH'}")
 
 
 if __name__ == "__main__":

@@ -12,15 +12,22 @@ label tokens, peak memory) over the measured steps; a run is stopped once they a
 Rows (every one `experiment=stage1_<size>` with the model, data, step budget and output overridden):
     anchor       the HF Trainer recipe: batch 1, right padding, the model's own loss over full logits
                  (`trainer.loss_impl=hf`), ZeRO-3 (`deepspeed=zero3`), every decoder layer recomputed
-                 (`trainer.gradient_checkpointing=true`), transformers' kernels (`model.kernels=torch`)
+                 (`trainer.gradient_checkpointing=true`), transformers' kernels (`model.kernels=torch`), eager
+                 decoder layers (`model.compile_layers=false`; ZeRO-3 leaves them eager anyway)
     selective    anchor + the lm_head on labelled positions only (loss_impl back to its default)
     no_zero      anchor + `deepspeed: auto` (one GPU: no DeepSpeed; fused AdamW over fp32 weights, bf16 autocast)
     liger        anchor + Liger's RMSNorm, RoPE and SwiGLU kernels (`model.kernels: auto`)
     ckpt_auto    anchor + activation checkpointing only where memory needs it (`gradient_checkpointing: auto`)
+    compiled     anchor + compiled decoder layers; compilation needs no ZeRO-3, so this row is no_zero + compile
+    eager_layers     defaults with eager decoder layers (`model.compile_layers=false`)
+    compile_no_liger defaults with transformers' modules (`model.kernels=torch`) under compile: Inductor's own
+                     fusion of RMSNorm, RoPE and SwiGLU against Liger's kernels inside the compiled layer
+    device_budget    defaults with `trainer.memory_budget=device`: kept layers bounded by 0.85 of the GPU only, not
+                     by the recipe's logits memory (the speed the recipe-memory bound costs)
     zero2        defaults + `deepspeed=zero2` on the one GPU: DeepSpeed's bf16 weights with fp32 masters in the
                  optimizer, against the defaults' fp32 weights under bf16 autocast
-    mem_capped   defaults with `trainer.memory_fraction` = the anchor's peak memory (this job's anchor row) over the
-                 GPU's: what meeting the anchor's memory costs
+    mem_capped   defaults with `trainer.memory_budget=device` and `trainer.memory_fraction` = the anchor's peak memory
+                 (this job's anchor row) over the GPU's: what meeting the anchor's measured memory costs
     defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
                  every lever at its default; one extra step after the measured ones is profiled
                  (bench/step_profile.py through the config's callback hook)
@@ -55,7 +62,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
-ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch"]
+ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch",
+          "model.compile_layers=false"]
 
 
 def without(*levers: str) -> list[str]:
@@ -72,13 +80,22 @@ VARIANTS = {
     "ckpt_auto": ("anchor + checkpointing only where memory needs it", without("trainer.gradient_checkpointing"),
                   "torchrun"),
     "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
+    "compiled": ("anchor + compiled decoder layers (needs no ZeRO-3: no DeepSpeed on the one GPU)",
+                 without("deepspeed", "model.compile_layers"), "torchrun"),
+    "eager_layers": ("defaults with eager decoder layers (`model.compile_layers=false`)",
+                     ["model.compile_layers=false"], "python"),
+    "compile_no_liger": ("defaults with transformers' modules under compile (`model.kernels=torch`: Inductor fuses "
+                         "norms, RoPE, SwiGLU)", ["model.kernels=torch"], "python"),
+    "device_budget": ("defaults with `trainer.memory_budget=device`: as many kept layers as fit 0.85 of the GPU",
+                      ["trainer.memory_budget=device"], "python"),
     "zero2": ("defaults + ZeRO-2 on the one GPU (bf16 weights, fp32 masters in the optimizer, no autocast casts)",
               ["deepspeed=zero2"], "torchrun"),
-    "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)", [],
-                   "python"),
+    "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)",
+                   ["trainer.memory_budget=device"], "python"),
 }
-ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "zero2", "mem_capped"]
-ESTIMATE_S = {"2b": 60, "4b": 90}  # a run's start-up + steps, to decide whether it still fits the time budget
+ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "eager_layers",
+         "compile_no_liger", "device_budget", "zero2", "mem_capped"]
+ESTIMATE_S = {"2b": 90, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
 LOADER_S = 70  # the loader's measurement, at the end (kept out of the rows' budget)
 
 
@@ -242,7 +259,7 @@ def run_variant(name: str, size: str, args, model: Path, data: Path, runs: Path,
     text = log.read_text(errors="replace")
     chose = []  # what the run printed about its choices (a progress bar may share the line)
     for ln in text.splitlines():
-        for marker in ("world size ", "kernels: ", "activation checkpointing auto:"):
+        for marker in ("world size ", "kernels: ", "compile: ", "activation checkpointing auto:"):
             if marker in ln and ln[ln.index(marker):].strip() not in chose:
                 chose.append(ln[ln.index(marker):].strip())
     recs = read_records(run_dir / "train_losses.jsonl")

@@ -12,8 +12,10 @@ from test_train_loss import _window  # the same two real windows as the loss tes
 from streaming_vlm.data.collator import StreamCollator, split_batch
 from streaming_vlm.data.stream_template import StreamTemplate, VisionBudget
 from streaming_vlm.errors import UserError
-from streaming_vlm.training.checkpointing import (CheckpointPolicy, SavedBytes, decoder_layers, layers_to_keep,
+from streaming_vlm.training.checkpointing import (RECIPE_BYTES_PER_LOGIT, CheckpointPolicy, SavedBytes,
+                                                  decoder_layers, layers_to_keep, layers_within_recipe,
                                                   set_kept_layers)
+from streaming_vlm.training.compiled_layers import choose_compile, compile_layers
 from streaming_vlm.training.config import resolve_deepspeed
 from streaming_vlm.training.kernels import choose_kernels
 from streaming_vlm.training.loss import count_label_tokens, full_lm_loss, kept_positions, selective_lm_loss
@@ -186,3 +188,68 @@ def test_kernel_choice_is_explicit():
         choose_kernels("liger", cuda=False)
     with pytest.raises(UserError, match="auto, liger, torch"):
         choose_kernels("fast", cuda=True)
+
+
+def test_compiled_layers_learn_what_eager_layers_learn(base_model, windows, tiny_processor):
+    """The compiled decoder layers (what `model.compile_layers: auto` picks on CUDA; here Inductor's CPU backend)
+    give the eager layers' loss and gradients, kept and recomputed layers alike, over two windows of different
+    lengths, with one graph for every layer and no recompilation for the second length."""
+    from torch._dynamo.utils import counters
+
+    collator = StreamCollator(tiny_processor)
+    batches = [collator([w]) for w in windows]
+    assert batches[0]["num_tokens"] != batches[1]["num_tokens"]
+    step_tokens = sum(b["num_loss_tokens"] for b in batches)
+
+    def step(model):
+        total = 0.0
+        for b in batches:
+            inputs, meta = split_batch(b)
+            loss_sum, _ = selective_lm_loss(model, inputs, positions=meta["loss_positions"])
+            (loss_sum / step_tokens).backward()
+            total += float(loss_sum.detach()) / step_tokens
+        return total
+
+    eager = _fast(base_model, kept=2)
+    eager_loss = step(eager)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = _fast(base_model, kept=2)
+    compiled.config.text_config.use_cache = False  # as training loads it (model.load_for_training)
+    assert compile_layers(compiled) == len(decoder_layers(compiled))
+    compiled_loss = step(compiled)
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
+    g_eager, g_compiled = _grads(eager), _grads(compiled)
+    assert g_compiled.keys() == g_eager.keys()
+    for k in g_eager:
+        torch.testing.assert_close(g_compiled[k], g_eager[k], rtol=1e-3, atol=1e-6)
+    # a kept and a recomputed layer: two graphs, shared by all four layers and both lengths
+    assert counters["stats"]["unique_graphs"] == 2
+    assert not counters["graph_break"]
+
+
+def test_compile_choice_is_explicit():
+    assert choose_compile("auto", cuda=True, zero_stage=None)[0] is True
+    assert choose_compile("auto", cuda=True, zero_stage=2)[0] is True
+    compiled, why = choose_compile("auto", cuda=True, zero_stage=3)
+    assert compiled is False and "ZeRO-3" in why
+    compiled, why = choose_compile("auto", cuda=False, zero_stage=None)
+    assert compiled is False and "CUDA" in why
+    assert choose_compile(False, cuda=True, zero_stage=None)[0] is False  # yaml's false arrives as a bool
+    assert choose_compile(True, cuda=False, zero_stage=None)[0] is True
+    with pytest.raises(UserError, match="ZeRO-3"):
+        choose_compile(True, cuda=True, zero_stage=3)
+    with pytest.raises(UserError, match="auto, true, false"):
+        choose_compile("fast", cuda=True, zero_stage=None)
+
+
+def test_recipe_budget_keeps_what_the_recipe_logits_would_hold():
+    vocab, kib = 151936, 2**10
+    kept, inp = 98.9 * kib, 8 * kib  # a kept 2B layer under autocast, and a recomputed layer's fp32 input
+    k = layers_within_recipe(28, vocab, kept, inp)
+    assert k * (kept - inp) <= vocab * RECIPE_BYTES_PER_LOGIT < (k + 1) * (kept - inp)
+    assert 0 < k < 28
+    assert layers_within_recipe(28, vocab, kept / 4, inp / 4) >= min(28, 4 * k)  # smaller layers: more kept
+    assert layers_within_recipe(4, vocab, inp, inp) == 4  # nothing extra to keep
+    with pytest.raises(ValueError, match="recipe, device"):
+        CheckpointPolicy("auto", budget="everything")

@@ -5,12 +5,19 @@
     false   none is
     auto    as many layers as fit KEEP their activations; the rest are recomputed. On CUDA:
               1. the first micro-batch recomputes every layer but the last, whose saved activations are counted
-                 as they are saved (the real kernels, dtype, autocast and sequence length: nothing is modelled);
-              2. each later micro-batch keeps the last k layers, k the largest such that
-                   allocated now + optimizer state and gradients not allocated yet
-                   + k x (bytes/token of a kept layer) x tokens + (L - k) x (its input) x tokens
-                   + 2 x (bytes/token of a kept layer) x tokens   (one layer's recompute and gradients in flight)
-                 stays under `trainer.memory_fraction` of the GPU's memory.
+                 as they are saved (the real kernels, dtype, autocast, compilation and sequence length: nothing
+                 is modelled);
+              2. each later micro-batch keeps the last k layers, k the largest that fits both budgets:
+                 device  allocated now + optimizer state and gradients not allocated yet
+                         + k x (bytes/token of a kept layer) x tokens + (L - k) x (its input) x tokens
+                         + 2 x (bytes/token of a kept layer) x tokens   (one layer's recompute and gradients in flight)
+                         stays under `trainer.memory_fraction` of the GPU's memory;
+                 recipe  (`trainer.memory_budget: recipe`, the default) the memory kept layers add over recomputed
+                         ones, k x (kept - input) x tokens, is at most what the recipe's loss holds and ours does
+                         not: its full logits, bf16 plus their fp32 log-softmax, 6 bytes x vocabulary x tokens.
+                         So a step never needs more memory than the recipe's (every layer recomputed, full
+                         logits), and k does not depend on the window's length. `memory_budget: device` drops
+                         this bound: the most layers the GPU holds, for the most speed.
             Off CUDA there is no device budget to read: every layer is recomputed.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
 on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
@@ -25,7 +32,9 @@ from __future__ import annotations
 import torch
 
 MODES = ("true", "false", "auto")
+BUDGETS = ("recipe", "device")
 IN_FLIGHT_LAYERS = 2  # one layer's recomputed activations and its gradients during the backward
+RECIPE_BYTES_PER_LOGIT = 6  # the recipe's loss: bf16 logits (2) and their fp32 log-softmax (4), per token x vocab
 
 
 def parse_mode(value) -> str:
@@ -52,6 +61,15 @@ def layers_to_keep(n_layers: int, tokens: int, kept_bytes_per_token: float, inpu
         if need <= free_bytes:
             return k
     return 0
+
+
+def layers_within_recipe(n_layers: int, vocab_size: int, kept_bytes_per_token: float,
+                         input_bytes_per_token: float) -> int:
+    """The most layers whose kept activations, beyond a recomputed layer's input, fit the recipe's logits memory."""
+    extra = kept_bytes_per_token - input_bytes_per_token
+    if extra <= 0:
+        return n_layers
+    return max(0, min(n_layers, int(vocab_size * RECIPE_BYTES_PER_LOGIT // extra)))
 
 
 def skip_frozen_vision(model) -> None:
@@ -107,9 +125,12 @@ class SavedBytes:
 
 
 class CheckpointPolicy:
-    def __init__(self, mode, memory_fraction: float = 0.85):
+    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe"):
         self.mode = parse_mode(mode)
         self.memory_fraction = float(memory_fraction)
+        self.budget = str(budget or "recipe").lower()
+        if self.budget not in BUDGETS:
+            raise ValueError(f"trainer.memory_budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
         self.probe: SavedBytes | None = None
         self.kept_per_token: float | None = None  # bytes a kept layer saves, per token
         self.input_per_token: float | None = None  # bytes of a recomputed layer's input, per token
@@ -147,15 +168,26 @@ class CheckpointPolicy:
         free = self.memory_fraction * torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         free -= torch.cuda.memory_allocated() + pending_state_bytes(model, optimizer)
         k = layers_to_keep(len(layers), tokens, self.kept_per_token, self.input_per_token, free)
+        why = f"{self.memory_fraction:g} of GPU memory"
+        if self.budget == "recipe":
+            k_recipe = layers_within_recipe(len(layers), vocab_size(model), self.kept_per_token, self.input_per_token)
+            if k_recipe < k:
+                k, why = k_recipe, "the recipe's logits memory"
         self._announce(f"activation checkpointing auto: {k} of {len(layers)} decoder layers keep their activations "
                        f"at {tokens} tokens (a kept layer saves {self.kept_per_token / 2**10:.1f} KiB/token; "
-                       f"budget {self.memory_fraction:g} of GPU memory)")
+                       f"bound: {why}; trainer.memory_budget={self.budget})")
         return k
 
     def _announce(self, line: str) -> None:
         if not self.announced:
             print(line, flush=True)
             self.announced = True
+
+
+def vocab_size(model) -> int:
+    """The output vocabulary from the config (weights may be partitioned by ZeRO-3)."""
+    config = model.config
+    return int(getattr(getattr(config, "text_config", None), "vocab_size", None) or config.vocab_size)
 
 
 def pending_state_bytes(model, optimizer) -> int:

@@ -334,7 +334,8 @@ def plan(cfg, world_size: int | None = None) -> Plan:
 
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
-_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction", "embedding_learning_rate"}
+_OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction", "memory_budget",
+         "embedding_learning_rate"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
@@ -374,7 +375,10 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
         # accelerate's cpu=True path never enables DeepSpeed; on a CPU-only host the run is on CPU regardless
         # (see cpu_deepspeed.py for the multi-rank gloo launch).
         kwargs["use_cpu"] = False
-    from streaming_vlm.training.checkpointing import parse_mode
+    from streaming_vlm.training.checkpointing import BUDGETS, parse_mode
+
+    if str(t.get("memory_budget") or "recipe").lower() not in BUDGETS:
+        raise UserError(f"trainer.memory_budget must be one of {', '.join(BUDGETS)}, got {t.get('memory_budget')!r}")
 
     # transformers >= 5.23 names it activation_checkpointing (the old name still works, with a FutureWarning);
     # either way `args.gradient_checkpointing` reads the value

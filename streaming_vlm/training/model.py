@@ -119,7 +119,11 @@ def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
                                                                 use_safetensors=True)
     except OSError as err:
         raise UserError(f"cannot load model from {plan.model_path}: {str(err).splitlines()[0]}") from None
+    # No KV cache in training: the text config has its own `use_cache`, which the language model reads (a cache
+    # built per forward holds every layer's keys and values, and its update is a guard for compiled layers).
     model.config.use_cache = False
+    if getattr(model.config, "text_config", None) is not None:
+        model.config.text_config.use_cache = False
     if model_cfg.freeze_vision:
         freeze_vision(model)
     if model_cfg.lora.enabled:

@@ -218,12 +218,16 @@ def run(cfg) -> dict | None:
 
     model, processor = load_for_training(cfg.model, p, deepspeed_enabled=bool(p.deepspeed_config))
     from streaming_vlm.training.checkpointing import CheckpointPolicy
+    from streaming_vlm.training.compiled_layers import setup_compile
     from streaming_vlm.training.kernels import setup_kernels
 
-    setup_kernels(model, cfg.model.get("kernels"), cuda=torch.cuda.is_available() and not args.use_cpu,
+    cuda = torch.cuda.is_available() and not args.use_cpu
+    setup_kernels(model, cfg.model.get("kernels"), cuda=cuda, announce=args.process_index == 0)
+    setup_compile(model, cfg.model.get("compile_layers"), cuda=cuda, zero_stage=p.zero_stage,
                   announce=args.process_index == 0)
     policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
-                              float(cfg.trainer.get("memory_fraction") or 0.85))
+                              float(cfg.trainer.get("memory_fraction") or 0.85),
+                              budget=str(cfg.trainer.get("memory_budget") or "recipe"))
     report = parameter_report(model)
     if report["trainable_vision"]:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")

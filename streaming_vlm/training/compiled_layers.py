@@ -1,0 +1,76 @@
+"""torch.compile of the text decoder layers (regional compilation), applied from outside the model, chosen per run.
+
+`model.compile_layers`:
+    auto    on CUDA without ZeRO-3: every decoder layer's `forward` compiled; otherwise eager, and the reason is
+            logged once (so the eager path is never taken silently)
+    true    compiled, or one clear error where it cannot be (ZeRO-3); on a CPU it needs Inductor's C++ toolchain
+    false   eager
+
+Why: with Liger's kernels a decoder layer still launches dozens of small elementwise kernels (residual adds, casts,
+q/k reshapes, the autocast copies of its weights) whose memory traffic is a large share of a step at 2B widths.
+Inductor fuses them, and what it keeps for the backward is smaller than eager's (more layers then keep their
+activations within the same memory budget: `checkpointing.py` measures a kept layer as compiled).
+
+Why per layer, and why `forward`:
+    - the layers are identical, so Dynamo traces one and every layer reuses that graph (its guards are on the
+      layer's type and flags, not its identity); `dynamic=True` because windows differ in length: one graph serves
+      every length, with no recompilation per window;
+    - a layer that keeps its activations and one that is recomputed (`gradient_checkpointing`, set per
+      micro-batch by `CheckpointPolicy`) are two graphs; eval (`training=False`) is a third;
+    - compiling `forward` rather than the module's call keeps module hooks (the checkpoint policy's probe) eager,
+      and works whichever of `__call__` or `forward` transformers' `GradientCheckpointingLayer` wraps;
+    - the vision tower stays eager: it is frozen, runs under no_grad, and loops over images of varying sizes.
+ZeRO-3 is excluded because it gathers each submodule's partitioned weights in module hooks inside the layer, which
+Dynamo does not trace; ZeRO-2 and no DeepSpeed keep whole weights and compile.
+
+Contract: the same loss and gradients as the eager layers within float tolerance, kept or recomputed
+(tests/test_train_fast_path.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from streaming_vlm.errors import UserError
+from streaming_vlm.training.checkpointing import decoder_layers
+
+COMPILE_CHOICES = ("auto", "true", "false")
+
+
+def choose_compile(choice, cuda: bool, zero_stage: int | None) -> tuple[bool, str]:
+    """(compile?, why) for `model.compile_layers`; UserError when `true` cannot run here."""
+    choice = str(choice if choice is not None else "auto").lower()
+    if choice not in COMPILE_CHOICES:
+        raise UserError(f"model.compile_layers must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r}")
+    if choice == "false":
+        return False, "model.compile_layers=false"
+    if zero_stage == 3:
+        if choice == "true":
+            raise UserError("model.compile_layers=true cannot run under ZeRO-3 (its weight gathering runs in module "
+                            "hooks inside each layer); use model.compile_layers=auto or deepspeed=zero2")
+        return False, "ZeRO-3 gathers weights inside each layer"
+    if choice == "true":
+        return True, "model.compile_layers=true"
+    if not cuda:
+        return False, "no CUDA"
+    return True, "CUDA, no ZeRO-3"
+
+
+def compile_layers(model) -> int:
+    """Compile every text decoder layer's `forward` in place (see the module docstring); returns how many."""
+    layers = decoder_layers(model)
+    for layer in layers:
+        if not getattr(layer, "_forward_compiled", False):
+            layer.forward = torch.compile(layer.forward, dynamic=True)
+            layer._forward_compiled = True
+    return len(layers)
+
+
+def setup_compile(model, choice, cuda: bool, zero_stage: int | None, announce: bool = True) -> bool:
+    """Choose, apply, log the choice once; returns whether the layers are compiled."""
+    compiled, why = choose_compile(choice, cuda, zero_stage)
+    n = compile_layers(model) if compiled else len(decoder_layers(model))
+    if announce:
+        what = f"{n} decoder layers compiled (one graph, dynamic lengths)" if compiled else "decoder layers eager"
+        print(f"compile: {what} ({why})", flush=True)
+    return compiled
