@@ -19,9 +19,7 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     liger        anchor + Liger's RMSNorm, RoPE and SwiGLU kernels (`model.kernels: auto`)
     ckpt_auto    anchor + activation checkpointing only where memory needs it (`gradient_checkpointing: auto`)
     compiled     anchor + compiled decoder layers; compilation needs no ZeRO-3, so this row is no_zero + compile
-    eager_layers     defaults with eager decoder layers (`model.compile_layers=false`)
-    compile_no_liger defaults with transformers' modules (`model.kernels=torch`) under compile: Inductor's own
-                     fusion of RMSNorm, RoPE and SwiGLU against Liger's kernels inside the compiled layer
+    eager_layers     defaults with eager decoder layers (`model.compile_layers=false`), which take Liger's kernels
     device_budget    defaults with `trainer.memory_budget=device`: kept layers bounded by 0.85 of the GPU only, not
                      by the recipe's logits memory (the speed the recipe-memory bound costs)
     zero2        defaults + `deepspeed=zero2` on the one GPU: DeepSpeed's bf16 weights with fp32 masters in the
@@ -40,7 +38,8 @@ MFU = model FLOPs / step time / 790 TFLOP/s. Model FLOPs per step, the same for 
 Recomputation (activation checkpointing) is not counted.
 
 Also measured in the same job: the loader's window rate with the default `data.num_workers` against the trainer's
-(defaults row), and (bench/check_kernels.py, first) Liger against transformers' modules: a mismatch stops the bench.
+(defaults row), and (bench/check_kernels.py, first) Liger and the compiled layers against transformers' modules: a
+mismatch stops the bench.
 """
 
 from __future__ import annotations
@@ -82,10 +81,8 @@ VARIANTS = {
     "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
     "compiled": ("anchor + compiled decoder layers (needs no ZeRO-3: no DeepSpeed on the one GPU)",
                  without("deepspeed", "model.compile_layers"), "torchrun"),
-    "eager_layers": ("defaults with eager decoder layers (`model.compile_layers=false`)",
+    "eager_layers": ("defaults with eager decoder layers (`model.compile_layers=false`: Liger's kernels instead)",
                      ["model.compile_layers=false"], "python"),
-    "compile_no_liger": ("defaults with transformers' modules under compile (`model.kernels=torch`: Inductor fuses "
-                         "norms, RoPE, SwiGLU)", ["model.kernels=torch"], "python"),
     "device_budget": ("defaults with `trainer.memory_budget=device`: as many kept layers as fit 0.85 of the GPU",
                       ["trainer.memory_budget=device"], "python"),
     "zero2": ("defaults + ZeRO-2 on the one GPU (bf16 weights, fp32 masters in the optimizer, no autocast casts)",
@@ -94,7 +91,7 @@ VARIANTS = {
                    ["trainer.memory_budget=device"], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "eager_layers",
-         "compile_no_liger", "device_budget", "zero2", "mem_capped"]
+         "device_budget", "zero2", "mem_capped"]
 ESTIMATE_S = {"2b": 90, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
 LOADER_S = 70  # the loader's measurement, at the end (kept out of the rows' budget)
 

@@ -241,6 +241,11 @@ def test_compile_choice_is_explicit():
         choose_compile(True, cuda=True, zero_stage=3)
     with pytest.raises(UserError, match="auto, true, false"):
         choose_compile("fast", cuda=True, zero_stage=None)
+    # Liger's Functions do not trace: compiled layers take transformers' modules, an explicit liger keeps them eager
+    assert choose_kernels("auto", cuda=True, compiled=True) == ("torch", "decoder layers compiled: Inductor fuses them")
+    assert choose_compile("auto", cuda=True, zero_stage=None, kernels="liger")[0] is False
+    with pytest.raises(UserError, match="choose one"):
+        choose_compile(True, cuda=True, zero_stage=None, kernels="liger")
 
 
 def test_recipe_budget_keeps_what_the_recipe_logits_would_hold():

@@ -1,15 +1,17 @@
 """torch.compile of the text decoder layers (regional compilation), applied from outside the model, chosen per run.
 
 `model.compile_layers`:
-    auto    on CUDA without ZeRO-3: every decoder layer's `forward` compiled; otherwise eager, and the reason is
-            logged once (so the eager path is never taken silently)
-    true    compiled, or one clear error where it cannot be (ZeRO-3); on a CPU it needs Inductor's C++ toolchain
+    auto    on CUDA without ZeRO-3 and without `model.kernels=liger`: every decoder layer's `forward` compiled;
+            otherwise eager, and the reason is logged once (so the eager path is never taken silently)
+    true    compiled, or one clear error where it cannot be (ZeRO-3, Liger's kernels); on a CPU it needs Inductor's
+            C++ toolchain
     false   eager
 
-Why: with Liger's kernels a decoder layer still launches dozens of small elementwise kernels (residual adds, casts,
-q/k reshapes, the autocast copies of its weights) whose memory traffic is a large share of a step at 2B widths.
-Inductor fuses them, and what it keeps for the backward is smaller than eager's (more layers then keep their
-activations within the same memory budget: `checkpointing.py` measures a kept layer as compiled).
+Why: an eager decoder layer launches dozens of small elementwise kernels (norms, rotations, SwiGLU, residual adds,
+casts, q/k reshapes) whose memory traffic is a large share of a step at 2B widths; Liger's kernels fuse some of
+them. Inductor fuses all of them, and what it keeps for the backward is smaller than eager's (more layers then keep
+their activations within the same memory budget: `checkpointing.py` measures a kept layer as compiled). Liger's
+autograd Functions do not trace under Dynamo, so compiled layers use transformers' modules (`kernels.py`).
 
 Why per layer, and why `forward`:
     - the layers are identical, so Dynamo traces one and every layer reuses that graph (its guards are on the
@@ -37,13 +39,18 @@ from streaming_vlm.training.checkpointing import decoder_layers
 COMPILE_CHOICES = ("auto", "true", "false")
 
 
-def choose_compile(choice, cuda: bool, zero_stage: int | None) -> tuple[bool, str]:
-    """(compile?, why) for `model.compile_layers`; UserError when `true` cannot run here."""
+def choose_compile(choice, cuda: bool, zero_stage: int | None, kernels=None) -> tuple[bool, str]:
+    """(compile?, why) for `model.compile_layers` (given `model.kernels`); UserError when `true` cannot run here."""
     choice = str(choice if choice is not None else "auto").lower()
     if choice not in COMPILE_CHOICES:
         raise UserError(f"model.compile_layers must be one of {', '.join(COMPILE_CHOICES)}, got {choice!r}")
     if choice == "false":
         return False, "model.compile_layers=false"
+    if str(kernels).lower() == "liger":
+        if choice == "true":
+            raise UserError("model.compile_layers=true cannot run with model.kernels=liger (Liger's kernels do not "
+                            "trace under Dynamo; compiled layers fuse the same work): choose one")
+        return False, "model.kernels=liger asks for Liger's eager kernels"
     if zero_stage == 3:
         if choice == "true":
             raise UserError("model.compile_layers=true cannot run under ZeRO-3 (its weight gathering runs in module "
@@ -66,9 +73,9 @@ def compile_layers(model) -> int:
     return len(layers)
 
 
-def setup_compile(model, choice, cuda: bool, zero_stage: int | None, announce: bool = True) -> bool:
-    """Choose, apply, log the choice once; returns whether the layers are compiled."""
-    compiled, why = choose_compile(choice, cuda, zero_stage)
+def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=None, announce: bool = True) -> bool:
+    """Choose, apply, log the choice once; returns whether the layers are compiled. Apply after the kernels."""
+    compiled, why = choose_compile(choice, cuda, zero_stage, kernels)
     n = compile_layers(model) if compiled else len(decoder_layers(model))
     if announce:
         what = f"{n} decoder layers compiled (one graph, dynamic lengths)" if compiled else "decoder layers eager"

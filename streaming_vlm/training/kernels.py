@@ -1,8 +1,10 @@
 """Fused training kernels for the Qwen3-VL language model: Liger's Triton kernels where they apply, chosen per run.
 
 `model.kernels`:
-    auto    Liger on CUDA when `liger_kernel` is installed; transformers' own modules otherwise (the reason is
-            logged once, so the plain path is never taken silently)
+    auto    Liger on CUDA when `liger_kernel` is installed and the decoder layers run eager; transformers' own
+            modules otherwise (the reason is logged once, so the plain path is never taken silently). Compiled
+            decoder layers (`compiled_layers.py`) take transformers' modules: Liger's autograd Functions do not
+            trace under Dynamo, and Inductor fuses the same norms, rotations and SwiGLU itself
     liger   Liger, or one clear error when it cannot run here (no CUDA, not installed)
     torch   transformers' own modules
 
@@ -33,7 +35,7 @@ KERNEL_CHOICES = ("auto", "liger", "torch")
 LIGER_CONFIG = dict(rope=True, rms_norm=True, cross_entropy=False, fused_linear_cross_entropy=False)
 
 
-def choose_kernels(choice: str | None, cuda: bool) -> tuple[str, str]:
+def choose_kernels(choice: str | None, cuda: bool, compiled: bool = False) -> tuple[str, str]:
     """("liger" | "torch", why) for `model.kernels`; UserError when `liger` is asked for and cannot run."""
     choice = str(choice or "auto")
     if choice not in KERNEL_CHOICES:
@@ -49,6 +51,8 @@ def choose_kernels(choice: str | None, cuda: bool) -> tuple[str, str]:
         return "liger", "model.kernels=liger"
     if not cuda:
         return "torch", "no CUDA (Liger's kernels are Triton)"
+    if compiled:
+        return "torch", "decoder layers compiled: Inductor fuses them"
     if not installed:
         return "torch", "liger-kernel is not installed (pip install 'liger-kernel>=0.8.5' for the fused kernels)"
     return "liger", "CUDA and liger-kernel found"
@@ -77,9 +81,9 @@ def apply_liger(model) -> None:
         _fused_swiglu(layer.mlp)
 
 
-def setup_kernels(model, choice: str | None, cuda: bool, announce: bool = True) -> str:
+def setup_kernels(model, choice: str | None, cuda: bool, compiled: bool = False, announce: bool = True) -> str:
     """Choose (see the module docstring), apply, log the choice once; returns "liger" or "torch"."""
-    kernels, why = choose_kernels(choice, cuda)
+    kernels, why = choose_kernels(choice, cuda, compiled)
     if kernels == "liger":
         apply_liger(model)
     if announce:
