@@ -9,7 +9,7 @@ A Qwen3-VL with the 2B's real widths (hidden 2048, head_dim 128, GQA 16/8, MLP 6
 but 2 decoder layers and a 2-block vision tower, on a real stream window (the stream template over random frames),
 through the training loss (`selective_lm_loss`). Loss and every gradient are computed with transformers' modules,
 then Liger is applied exactly as `train.py` applies it (`streaming_vlm.training.kernels.apply_liger`) and they are
-computed again, and once more on a fresh copy with the decoder layers compiled (`compiled_layers.compile_layers`,
+computed again; before that, on a fresh copy, with the decoder layers compiled (`compiled_layers.compile_layers`,
 transformers' modules under Inductor, as the defaults run them):
     fp32 (TF32 off)      loss within 1e-5 relative, every parameter's gradient within 1e-3 (relative L2)
     bf16 autocast        loss within 2e-2 relative, all gradients together within 5e-2 (relative L2): the kernels
@@ -124,8 +124,15 @@ def main(argv=None) -> int:
               f"{reference['fp32'][0]:.4f}, {len(reference['fp32'][1])} gradients; Liger not compared")
         return 0
 
+    # on a fresh copy, BEFORE Liger patches transformers' module classes: the decoder layers compiled with
+    # transformers' modules, as train.py's defaults run them (Inductor's Triton kernels)
     from streaming_vlm.training.compiled_layers import compile_layers
     from streaming_vlm.training.kernels import apply_liger
+
+    fresh = build_model(device)
+    fresh.config.text_config.use_cache = False
+    compile_layers(fresh)
+    compiled = {m: loss_and_grads(fresh, inputs, positions, bf16=m == "bf16") for m in modes}
 
     try:
         apply_liger(model)
@@ -134,12 +141,6 @@ def main(argv=None) -> int:
     except Exception as err:  # noqa: BLE001 - not installed, or does not run here: no comparison at all
         print(f"kernel check: Liger could not run here: {type(err).__name__}: {str(err).splitlines()[0][:300]}")
         return UNAVAILABLE
-    # then, on a fresh copy of the model, the decoder layers compiled with transformers' modules, as train.py's
-    # defaults run them (Inductor's Triton kernels; Liger's Functions do not trace under Dynamo)
-    model = build_model(device)
-    model.config.text_config.use_cache = False
-    compile_layers(model)
-    compiled = {m: loss_and_grads(model, inputs, positions, bf16=m == "bf16") for m in modes}
     ok = not missing
     lines = [f"Kernel check ({torch.cuda.get_device_name()}, {tokens} tokens, 2B widths, 2 layers) against "
              f"transformers' modules" + (f"; Liger NOT wired: {missing}" if missing else "")]
