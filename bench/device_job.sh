@@ -17,7 +17,7 @@ verb=${1:?start or poll}; name=${2:?job name}; shift 2
 dir=/tmp/$name
 case $verb in
   start)
-    mkdir -p "$dir" && rm -rf "$dir/repo" && cp -r . "$dir/repo" || exit 1
+    mkdir -p "$dir" && rm -rf "$dir/repo" "$dir/rc" "$dir/log" && cp -r . "$dir/repo" || exit 1  # no stale rc
     if ls .whl/*.whl >/dev/null 2>&1; then
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || exit 1

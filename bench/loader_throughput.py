@@ -125,11 +125,12 @@ def main(argv=None) -> int:
     k = min(4, len(ds))
     for i in range(k):
         from streaming_vlm.data.chunker import previous_text, second_texts
+        from streaming_vlm.data.video import VideoReader
 
         c = ds.chunks[i]
         rec = ds.record(c.record)
         t = time.perf_counter()
-        seconds = ds.reader(rec.video).seconds(c.start, c.end, texts=second_texts(rec, c.start, c.end))
+        seconds = VideoReader(rec.video, fps=ds.fps).seconds(c.start, c.end, texts=second_texts(rec, c.start, c.end))
         decode_s += time.perf_counter() - t
         t = time.perf_counter()
         prev = previous_text(rec, c.start, ds.template.tokenizer, ds.text_sink, ds.text_sliding_window)

@@ -6,8 +6,8 @@ the measured ones:
     python train.py experiment=stage1_2b ... \
         '+callbacks.profile_step={_target_: bench.step_profile.ProfileStep, step: 4, out: /tmp/profile.txt}'
 
-It writes the step's wall time, the GPU kernel time by kind (GEMMs, attention, Triton/Liger, optimizer, copies,
-other), the time the GPU sat idle (wall minus kernel time: host work, syncs, loader waits), and the top kernels.
+It writes the step's wall time, the GPU kernel time by kind (GEMMs, attention, Triton (Inductor's or Liger's),
+optimizer, copies, other), the time the GPU sat idle (wall minus kernel time: host work, syncs, loader waits), and the top kernels.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ KINDS = (  # first match wins, on the lower-cased kernel name
     ("attention", ("flash", "fmha", "attention", "sdpa", "cudnn")),
     ("optimizer", ("adam", "multi_tensor", "foreach", "fused_adam")),
     ("copies", ("memcpy", "memset", "copy")),
-    ("Triton (Liger)", ("triton", "_kernel", "liger", "rope", "rms_norm", "swiglu")),
+    ("Triton (Inductor, Liger)", ("triton", "_kernel", "liger", "rope", "rms_norm", "swiglu")),
 )
 
 

@@ -404,7 +404,9 @@ def report(results, loader, kernel_lines, args, data) -> str:
         if r.get("profile"):
             out += [f"One step of the {r['size']} defaults (step {args.warmup + args.steps + 1}, torch.profiler):", "",
                     r["profile"], ""]
-    if loader:
+    if loader and "error" in loader:
+        out += [f"Loader: not measured: {loader['error']}", ""]
+    elif loader:
         trainer = next((r for r in ok if r["variant"] == "defaults"), None)
         ratio = f"{loader['windows_per_s'] / trainer['windows_per_s']:.1f}x the trainer's " \
                 f"{trainer['windows_per_s']:.2f} windows/s ({trainer['size']} defaults)" if trainer else "no trainer rate"
@@ -514,8 +516,11 @@ def main(argv=None) -> int:
             (out / "results.json").write_text(json.dumps({"rows": results, "loader": loader}, indent=2))
         shutil.rmtree(cache / "runs", ignore_errors=True)
     # the loader last, on an otherwise idle host (no training run, no checkpoint build in the background)
-    loader = loader_rate(sizes[0], args, ensure_model(cache / sizes[0] / "model", sizes[0]), data,
-                         max_s=LOADER_S - 10)
+    try:  # a loader failure is reported with the rows, not instead of them
+        loader = loader_rate(sizes[0], args, ensure_model(cache / sizes[0] / "model", sizes[0]), data,
+                             max_s=LOADER_S - 10)
+    except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the host
+        loader = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
     print(f"loader: {loader}", flush=True)
     text = report(results, loader, kernel_lines, args, data)
     (out / "report.md").write_text(text)

@@ -150,3 +150,27 @@ def test_determinism_and_two_worker_loader(tmp_path, videos, tiny_processor):
         assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["pixel_values_videos"],
                                                                           y["pixel_values_videos"])
     assert [x["sample_index"] for x in run(a, 0, seed=4)] != [x["sample_index"] for x in two]
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_memory_stays_flat_over_many_windows(tmp_path, tiny_processor):
+    """A training worker reads window after window from many videos: its memory must not grow with the videos it
+    has read. (An open decord reader keeps the buffers of the largest batch it decoded, every frame between the
+    sampled ones: for 24-s windows of a 1080p50 broadcast, GiBs per reader, and a worker used to keep 4 open.)"""
+    rows = []
+    for v in range(4):
+        write_video(tmp_path / f"v{v}.mp4", 16, width=640, height=360, seed=v, options=FAST)
+        rows.append(conversation(f"v{v}.mp4", 0.0, 16.0, timed_words(0.0, 16.0, every=0.5)))
+    ds = _dataset(tmp_path, tmp_path, rows, tiny_processor, window=8, stride=8)
+    by_video = sorted(range(len(ds)), key=lambda i: (ds.chunks[i].start, ds.chunks[i].record))
+    assert len(ds) == 8 and len({ds.chunks[i].record for i in by_video[:4]}) == 4  # one video after another
+    ds[by_video[0]]
+    before = _rss_bytes()
+    for i in by_video[1:]:
+        assert ds[i]["input_ids"].numel() > 0
+    grown = _rss_bytes() - before
+    assert grown < 100 * 2**20, f"memory grew {grown / 2**20:.0f} MiB over {len(ds) - 1} windows of 4 videos"

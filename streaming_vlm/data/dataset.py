@@ -28,7 +28,6 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     check_files          stat every video at index time (missing / 0-byte -> counted) (true)
     packing              collator: pack a micro-batch into one row, no cross-sample attention (false)
     max_packed_tokens    collator: tokens per packed row (null -> everything in one row)
-    video_cache          open VideoReaders kept per worker (4)
     num_workers          DataLoader workers (or auto); read by the trainer, not here
     repeat               times the source counts in the training / held-out mix; read by the trainer (1)
 """
@@ -59,9 +58,8 @@ DATA_DEFAULTS: dict[str, Any] = dict(
     root=None, train_file=None, eval_file=None, split="train", stage="stream", window=24, stride=12,
     min_words=None, text_sink=512, text_sliding_window=512, fps=2.0, min_pixels=100 * 32 * 32,
     max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32, max_bad_fraction=0.05, system_prompt=None,
-    check_files=True, packing=False, max_packed_tokens=None, video_cache=4, num_workers=4,
+    check_files=True, packing=False, max_packed_tokens=None, num_workers=4,
 )
-_INHERITED_READERS: list = []  # reader caches a forked worker inherited; kept alive, never used
 END_TOLERANCE = 0.5  # a window may reach this far past the last frame (rounding of spans vs. file duration)
 
 
@@ -71,7 +69,7 @@ class StreamDataset(Dataset):
 
     def __init__(self, source, template: StreamTemplate, *, stage: str = "stream", window: int = 24,
                  stride: int = 12, min_words: int | None = None, text_sink: int = 512,
-                 text_sliding_window: int = 512, fps: float = 2.0, check_files: bool = True, video_cache: int = 4):
+                 text_sliding_window: int = 512, fps: float = 2.0, check_files: bool = True):
         if stage not in STAGES:
             raise UserError(f"data.stage must be one of {', '.join(STAGES)}, got {stage!r}")
         window, stride = _whole_seconds("window", window), _whole_seconds("stride", stride)
@@ -85,9 +83,6 @@ class StreamDataset(Dataset):
         self.stage, self.window, self.stride, self.min_words = stage, window, stride, min_words
         self.text_sink, self.text_sliding_window = text_sink, text_sliding_window
         self.fps = float(fps)
-        self.video_cache = max(1, int(video_cache))
-        self._readers: OrderedDict[str, VideoReader] = OrderedDict()
-        self._cache_pid = os.getpid()
         self._records: OrderedDict[int, StreamRecord] = OrderedDict()
         self.index_bad: Counter = Counter()
         self.chunks: list[Chunk] = []
@@ -144,7 +139,9 @@ class StreamDataset(Dataset):
         """The encoded sample; raises BadSample instead of returning a marker."""
         chunk = self.chunks[i]
         rec = self.record(chunk.record)
-        reader = self.reader(rec.video)
+        # A reader per sample, closed with it: an open decord reader keeps memory from every batch it decoded
+        # (GiBs after a few dozen 24-s windows, per worker) and seeks slower than a fresh one (BENCHMARKS.md).
+        reader = VideoReader(rec.video, fps=self.fps)
         try:
             duration = reader.duration
             if min(chunk.end, rec.end) > duration + END_TOLERANCE:
@@ -152,7 +149,6 @@ class StreamDataset(Dataset):
                                                      f"{rec.end:g}s) is past the end of {rec.video} ({duration:.2f}s)")
             seconds = reader.seconds(chunk.start, chunk.end, texts=second_texts(rec, chunk.start, chunk.end))
         except VideoError as err:
-            self._readers.pop(rec.video, None)
             raise BadSample(video_error_reason(rec.video), str(err)) from None
         if not any(len(s.frames) for s in seconds):
             raise BadSample(bad.CORRUPT_VIDEO, f"no frames decoded in {chunk.start}-{chunk.end}s of {rec.video}")
@@ -179,25 +175,9 @@ class StreamDataset(Dataset):
             self._records.move_to_end(r)
         return rec
 
-    def reader(self, path: str) -> VideoReader:
-        if self._cache_pid != os.getpid():
-            # Forked worker: the parent's readers may hold decord handles; destroying one here (LRU eviction) would
-            # run its destructor in the wrong process, which aborts or hangs. Keep them alive, start afresh.
-            _INHERITED_READERS.append(self._readers)
-            self._readers, self._cache_pid = OrderedDict(), os.getpid()
-        rd = self._readers.get(path)
-        if rd is None:
-            rd = VideoReader(path, fps=self.fps)  # decord opens lazily, inside whichever process reads
-            self._readers[path] = rd
-            while len(self._readers) > self.video_cache:
-                self._readers.popitem(last=False)
-        else:
-            self._readers.move_to_end(path)
-        return rd
-
-    def __getstate__(self):  # workers start with empty caches (decord handles never cross processes)
+    def __getstate__(self):  # workers start with an empty record cache
         state = dict(self.__dict__)
-        state["_readers"], state["_records"], state["_cache_pid"] = OrderedDict(), OrderedDict(), None
+        state["_records"] = OrderedDict()
         return state
 
     def describe(self, i: int) -> dict[str, Any]:
@@ -281,7 +261,7 @@ def build_dataset(data_cfg: Mapping[str, Any] | None, processor, file_key: str =
     ds = StreamDataset(source, build_template(cfg, processor), stage=cfg["stage"], window=cfg["window"],
                        stride=cfg["stride"], min_words=cfg["min_words"], text_sink=int(cfg["text_sink"]),
                        text_sliding_window=int(cfg["text_sliding_window"]), fps=float(cfg["fps"]),
-                       check_files=bool(cfg["check_files"]), video_cache=int(cfg["video_cache"]))
+                       check_files=bool(cfg["check_files"]))
     ds.check_bad_fraction(max_bad)
     return ds
 
