@@ -69,6 +69,18 @@ def _grads(model) -> dict[str, torch.Tensor]:
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
+def _selective_step(model, batches, step_tokens: int) -> float:
+    """One optimizer step's micro-batches through the training loss (lm_head on labelled positions), backward
+    included; returns the step's loss (label-token average over the step)."""
+    total = 0.0
+    for b in batches:
+        inputs, meta = split_batch(b)
+        loss_sum, _ = selective_lm_loss(model, inputs, positions=meta["loss_positions"])
+        (loss_sum / step_tokens).backward()
+        total += float(loss_sum.detach()) / step_tokens
+    return total
+
+
 def test_fast_path_loss_and_gradients_equal_plain_path(base_model, windows, tiny_processor):
     """Two micro-batches of one window each (batch 1, as the recipe), loss normalised over the step's labels.
     The fast model keeps the activations of 2 of its 4 decoder layers and recomputes the other 2."""
@@ -85,12 +97,7 @@ def test_fast_path_loss_and_gradients_equal_plain_path(base_model, windows, tiny
         (loss_sum / step_tokens).backward()
         plain_loss += float(loss_sum.detach()) / step_tokens
     fast = _fast(base_model, kept)
-    fast_loss = 0.0
-    for b in batches:
-        inputs, meta = split_batch(b)
-        loss_sum, n = selective_lm_loss(fast, inputs, positions=meta["loss_positions"])
-        (loss_sum / step_tokens).backward()
-        fast_loss += float(loss_sum.detach()) / step_tokens
+    fast_loss = _selective_step(fast, batches, step_tokens)
 
     assert step_tokens > 0 and fast_loss > 0
     assert fast_loss == pytest.approx(plain_loss, rel=1e-5)
@@ -201,23 +208,14 @@ def test_compiled_layers_learn_what_eager_layers_learn(base_model, windows, tiny
     assert batches[0]["num_tokens"] != batches[1]["num_tokens"]
     step_tokens = sum(b["num_loss_tokens"] for b in batches)
 
-    def step(model):
-        total = 0.0
-        for b in batches:
-            inputs, meta = split_batch(b)
-            loss_sum, _ = selective_lm_loss(model, inputs, positions=meta["loss_positions"])
-            (loss_sum / step_tokens).backward()
-            total += float(loss_sum.detach()) / step_tokens
-        return total
-
     eager = _fast(base_model, kept=2)
-    eager_loss = step(eager)
+    eager_loss = _selective_step(eager, batches, step_tokens)
     torch._dynamo.reset()
     counters.clear()
     compiled = _fast(base_model, kept=2)
     compiled.config.text_config.use_cache = False  # as training loads it (model.load_for_training)
     assert compile_layers(compiled) == len(decoder_layers(compiled))
-    compiled_loss = step(compiled)
+    compiled_loss = _selective_step(compiled, batches, step_tokens)
     assert compiled_loss == pytest.approx(eager_loss, rel=1e-5)
     g_eager, g_compiled = _grads(eager), _grads(compiled)
     assert g_compiled.keys() == g_eager.keys()
