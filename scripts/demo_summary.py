@@ -44,6 +44,14 @@ def figures(q: dict) -> str:
             f"ROUGE-L {s['mean']:.3f} per {s['segments']} segments")
 
 
+def _steps(run: Path) -> str:
+    """Optimizer steps of a finished training run (its train_summary.json), or '?'."""
+    try:
+        return str(int(json.loads((run / "train_summary.json").read_text())["global_step"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
 @cli_entry
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -56,9 +64,11 @@ def main(argv=None):
     out = Path(args.out)
     trained, chunk = _load(out / "eval" / "quality_stage2.json"), _load(out / "eval" / "quality_chunk.json")
     o = _load(out / "eval" / "report.json")["overall"]
+    steps = {arm: _steps(out / arm) for arm in ("stage1", "stage2", "chunk")}
     lines = ["", f"==> Summary: demo finished in {args.seconds} s",
-             "ran: tiny Qwen3-VL, stage 1 streaming SFT + stage 2 anneal, a chunk-only baseline, both over the "
-             "held-out games in infinite mode",
+             f"ran: tiny Qwen3-VL (vision tower pretrained on the training games), stage 1 streaming SFT "
+             f"({steps['stage1']} steps) + stage 2 anneal ({steps['stage2']} steps), a chunk-only baseline "
+             f"({steps['chunk']} steps: the smaller arm), both over the held-out games in infinite mode",
              f"first cues of {args.vtt}:"]
     lines += [f"  {c}" for c in vtt_cues(Path(args.vtt), args.cues)] or ["  (no cue with words)"]
     lines += [f"trained (stage 2):    {figures(trained)}",

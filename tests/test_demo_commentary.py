@@ -1,7 +1,7 @@
 """The demo's way of training, on a smaller budget: does the tiny model's commentary on a held-out game read like
-commentary? train.py (experiment=smoke_stage1, the demo's recipe at 60 of its 100 steps) -> `python -m
-streaming_vlm.eval generate` with the demo's inference settings and the CLI's default sampling -> `python -m
-streaming_vlm.eval quality`.
+commentary? `python -m streaming_vlm.model.vision_pretrain` (60 of the demo's 150 steps) -> train.py
+(experiment=smoke_stage1, the demo's recipe at 60 of its 350 steps) -> `python -m streaming_vlm.eval generate` with
+the demo's inference settings and the CLI's default sampling -> `python -m streaming_vlm.eval quality`.
 
 The thresholds sit below what this budget reaches on this data and well above what the recipe before the
 embedding's own learning rate reached at the whole demo budget (figures: BENCHMARKS.md, issue 26); the untrained
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 STEPS = 60
+PRETRAIN_STEPS = 60
 # The demo's inference settings (scripts/demo.sh, INFER); sampling is the CLI's default.
 INFER = ["window_size=8", "text_sink=64", "text_sliding_window=64", "min_pixels=4096", "max_pixels=4096",
          "max_new_tokens=6", "seed=0"]
@@ -40,8 +42,12 @@ def test_demo_training_makes_commentary_words_on_a_held_out_game(tiny_ckpt, tmp_
 
     data = tmp_path / "data"
     generate_dataset(data, train_games=4, eval_games=1, duration=120, eval_duration=120, clips=0, seed=11)
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    _run(["-m", "streaming_vlm.model.vision_pretrain", "--model", str(ckpt), "--data", str(data), "--steps",
+          str(PRETRAIN_STEPS)], timeout=900)
     _run(["train.py", "experiment=smoke_stage1", f"data.root={data}", "data.generate=null",
-          f"model.name_or_path={tiny_ckpt}", f"output_dir={tmp_path / 'stage1'}", f"trainer.max_steps={STEPS}",
+          f"model.name_or_path={ckpt}", f"output_dir={tmp_path / 'stage1'}", f"trainer.max_steps={STEPS}",
           "trainer.save_steps=1000", "eval=none", "wandb.mode=disabled"], timeout=1800)
     pred = tmp_path / "pred.jsonl"
     _run(["-m", "streaming_vlm.eval", "generate", "--reference", str(data / "eval_inf.jsonl"), "--video-root",

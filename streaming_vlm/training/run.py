@@ -207,6 +207,12 @@ def run(cfg) -> dict | None:
 
         cpu_deepspeed.enable()  # no-op with CUDA: lets CI run real multi-rank ZeRO-3 over gloo on CPU
     args = training_arguments(cfg, p, report_to)
+    if args.use_cpu or not torch.cuda.is_available():
+        from streaming_vlm.training.host_memory import keep_freed_memory
+
+        # Large freed blocks (the 151k-row head's gradients) are reused instead of page-faulted in afresh.
+        if keep_freed_memory():
+            log.info("host allocator: freed blocks up to 1 GiB kept for reuse (CPU training)")
     transformers.set_seed(int(cfg.seed))
     with args.main_process_first(local=False, desc="prepare"):
         if args.process_index == 0:
