@@ -13,8 +13,8 @@ export TOKENIZERS_PARALLELISM=false WANDB_MODE=${WANDB_MODE:-offline} HF_HUB_OFF
 mkdir -p "$OUT"
 step() { printf '\n==> %s   [%d s]\n' "$*" "$SECONDS"; }
 # The trainings run one after the other with all cores: stage 1 (350 steps) is the long one, and a stage-1 step
-# takes 0.68 s with 2 threads alone against ~1.2 s with 1 thread beside another training job (BENCHMARKS.md, issue
-# 26, sixth pass). The held-out generation of the two arms runs side by side, each with half of the cores. A job
+# with every core to itself takes about half as long as one on one core beside another training job (BENCHMARKS.md,
+# issue 26, sixth pass). The held-out generation of the two arms runs side by side, each with half of the cores. A job
 # left running when the script stops is ended.
 HALF=$(( $(nproc) / 2 )); [ "$HALF" -ge 1 ] || HALF=1
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
