@@ -74,7 +74,8 @@ def compile_layers(model) -> int:
 
 
 def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=None, announce: bool = True) -> bool:
-    """Choose, apply, log the choice once; returns whether the layers are compiled. Apply after the kernels."""
+    """Choose, apply, log the choice once; returns whether the layers are compiled (`kernels.setup_kernels` takes
+    it: compiled layers use transformers' modules). Compilation is lazy: it traces on the first forward."""
     compiled, why = choose_compile(choice, cuda, zero_stage, kernels)
     n = compile_layers(model) if compiled else len(decoder_layers(model))
     if announce:

@@ -207,7 +207,8 @@ def run(cfg) -> dict | None:
 
         cpu_deepspeed.enable()  # no-op with CUDA: lets CI run real multi-rank ZeRO-3 over gloo on CPU
     args = training_arguments(cfg, p, report_to)
-    if args.use_cpu or not torch.cuda.is_available():
+    cuda = torch.cuda.is_available() and not args.use_cpu
+    if not cuda:
         from streaming_vlm.training.host_memory import keep_freed_memory
 
         # Large freed blocks (the 151k-row head's gradients) are reused instead of page-faulted in afresh.
@@ -224,15 +225,13 @@ def run(cfg) -> dict | None:
 
     model, processor = load_for_training(cfg.model, p, deepspeed_enabled=bool(p.deepspeed_config))
     from streaming_vlm.training.checkpointing import CheckpointPolicy
-    from streaming_vlm.training.compiled_layers import choose_compile, setup_compile
+    from streaming_vlm.training.compiled_layers import setup_compile
     from streaming_vlm.training.kernels import setup_kernels
 
-    cuda = torch.cuda.is_available() and not args.use_cpu
-    compile_choice, kernel_choice = cfg.model.get("compile_layers"), cfg.model.get("kernels")
-    compiled, _ = choose_compile(compile_choice, cuda, p.zero_stage, kernel_choice)
-    setup_kernels(model, kernel_choice, cuda=cuda, compiled=compiled, announce=args.process_index == 0)
-    setup_compile(model, compile_choice, cuda=cuda, zero_stage=p.zero_stage, kernels=kernel_choice,
-                  announce=args.process_index == 0)
+    # compiled layers take transformers' modules, so the compile decision comes first and the kernels follow it
+    compiled = setup_compile(model, cfg.model.get("compile_layers"), cuda=cuda, zero_stage=p.zero_stage,
+                             kernels=cfg.model.get("kernels"), announce=args.process_index == 0)
+    setup_kernels(model, cfg.model.get("kernels"), cuda=cuda, compiled=compiled, announce=args.process_index == 0)
     policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
                               float(cfg.trainer.get("memory_fraction") or 0.85),
                               budget=str(cfg.trainer.get("memory_budget") or "recipe"))
