@@ -126,12 +126,15 @@ def main(argv=None) -> int:
 
     # on a fresh copy, BEFORE Liger patches transformers' module classes: the decoder layers compiled with
     # transformers' modules, as train.py's defaults run them (Inductor's Triton kernels)
-    from streaming_vlm.training.compiled_layers import compile_layers
+    from streaming_vlm.model.vision_attention import use_segment_attention
+    from streaming_vlm.training.compiled_layers import compile_layers, compile_vision_blocks
     from streaming_vlm.training.kernels import apply_liger
 
     fresh = build_model(device)
     fresh.config.text_config.use_cache = False
+    use_segment_attention(fresh)
     compile_layers(fresh)
+    compile_vision_blocks(fresh)
     compiled = {m: loss_and_grads(fresh, inputs, positions, bf16=m == "bf16") for m in modes}
 
     try:
@@ -144,14 +147,62 @@ def main(argv=None) -> int:
     ok = not missing
     lines = [f"Kernel check ({torch.cuda.get_device_name()}, {tokens} tokens, 2B widths, 2 layers) against "
              f"transformers' modules" + (f"; Liger NOT wired: {missing}" if missing else "")]
-    for what, result in (("Liger RMSNorm + RoPE + SwiGLU", liger), ("compiled decoder layers", compiled)):
+    for what, result in (("Liger RMSNorm + RoPE + SwiGLU", liger),
+                         ("compiled decoder layers and vision blocks (segment attention)", compiled)):
         for m in modes:
             good, line = compare(reference[m], result[m], m)
             ok &= good
             lines.append(f"  {what}, {line}")
+    for line, good in vision_checks(device):
+        ok &= good
+        lines.append(f"  {line}")
     lines.append("kernel check: " + ("passed" if ok else "FAILED"))
     print("\n".join(lines), flush=True)
     return 0 if ok else 1
+
+
+VISION_GRIDS = {"equal frames": [[4, 16, 16]], "unequal frames": [[2, 16, 16], [1, 8, 12], [1, 16, 16]]}
+
+
+def vision_checks(device: str):
+    """The vision tower's segment attention (equal frames: one batched SDPA call; unequal: torch's varlen flash
+    kernel on CUDA), eager then with the blocks compiled, against transformers' per-frame `sdpa`: [(line, ok)]."""
+    from streaming_vlm.model.vision_attention import use_segment_attention
+    from streaming_vlm.training.compiled_layers import compile_vision_blocks
+
+    model = build_model(device).eval()
+    visual = model.model.visual
+    c = visual.config
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for what, grid in VISION_GRIDS.items():
+        grid = torch.tensor(grid)
+        pixels = torch.randn(int(grid.prod(-1).sum()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
+                             generator=g).to(device)
+        cases += [(what, mode, grid, pixels) for mode in ("fp32", "bf16")]
+
+    def outputs():
+        with torch.no_grad():
+            return [_vision_out(visual, grid, pixels, mode == "bf16") for _, mode, grid, pixels in cases]
+
+    reference = outputs()
+    if not use_segment_attention(model):
+        return [(f"vision segment attention: not applied (the tower runs {c._attn_implementation})", False)]
+    eager = outputs()
+    compile_vision_blocks(model)
+    compiled = outputs()
+    out = []
+    for label, result in (("eager", eager), ("compiled blocks", compiled)):
+        for (what, mode, _, _), ref, new in zip(cases, reference, result):
+            err, tol = rel(new, ref), TOLERANCES[mode][1]
+            out.append((f"vision segment attention, {label}, {what}, {mode}: rel L2 {err:.1e} (tol {tol:g}) -> "
+                        f"{'ok' if err <= tol else 'MISMATCH'}", err <= tol))
+    return out
+
+
+def _vision_out(visual, grid, pixels, bf16: bool):
+    with torch.autocast(pixels.device.type, dtype=torch.bfloat16, enabled=bf16):
+        return visual(pixels, grid_thw=grid).pooler_output.float()
 
 
 def compare(reference, candidate, mode: str) -> tuple[bool, str]:

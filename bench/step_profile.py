@@ -7,7 +7,9 @@ the measured ones:
         '+callbacks.profile_step={_target_: bench.step_profile.ProfileStep, step: 4, out: /tmp/profile.txt}'
 
 It writes the step's wall time, the GPU kernel time by kind (GEMMs, attention, Triton (Inductor's or Liger's),
-optimizer, copies, other), the time the GPU sat idle (wall minus kernel time: host work, syncs, loader waits), and the top kernels.
+optimizer, copies, other), the time the GPU sat idle (wall minus kernel time: host work, syncs, loader waits), the
+frozen vision tower's share (CUDA events around its forwards, on the one stream everything runs on), and the top
+kernels.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def device_time_us(evt) -> float:
     return 0.0
 
 
-def summarize(prof, wall_s: float) -> str:
+def summarize(prof, wall_s: float, vision_s: float | None = None) -> str:
     rows = [(e.key, device_time_us(e), e.count) for e in prof.key_averages()]
     rows = [r for r in rows if r[1] > 0]
     busy_s = sum(r[1] for r in rows) / 1e6
@@ -50,12 +52,14 @@ def summarize(prof, wall_s: float) -> str:
     for name, us, _ in rows:
         by_kind[kind_of(name)] = by_kind.get(kind_of(name), 0.0) + us / 1e6
     out = [f"step wall {wall_s:.3f} s; GPU kernels {busy_s:.3f} s; GPU idle {max(wall_s - busy_s, 0):.3f} s "
-           f"({100 * max(wall_s - busy_s, 0) / wall_s:.1f}%: host work, syncs, loader waits)", "",
+           f"({100 * max(wall_s - busy_s, 0) / wall_s:.1f}%: host work, syncs, loader waits)"
+           + (f"; vision tower forwards {vision_s:.3f} s ({100 * vision_s / wall_s:.1f}% of wall)"
+              if vision_s is not None else ""), "",
            "| kind | GPU time (s) | share of wall |", "|---|---:|---:|"]
     for kind, s in sorted(by_kind.items(), key=lambda kv: -kv[1]):
         out.append(f"| {kind} | {s:.3f} | {100 * s / wall_s:.1f}% |")
     out += ["", "| top kernels | calls | GPU time (s) |", "|---|---:|---:|"]
-    for name, us, count in sorted(rows, key=lambda r: -r[1])[:15]:
+    for name, us, count in sorted(rows, key=lambda r: -r[1])[:25]:
         out.append(f"| `{name[:90]}` | {count} | {us / 1e6:.3f} |")
     if not rows:  # no GPU: the host's own operators instead
         out += ["", "| top CPU operators | calls | self CPU time (s) |", "|---|---:|---:|"]
@@ -71,6 +75,22 @@ class ProfileStep(TrainerCallback):
         self.step, self.out = int(step), Path(out)
         self.prof = None
         self.t0 = 0.0
+        self.events, self.hooks = [], []
+
+    def _time_vision(self, model):
+        """CUDA events around every forward of the vision tower during the profiled step."""
+        visual = next((m for n, m in model.named_modules() if n.endswith("visual")), None)
+        if visual is None or not torch.cuda.is_available():
+            return
+
+        def pre(*_):
+            self.events.append([torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)])
+            self.events[-1][0].record()
+
+        def post(*_):
+            self.events[-1][1].record()
+
+        self.hooks = [visual.register_forward_pre_hook(pre), visual.register_forward_hook(post)]
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.prof is None and state.global_step + 1 == self.step:
@@ -78,6 +98,7 @@ class ProfileStep(TrainerCallback):
             if torch.cuda.is_available():
                 activities.append(torch.profiler.ProfilerActivity.CUDA)
                 torch.cuda.synchronize()
+            self._time_vision(kwargs["model"])
             self.prof = torch.profiler.profile(activities=activities)
             self.prof.__enter__()
             self.t0 = time.perf_counter()
@@ -88,7 +109,10 @@ class ProfileStep(TrainerCallback):
                 torch.cuda.synchronize()
             wall = time.perf_counter() - self.t0
             self.prof.__exit__(None, None, None)
+            for h in self.hooks:
+                h.remove()
+            vision = sum(a.elapsed_time(b) for a, b in self.events) / 1e3 if self.events else None
             if state.is_world_process_zero:
                 self.out.parent.mkdir(parents=True, exist_ok=True)
-                self.out.write_text(summarize(self.prof, wall) + "\n")
+                self.out.write_text(summarize(self.prof, wall, vision) + "\n")
             self.prof = None

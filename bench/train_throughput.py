@@ -22,6 +22,8 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     eager_layers     defaults with eager decoder layers (`model.compile_layers=false`), which take Liger's kernels
     device_budget    defaults with `trainer.memory_budget=device`: kept layers bounded by 0.85 of the GPU only, not
                      by the recipe's logits memory (the speed the recipe-memory bound costs)
+    vision_eager     defaults with eager vision blocks (`model.compile_vision=false`; the frames' attention is one
+                     SDPA call either way)
     zero2        defaults + `deepspeed=zero2` on the one GPU: DeepSpeed's bf16 weights with fp32 masters in the
                  optimizer, against the defaults' fp32 weights under bf16 autocast
     mem_capped   defaults with `trainer.memory_budget=device` and `trainer.memory_fraction` = the anchor's peak memory
@@ -29,7 +31,8 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
                  every lever at its default; one extra step after the measured ones is profiled
                  (bench/step_profile.py through the config's callback hook)
-Always on, in every row (not switches): the frozen vision tower under no_grad, the host-sync fixes.
+Always on, in every row (not switches): the frozen vision tower under no_grad, its frames' attention in one SDPA call
+(`model/vision_attention.py`), the host-sync fixes.
 
 MFU = model FLOPs / step time / 790 TFLOP/s. Model FLOPs per step, the same for every row (useful work):
     LLM      6 x (non-embedding decoder params) x tokens  +  6 x L x heads x head_dim x sum(seq_len^2) (causal)
@@ -62,7 +65,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
 ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch",
-          "model.compile_layers=false"]
+          "model.compile_layers=false", "model.compile_vision=false"]
 
 
 def without(*levers: str) -> list[str]:
@@ -87,11 +90,13 @@ VARIANTS = {
                       ["trainer.memory_budget=device"], "python"),
     "zero2": ("defaults + ZeRO-2 on the one GPU (bf16 weights, fp32 masters in the optimizer, no autocast casts)",
               ["deepspeed=zero2"], "torchrun"),
+    "vision_eager": ("defaults with eager vision blocks (`model.compile_vision=false`)",
+                     ["model.compile_vision=false"], "python"),
     "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)",
                    ["trainer.memory_budget=device"], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "eager_layers",
-         "device_budget", "zero2", "mem_capped"]
+         "device_budget", "vision_eager", "zero2", "mem_capped"]
 ESTIMATE_S = {"2b": 90, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
 LOADER_S = 70  # the loader's measurement, at the end (kept out of the rows' budget)
 

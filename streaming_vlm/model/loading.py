@@ -92,8 +92,11 @@ def load_processor(path: str | os.PathLike, trust_remote_code: bool = False):
 def load_model(path: str | os.PathLike, attn_implementation: str = "auto", dtype=None, device=None,
                trust_remote_code: bool = False, **kwargs):
     """`Qwen3VLForConditionalGeneration.from_pretrained` with our checks; returns the model for inference: eval
-    mode, no parameter requiring grad (so our text stack may fuse its projections, model/text_step.py)."""
+    mode, no parameter requiring grad (so our text stack may fuse its projections, model/text_step.py), the vision
+    tower's frames in one attention call as training runs them (model/vision_attention.py)."""
     from transformers import Qwen3VLForConditionalGeneration
+
+    from streaming_vlm.model.vision_attention import use_segment_attention
 
     path = _check_path(path)
     check_weights(path)
@@ -108,4 +111,5 @@ def load_model(path: str | os.PathLike, attn_implementation: str = "auto", dtype
         raise UserError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
     if target is not None:
         model = model.to(target)
+    use_segment_attention(model)
     return model.eval().requires_grad_(False)

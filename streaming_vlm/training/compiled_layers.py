@@ -1,4 +1,5 @@
-"""torch.compile of the text decoder layers (regional compilation), applied from outside the model, chosen per run.
+"""torch.compile of the text decoder layers and the vision blocks (regional compilation), applied from outside the
+model, chosen per run.
 
 `model.compile_layers`:
     auto    on CUDA without ZeRO-3 and without `model.kernels=liger`: every decoder layer's `forward` compiled;
@@ -21,7 +22,13 @@ Why per layer, and why `forward`:
       micro-batch by `CheckpointPolicy`) are two graphs; eval (`training=False`) is a third;
     - compiling `forward` rather than the module's call keeps module hooks (the checkpoint policy's probe) eager,
       and works whichever of `__call__` or `forward` transformers' `GradientCheckpointingLayer` wraps;
-    - the vision tower stays eager: it is frozen, runs under no_grad, and loops over images of varying sizes.
+
+`model.compile_vision` (same choices, same rules, Liger aside): every vision block's `forward` compiled, one graph for
+every frame size. The tower's own forward stays eager (its grid computations loop on the host). A block fuses its
+LayerNorms, rotations, GELU and bias adds; its attention is one SDPA call over equal-length frames
+(`streaming_vlm.model.vision_attention`, which `load_for_training` switches the tower to): transformers' `sdpa` split
+per frame would break the graph at every block on a `.tolist()`. A frozen tower runs under no_grad, so its graph is
+inference-only.
 ZeRO-3 is excluded because it gathers each submodule's partitioned weights in module hooks inside the layer, which
 Dynamo does not trace; ZeRO-2 and no DeepSpeed keep whole weights and compile.
 
@@ -34,7 +41,7 @@ from __future__ import annotations
 import torch
 
 from streaming_vlm.errors import UserError
-from streaming_vlm.training.checkpointing import decoder_layers
+from streaming_vlm.training.checkpointing import decoder_layers, vision_blocks
 
 COMPILE_CHOICES = ("auto", "true", "false")
 
@@ -63,22 +70,35 @@ def choose_compile(choice, cuda: bool, zero_stage: int | None, kernels=None) -> 
     return True, "CUDA, no ZeRO-3"
 
 
+def _compile_forwards(modules) -> int:
+    for module in modules:
+        if not getattr(module, "_forward_compiled", False):
+            module.forward = torch.compile(module.forward, dynamic=True)
+            module._forward_compiled = True
+    return len(modules)
+
+
 def compile_layers(model) -> int:
     """Compile every text decoder layer's `forward` in place (see the module docstring); returns how many."""
-    layers = decoder_layers(model)
-    for layer in layers:
-        if not getattr(layer, "_forward_compiled", False):
-            layer.forward = torch.compile(layer.forward, dynamic=True)
-            layer._forward_compiled = True
-    return len(layers)
+    return _compile_forwards(decoder_layers(model))
 
 
-def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=None, announce: bool = True) -> bool:
-    """Choose, apply, log the choice once; returns whether the layers are compiled (`kernels.setup_kernels` takes
-    it: compiled layers use transformers' modules). Compilation is lazy: it traces on the first forward."""
+def compile_vision_blocks(model) -> int:
+    """Compile every vision block's `forward` in place (see the module docstring); returns how many."""
+    return _compile_forwards(vision_blocks(model))
+
+
+def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=None, vision_choice=None,
+                  announce: bool = True) -> bool:
+    """Choose, apply, log the choices once; returns whether the decoder layers are compiled (`kernels.setup_kernels`
+    takes it: compiled layers use transformers' modules). Compilation is lazy: it traces on the first forward."""
     compiled, why = choose_compile(choice, cuda, zero_stage, kernels)
     n = compile_layers(model) if compiled else len(decoder_layers(model))
+    vision, vision_why = choose_compile(vision_choice, cuda, zero_stage)
+    if vision:
+        compile_vision_blocks(model)
     if announce:
         what = f"{n} decoder layers compiled (one graph, dynamic lengths)" if compiled else "decoder layers eager"
-        print(f"compile: {what} ({why})", flush=True)
+        print(f"compile: {what} ({why}); vision blocks {'compiled' if vision else 'eager'} ({vision_why})",
+              flush=True)
     return compiled

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from streaming_vlm.errors import UserError
+from streaming_vlm.model.vision_attention import use_segment_attention
 from streaming_vlm.training import checkpoints
 
 VISION_PREFIXES = ("visual.", "model.visual.")
@@ -124,6 +125,7 @@ def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
     model.config.use_cache = False
     if getattr(model.config, "text_config", None) is not None:
         model.config.text_config.use_cache = False
+    use_segment_attention(model)  # the vision tower's frames in one SDPA call (where it runs sdpa)
     if model_cfg.freeze_vision:
         freeze_vision(model)
     if model_cfg.lora.enabled:

@@ -230,7 +230,8 @@ def run(cfg) -> dict | None:
 
     # compiled layers take transformers' modules, so the compile decision comes first and the kernels follow it
     compiled = setup_compile(model, cfg.model.get("compile_layers"), cuda=cuda, zero_stage=p.zero_stage,
-                             kernels=cfg.model.get("kernels"), announce=args.process_index == 0)
+                             kernels=cfg.model.get("kernels"), vision_choice=cfg.model.get("compile_vision"),
+                             announce=args.process_index == 0)
     setup_kernels(model, cfg.model.get("kernels"), cuda=cuda, compiled=compiled, announce=args.process_index == 0)
     policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
                               float(cfg.trainer.get("memory_fraction") or 0.85),
