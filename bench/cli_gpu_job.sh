@@ -90,6 +90,12 @@ if [ "$(left)" -gt 300 ]; then
 else
   log "skipped (budget): bench"
 fi
+# where the CLI's "imports" phase goes on this host: the CLI's own imports under -X importtime (after the bench, so
+# the files are in the page cache as a warm start finds them)
+"$PY" -X importtime -c "import time; t = time.perf_counter(); import streaming_vlm.inference.inference; import torch; \
+import streaming_vlm.inference.engine, streaming_vlm.inference.frames, streaming_vlm.inference.output, \
+streaming_vlm.model.loading; print(f'CLI imports {time.perf_counter() - t:.2f} s')" 2> "$OUT/importtime.txt" | tee -a "$OUT/job.log"
+sort -t'|' -k2 -n "$OUT/importtime.txt" | tail -12 | tee -a "$OUT/job.log"
 cli "$A 1080p50 cold" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
 cli "$A 720p30 warm" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 60
 cli "$B 1080p50 cold" "$WORK/ckpt_b" "$WORK/v1080p50.mp4" 60

@@ -59,14 +59,14 @@ def test_segment_attention_is_one_sdpa_call_per_block(tiny_ckpt):
 
 
 def test_compiled_blocks_equal_eager(tiny_ckpt):
-    from streaming_vlm.training.compiled_layers import compile_vision_blocks
+    from streaming_vlm.model.compiled_blocks import compile_forwards, vision_blocks
 
     model, visual = _tower(tiny_ckpt)
     use_segment_attention(model)
     grids = [torch.tensor([[2, 4, 6]]), torch.tensor([[3, 6, 4]])]  # two lengths: one dynamic graph
     with torch.no_grad():
         eager = [visual(_pixels(visual, g), grid_thw=g).pooler_output for g in grids]
-        assert compile_vision_blocks(model) == len(visual.blocks)
+        assert compile_forwards(vision_blocks(model)) == len(visual.blocks)
         torch._dynamo.reset()
         compiled = [visual(_pixels(visual, g), grid_thw=g).pooler_output for g in grids]
     for a, b in zip(compiled, eager):

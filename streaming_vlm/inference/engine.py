@@ -13,7 +13,8 @@ Every token comes from training's stream template (`streaming_vlm.data.stream_te
 
     fast path   a Qwen3-VL model nothing trains, sdpa or flash_attention_2: our text stack (`model/text_step.py`) and
                 the slot decoder (`graph_decode.py`), sampled on the device; on CUDA unless `eager`, a compiled prefill,
-                CUDA-graphed decode steps, frames resized on the GPU and a Triton kernel rotating evicted keys.
+                CUDA-graphed decode steps, compiled vision blocks (`model/compiled_blocks.py`), frames resized on
+                the GPU and a Triton kernel rotating evicted keys.
     reference   anything else (a model being trained, eager attention): transformers' unpatched forward on the
                 `StreamingCache`, one forward a token, sampled on the host; the parity tests hold the fast path to it.
 
@@ -45,6 +46,7 @@ from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
+from streaming_vlm.model.compiled_blocks import compile_forwards, vision_blocks
 from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
@@ -70,7 +72,7 @@ def build_template(processor, config: StreamingConfig) -> StreamTemplate:
 class Plan:
     """How the engine runs a stream (module docstring); results agree across plans up to float rounding."""
     fast: bool  # our text stack and the slot decoder; False: transformers' forward, host-sampled eager decoding
-    compiled: bool = False  # torch.compile the prefill's decoder layer and the decode step (fast only)
+    compiled: bool = False  # torch.compile the prefill's decoder layer, the decode step and the vision blocks (fast only)
     cuda_graph: bool = False  # replay each decode step as a CUDA graph (fast only, CUDA only)
     preprocess_device: str | None = None  # where frames are resized and normalised (None: the CPU)
 
@@ -80,6 +82,7 @@ class Plan:
         prefill = "compiled per-layer" if self.compiled else "eager"
         decode = ("CUDA-graph" if self.cuda_graph else "eager") + (" compiled" if self.compiled else "")
         return (f"fast path: text stack, {prefill} prefill, {decode} slot decode, on-device sampler, "
+                f"{'compiled' if self.compiled else 'eager'} vision blocks, "
                 f"frames resized on {self.preprocess_device or 'cpu'}")
 
 
@@ -186,6 +189,7 @@ class StreamingEngine:
         self.temperature = TemperatureLogitsWarper(cfg.temperature) if cfg.temperature > 0 else None
         self.text_step = None  # the fast path's text stack (model/text_step.py), set up by `_set_up`
         self.vision_ahead = False  # the vision tower can run ahead of the second's forward
+        self.vision_warm = False  # the compiled vision blocks have run once (`_vision_warm_up`)
         self.ready = False  # the plan is chosen and set up (`_set_up`, in the first `start()`)
         self.prepared: Prepared | None = None  # the next second, prepared while this one decoded
         self.side_stream: torch.cuda.Stream | None = None  # CUDA: where seconds are prepared ahead
@@ -227,9 +231,12 @@ class StreamingEngine:
                 slots.prepare()  # capture (and compile) the decode step before the first second, not during it
         with wall_phase(parts, "prefix prefill", self.device), self.timings.section("prefill"):
             self._forward(full)
-        if self.plan.compiled:  # compile the prefill's layer now, not in the stream's first second
+        if self.plan.compiled:  # compile the prefill's layer and the vision blocks now, not in the first second
             with wall_phase(parts, "prefill warm-up", self.device):
                 self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
+            if not self.vision_warm:
+                with wall_phase(parts, "vision warm-up", self.device):
+                    self._vision_warm_up()
         parts["other"] = time.perf_counter() - began - sum(parts.values())
 
     def _set_up(self) -> None:
@@ -243,6 +250,7 @@ class StreamingEngine:
                 raise UserError("the fast path needs a Qwen3-VL text stack nothing trains")
             if plan.compiled:
                 self.text_step.compile()
+                compile_forwards(vision_blocks(self.model))
         if plan.cuda_graph and self.device.type != "cuda":
             raise UserError("CUDA-graph decoding needs a CUDA device")
         if self.device.type == "cuda":  # evictions rotate keys with the Triton kernel: check it now, not mid-stream
@@ -461,6 +469,16 @@ class StreamingEngine:
             positions = torch.cat([torch.tensor(tail[1], dtype=positions.dtype).expand(3, -1), positions], dim=1)
         logits = self._run(ids, positions, enc.pixel_values_videos, enc.video_grid_thw, all_logits, video)
         return logits[len(tail[0]):] if all_logits else logits
+
+    def _vision_warm_up(self) -> None:
+        """One forward of the tower on random frames of one temporal patch (a second's at 2 fps): the compiled
+        blocks' one graph, dynamic in the patch count, then serves every frame size."""
+        c, m = self.model.model.visual.config, self.model.model.visual.spatial_merge_size
+        grid = torch.tensor([[1, 2 * m, 2 * m]])
+        pixels = torch.randn(int(grid.prod()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
+                             dtype=next(self.model.model.visual.parameters()).dtype)
+        self._vision(pixels, grid)
+        self.vision_warm = True
 
     @torch.inference_mode()
     def _vision(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor):

@@ -52,14 +52,6 @@ def decoder_layers(model) -> list[torch.nn.Module]:
     raise ValueError("no language_model.layers in this model")
 
 
-def vision_blocks(model) -> list[torch.nn.Module]:
-    """The vision tower's blocks (any wrapper)."""
-    for name, module in model.named_modules():
-        if name.endswith("visual.blocks") and isinstance(module, torch.nn.ModuleList):
-            return list(module)
-    raise ValueError("no visual.blocks in this model")
-
-
 def layers_to_keep(n_layers: int, tokens: int, kept_bytes_per_token: float, input_bytes_per_token: float,
                    free_bytes: float) -> int:
     """The largest k <= n_layers whose activations fit `free_bytes` (see the module docstring)."""

@@ -14,14 +14,10 @@ them. Inductor fuses all of them, and what it keeps for the backward is smaller 
 their activations within the same memory budget: `checkpointing.py` measures a kept layer as compiled). Liger's
 autograd Functions do not trace under Dynamo, so compiled layers use transformers' modules (`kernels.py`).
 
-Why per layer, and why `forward`:
-    - the layers are identical, so Dynamo traces one and every layer reuses that graph (its guards are on the
-      layer's type and flags, not its identity); `dynamic=True` because windows differ in length: one graph serves
-      every length, with no recompilation per window;
-    - a layer that keeps its activations and one that is recomputed (`gradient_checkpointing`, set per
-      micro-batch by `CheckpointPolicy`) are two graphs; eval (`training=False`) is a third;
-    - compiling `forward` rather than the module's call keeps module hooks (the checkpoint policy's probe) eager,
-      and works whichever of `__call__` or `forward` transformers' `GradientCheckpointingLayer` wraps;
+Per layer and per `forward` (`model/compiled_blocks.py`): one graph for every layer and window length; a layer
+that keeps its activations and one that is recomputed (`gradient_checkpointing`, set per micro-batch by
+`CheckpointPolicy`) are two graphs; eval (`training=False`) is a third. Module hooks (the checkpoint policy's probe)
+stay eager.
 
 `model.compile_vision` (same choices, same rules, Liger aside): every vision block's `forward` compiled, one graph for
 every frame size. The tower's own forward stays eager (its grid computations loop on the host). A block fuses its
@@ -29,11 +25,12 @@ LayerNorms, rotations, GELU and bias adds; its attention is one SDPA call over e
 (`streaming_vlm.model.vision_attention`, which `load_for_training` switches the tower to): transformers' `sdpa` split
 per frame would break the graph at every block on a `.tolist()`. A frozen tower runs under no_grad, so its graph is
 inference-only.
+
 ZeRO-3 is excluded because it gathers each submodule's partitioned weights in module hooks inside the layer, which
 Dynamo does not trace; ZeRO-2 and no DeepSpeed keep whole weights and compile.
 
 Contract: the same loss and gradients as the eager layers within float tolerance, kept or recomputed
-(tests/test_train_fast_path.py).
+(tests/test_train_fast_path.py); compiled vision blocks give the eager tower's output (tests/test_vision_attention.py).
 """
 
 from __future__ import annotations
@@ -41,7 +38,8 @@ from __future__ import annotations
 import torch
 
 from streaming_vlm.errors import UserError
-from streaming_vlm.training.checkpointing import decoder_layers, vision_blocks
+from streaming_vlm.model.compiled_blocks import compile_forwards, vision_blocks
+from streaming_vlm.training.checkpointing import decoder_layers
 
 COMPILE_CHOICES = ("auto", "true", "false")
 
@@ -70,22 +68,14 @@ def choose_compile(choice, cuda: bool, zero_stage: int | None, kernels=None) -> 
     return True, "CUDA, no ZeRO-3"
 
 
-def _compile_forwards(modules) -> int:
-    for module in modules:
-        if not getattr(module, "_forward_compiled", False):
-            module.forward = torch.compile(module.forward, dynamic=True)
-            module._forward_compiled = True
-    return len(modules)
-
-
 def compile_layers(model) -> int:
     """Compile every text decoder layer's `forward` in place (see the module docstring); returns how many."""
-    return _compile_forwards(decoder_layers(model))
+    return compile_forwards(decoder_layers(model))
 
 
 def compile_vision_blocks(model) -> int:
     """Compile every vision block's `forward` in place (see the module docstring); returns how many."""
-    return _compile_forwards(vision_blocks(model))
+    return compile_forwards(vision_blocks(model))
 
 
 def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=None, vision_choice=None,
