@@ -179,7 +179,7 @@ def vision_checks(device: str):
         grid = torch.tensor(grid)
         pixels = torch.randn(int(grid.prod(-1).sum()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
                              generator=g).to(device)
-        cases += [(what, mode, grid, pixels) for mode in ("fp32", "bf16")]
+        cases += [(what, mode, grid.to(device), pixels) for mode in ("fp32", "bf16")]
 
     def outputs():
         with torch.no_grad():

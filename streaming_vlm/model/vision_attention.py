@@ -9,8 +9,8 @@ is registered under such a name, `SEGMENT_ATTENTION`, and runs torch's own kerne
 
     equal segments   (a stream's frames keep one size: every training window of one video, every CLI second)
                      the packed sequence viewed as a batch of segments, one SDPA call; no host sync, one graph
-    unequal segments on CUDA: torch's variable-length flash kernel (`torch.nn.attention.varlen.varlen_attn`)
-                     elsewhere: SDPA per segment, as transformers' `sdpa` does
+    unequal segments on CUDA in bf16/fp16: torch's variable-length flash kernel (`torch.nn.attention.varlen`)
+                     elsewhere (fp32, CPU): SDPA per segment, as transformers' `sdpa` does
 
 Contract: the output equals transformers' `sdpa` per-segment attention within float tolerance
 (tests/test_vision_attention.py). `use_segment_attention` switches a loaded model's vision tower to it where the tower
@@ -51,7 +51,7 @@ def segment_attention(module, query, key, value, attention_mask=None, scaling=No
         out = F.scaled_dot_product_attention(batched(query), batched(key), batched(value), dropout_p=dropout,
                                              scale=scaling)  # (n, heads, length, dim)
         return out.permute(0, 2, 1, 3).reshape(1, tokens, heads, dim), None
-    varlen = _varlen_kernel() if query.is_cuda else None
+    varlen = _varlen_kernel() if query.is_cuda and query.dtype in (torch.float16, torch.bfloat16) else None
     if varlen is not None:
         cu = cu_seq_lens_q.to(device=query.device, dtype=torch.int32)
         longest = int(max_length_q) if max_length_q is not None else int((cu[1:] - cu[:-1]).max())
