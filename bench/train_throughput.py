@@ -13,12 +13,14 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     anchor       the HF Trainer recipe: batch 1, right padding, the model's own loss over full logits
                  (`trainer.loss_impl=hf`), ZeRO-3 (`deepspeed=zero3`), every decoder layer recomputed
                  (`trainer.gradient_checkpointing=true`), transformers' kernels (`model.kernels=torch`), eager
-                 decoder layers (`model.compile_layers=false`; ZeRO-3 leaves them eager anyway)
+                 decoder layers (`model.compile_layers=false`; ZeRO-3 leaves them eager anyway), eager vision blocks
+                 with transformers' per-frame attention (`model.compile_vision=false model.vision_attention=transformers`)
     selective    anchor + the lm_head on labelled positions only (loss_impl back to its default)
     no_zero      anchor + `deepspeed: auto` (one GPU: no DeepSpeed; fused AdamW over fp32 weights, bf16 autocast)
     liger        anchor + Liger's RMSNorm, RoPE and SwiGLU kernels (`model.kernels: auto`)
     ckpt_auto    anchor + activation checkpointing only where memory needs it (`gradient_checkpointing: auto`)
     compiled     anchor + compiled decoder layers; compilation needs no ZeRO-3, so this row is no_zero + compile
+    segments     anchor + a window's frames in one SDPA call per vision block (`model.vision_attention: segments`)
     eager_layers     defaults with eager decoder layers (`model.compile_layers=false`), which take Liger's kernels
     device_budget    defaults with `trainer.memory_budget=device`: kept layers bounded by 0.85 of the GPU only, not
                      by the recipe's logits memory (the speed the recipe-memory bound costs)
@@ -31,8 +33,7 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
     defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
                  every lever at its default; one extra step after the measured ones is profiled
                  (bench/step_profile.py through the config's callback hook)
-Always on, in every row (not switches): the frozen vision tower under no_grad, its frames' attention in one SDPA call
-(`model/vision_attention.py`), the host-sync fixes.
+Always on, in every row (not switches): the frozen vision tower under no_grad, the host-sync fixes.
 
 MFU = model FLOPs / step time / 790 TFLOP/s. Model FLOPs per step, the same for every row (useful work):
     LLM      6 x (non-embedding decoder params) x tokens  +  6 x L x heads x head_dim x sum(seq_len^2) (causal)
@@ -65,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
 ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch",
-          "model.compile_layers=false", "model.compile_vision=false"]
+          "model.compile_layers=false", "model.compile_vision=false", "model.vision_attention=transformers"]
 
 
 def without(*levers: str) -> list[str]:
@@ -81,6 +82,8 @@ VARIANTS = {
     "liger": ("anchor + Liger RMSNorm/RoPE/SwiGLU", without("model.kernels"), "torchrun"),
     "ckpt_auto": ("anchor + checkpointing only where memory needs it", without("trainer.gradient_checkpointing"),
                   "torchrun"),
+    "segments": ("anchor + a window's frames in one SDPA call per vision block", without("model.vision_attention"),
+                 "torchrun"),
     "defaults": ("`python train.py experiment=stage1_<size>`: its own defaults", [], "python"),
     "compiled": ("anchor + compiled decoder layers (needs no ZeRO-3: no DeepSpeed on the one GPU)",
                  without("deepspeed", "model.compile_layers"), "torchrun"),
@@ -95,7 +98,7 @@ VARIANTS = {
     "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)",
                    ["trainer.memory_budget=device"], "python"),
 }
-ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "eager_layers",
+ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "segments", "eager_layers",
          "device_budget", "vision_eager", "zero2", "mem_capped"]
 ESTIMATE_S = {"2b": 90, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
 LOADER_S = 70  # the loader's measurement, at the end (kept out of the rows' budget)

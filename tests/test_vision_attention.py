@@ -81,3 +81,28 @@ def test_the_choice_is_not_saved(tiny_ckpt, tmp_path):
     assert SEGMENT_ATTENTION not in config and json.loads(config)["vision_config"]
     reloaded = Qwen3VLForConditionalGeneration.from_pretrained(tmp_path / "saved", attn_implementation="sdpa")
     assert reloaded.model.visual.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("choice, runs", [("segments", SEGMENT_ATTENTION), ("transformers", "sdpa"),
+                                          ("Flash", None)])
+def test_training_takes_model_vision_attention(tiny_ckpt, choice, runs):
+    """`model.vision_attention` as train.py loads the model: segments (the default) switches the tower; transformers
+    keeps its own per-frame sdpa (the anchor recipe's); anything else is one clear error before loading."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from streaming_vlm.errors import UserError
+    from streaming_vlm.training.model import load_for_training
+
+    cfg = OmegaConf.load("configs/model/tiny.yaml")
+    cfg.name_or_path, cfg.build_if_missing, cfg.attn_implementation = str(tiny_ckpt), None, "sdpa"
+    cfg.vision_attention = choice
+    plan = SimpleNamespace(init_from=None, model_path=str(tiny_ckpt), processor_path=str(tiny_ckpt))
+    if runs is None:
+        with pytest.raises(UserError, match="model.vision_attention must be one of segments, transformers"):
+            load_for_training(cfg, plan, deepspeed_enabled=False)
+        return
+    model, _ = load_for_training(cfg, plan, deepspeed_enabled=False)
+    assert model.model.visual.config._attn_implementation == runs
+    assert OmegaConf.load("configs/model/qwen3vl_2b.yaml").vision_attention == "segments"  # the default

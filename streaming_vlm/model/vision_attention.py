@@ -66,6 +66,9 @@ def segment_attention(module, query, key, value, attention_mask=None, scaling=No
 AttentionInterface.register(SEGMENT_ATTENTION, segment_attention)
 
 
+VISION_ATTENTION = ("segments", "transformers")  # training's `model.vision_attention`; the CLI always takes segments
+
+
 def use_segment_attention(model) -> bool:
     """Switch the vision tower of a loaded `Qwen3VLForConditionalGeneration` (before any peft wrapping) from `sdpa` to `SEGMENT_ATTENTION`; returns whether it did.
     Towers on flash-attn (already one varlen kernel) or eager (the reference) are left as they are."""

@@ -89,6 +89,7 @@ def setup_compile(model, choice, cuda: bool, zero_stage: int | None, kernels=Non
         compile_vision_blocks(model)
     if announce:
         what = f"{n} decoder layers compiled (one graph, dynamic lengths)" if compiled else "decoder layers eager"
-        print(f"compile: {what} ({why}); vision blocks {'compiled' if vision else 'eager'} ({vision_why})",
-              flush=True)
+        attention = vision_blocks(model)[0].attn.config._attn_implementation
+        print(f"compile: {what} ({why}); vision blocks {'compiled' if vision else 'eager'} ({vision_why}), "
+              f"attention {attention}", flush=True)
     return compiled
