@@ -68,3 +68,23 @@ def test_compiled_prefill_and_eviction_stream_as_eager(tiny_ckpt, tiny_processor
     for a, b in zip(comp.cache.layers, eager.cache.layers):
         torch.testing.assert_close(a.keys, b.keys, atol=1e-5, rtol=0)
         torch.testing.assert_close(a.values, b.values, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("fps", [2.0, 4.0])  # one and two temporal patches a second
+def test_the_first_stream_compiles_nothing_after_start(tiny_ckpt, tiny_processor, video, fps):
+    """`start()` compiles what the compiled plan runs (the decode step, the prefill's layer, the vision blocks, each
+    for every size), so no compilation falls in a stream second: the first stream runs under `fail_on_recompile`.
+    The model as the CLI loads it (the vision tower on the segment attention); Dynamo's caches emptied first, so
+    graphs another test compiled cannot stand in for the warm-up."""
+    from streaming_vlm.model.vision_attention import use_segment_attention
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
+    assert use_segment_attention(model)
+    torch._dynamo.reset()
+    cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 5,
+           "min_new_tokens": 3, "fps": fps}
+    engine = TracingEngine(model, tiny_processor, cfg, plan=Plan(fast=True, compiled=True))
+    engine.start(previous_text="Earlier: a quiet first half, nil nil.")
+    with torch.compiler.set_stance("fail_on_recompile"):
+        outs = list(engine.stream(VideoReader(video, fps=fps).seconds(0, 6)))
+    assert len(outs) == 6 and engine.cache.tokens_evicted > 0

@@ -471,13 +471,18 @@ class StreamingEngine:
         return logits[len(tail[0]):] if all_logits else logits
 
     def _vision_warm_up(self) -> None:
-        """One forward of the tower on random frames of one temporal patch (a second's at 2 fps): the compiled
-        blocks' one graph, dynamic in the patch count, then serves every frame size."""
-        c, m = self.model.model.visual.config, self.model.model.visual.spatial_merge_size
-        grid = torch.tensor([[1, 2 * m, 2 * m]])
-        pixels = torch.randn(int(grid.prod()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
-                             dtype=next(self.model.model.visual.parameters()).dtype)
-        self._vision(pixels, grid)
+        """Forwards of the tower on random frames shaped as a stream second's (its temporal patches at `fps`), at two
+        frame sizes: the compiled blocks' graph, dynamic in the patch count, then serves every frame size. Two,
+        because Dynamo specialises a size that happens to equal one of the block's own dimensions (duck sizing); the
+        second size then makes that graph dynamic here, at start, rather than in the stream's first second."""
+        visual = self.model.model.visual
+        c, m = visual.config, visual.spatial_merge_size
+        t = math.ceil(max(1, math.ceil(self.config.fps)) / c.temporal_patch_size)  # a second's frames, padded
+        for grid in ([[t, 2 * m, 2 * m]], [[t, 2 * m, 3 * m]]):
+            grid = torch.tensor(grid)
+            pixels = torch.randn(int(grid.prod()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
+                                 dtype=next(visual.parameters()).dtype)
+            self._vision(pixels, grid)
         self.vision_warm = True
 
     @torch.inference_mode()
