@@ -87,12 +87,16 @@ def test_the_choice_is_not_saved(tiny_ckpt, tmp_path):
                                           ("Flash", None)])
 def test_training_takes_model_vision_attention(tiny_ckpt, choice, runs):
     """`model.vision_attention` as train.py loads the model: segments (the default) switches the tower; transformers
-    keeps its own per-frame sdpa (the anchor recipe's); anything else is one clear error before loading."""
+    keeps its own per-frame sdpa (the anchor recipe's); anything else is one clear error with the config's checks,
+    before any data or model loads."""
+    from pathlib import Path
     from types import SimpleNamespace
 
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from streaming_vlm.errors import UserError
+    from streaming_vlm.training.config import check_values
     from streaming_vlm.training.model import load_for_training
 
     cfg = OmegaConf.load("configs/model/tiny.yaml")
@@ -101,7 +105,8 @@ def test_training_takes_model_vision_attention(tiny_ckpt, choice, runs):
     plan = SimpleNamespace(init_from=None, model_path=str(tiny_ckpt), processor_path=str(tiny_ckpt))
     if runs is None:
         with pytest.raises(UserError, match="model.vision_attention must be one of segments, transformers"):
-            load_for_training(cfg, plan, deepspeed_enabled=False)
+            with initialize_config_dir(str(Path("configs").absolute()), version_base=None):
+                check_values(compose("config", overrides=[f"model.vision_attention={choice}"]))
         return
     model, _ = load_for_training(cfg, plan, deepspeed_enabled=False)
     assert model.model.visual.config._attn_implementation == runs

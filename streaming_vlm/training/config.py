@@ -262,6 +262,11 @@ def check_values(cfg) -> None:
                 check_value(f"{name}.{key}", d[key], *rule)
     for key, *rule in _TOP_VALUES:
         check_value(key, get(key), *rule)
+    from streaming_vlm.model.vision_attention import VISION_ATTENTION
+
+    if str(get("model.vision_attention") or "segments").lower() not in VISION_ATTENTION:
+        raise UserError(f"model.vision_attention must be one of {', '.join(VISION_ATTENTION)}, "
+                        f"got {get('model.vision_attention')!r}")
 
 
 def check_output_dir(output_dir: str) -> None:

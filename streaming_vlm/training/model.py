@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from streaming_vlm.errors import UserError
-from streaming_vlm.model.vision_attention import VISION_ATTENTION, use_segment_attention
+from streaming_vlm.model.vision_attention import use_segment_attention
 from streaming_vlm.training import checkpoints
 
 VISION_PREFIXES = ("visual.", "model.visual.")
@@ -111,10 +111,6 @@ def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
     if not plan.init_from and model_cfg.get("build_if_missing"):
         ensure_tiny_checkpoint(plan.model_path, str(model_cfg.build_if_missing), int(model_cfg.get("build_seed", 0)))
     attn = check_attn_implementation(str(model_cfg.attn_implementation))
-    vision_attention = str(model_cfg.get("vision_attention") or "segments").lower()
-    if vision_attention not in VISION_ATTENTION:
-        raise UserError(f"model.vision_attention must be one of {', '.join(VISION_ATTENTION)}, "
-                        f"got {model_cfg.get('vision_attention')!r}")
     check_weights(plan.model_path)
     # Under DeepSpeed the weights live in the training dtype (DeepSpeed keeps fp32 masters in the optimizer);
     # without it, mixed precision is autocast over fp32 weights.
@@ -129,8 +125,10 @@ def load_for_training(model_cfg, plan, deepspeed_enabled: bool):
     model.config.use_cache = False
     if getattr(model.config, "text_config", None) is not None:
         model.config.text_config.use_cache = False
-    if vision_attention == "segments":  # the frames in one SDPA call per block; `transformers`: one call per frame
-        use_segment_attention(model)  # (setup_compile's `compile:` line names what the tower runs)
+    # model.vision_attention (checked with the config, `config.check_values`): segments, a window's frames in one
+    # SDPA call per block; transformers, one call per frame. setup_compile's `compile:` line names what the tower runs.
+    if str(model_cfg.get("vision_attention") or "segments").lower() == "segments":
+        use_segment_attention(model)
     if model_cfg.freeze_vision:
         freeze_vision(model)
     if model_cfg.lora.enabled:
