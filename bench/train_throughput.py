@@ -42,7 +42,7 @@ MFU = model FLOPs / step time / 790 TFLOP/s. Model FLOPs per step, the same for 
 Recomputation (activation checkpointing) is not counted.
 
 Also measured in the same job: the loader's window rate with the default `data.num_workers` against the trainer's
-(defaults row), and (bench/check_kernels.py, first) Liger and the compiled layers against transformers' modules: a
+(defaults row), with the defaults' `data.process_frames` and with the frames processed in the workers, and (bench/check_kernels.py, first) Liger and the compiled layers against transformers' modules: a
 mismatch stops the bench.
 """
 
@@ -97,11 +97,13 @@ VARIANTS = {
                      ["model.compile_vision=false"], "python"),
     "mem_capped": ("defaults + checkpointing auto within the anchor's peak memory (measured in this job)",
                    ["trainer.memory_budget=device"], "python"),
+    "frames_in_loader": ("defaults with the frames resized and normalised in the loader workers "
+                         "(`data.process_frames=loader`)", ["data.process_frames=loader"], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "segments", "eager_layers",
-         "device_budget", "vision_eager", "zero2", "mem_capped"]
+         "device_budget", "vision_eager", "zero2", "mem_capped", "frames_in_loader"]
 ESTIMATE_S = {"2b": 90, "4b": 120}  # a run's start-up + steps, to decide whether it still fits the time budget
-LOADER_S = 70  # the loader's measurement, at the end (kept out of the rows' budget)
+LOADER_S = 90  # the loader's two measurements, at the end (kept out of the rows' budget)
 
 
 def _free_port() -> int:
@@ -312,8 +314,10 @@ def dry_run_all(sizes, args, model: Path, data: Path, out: Path) -> list[str]:
 
 
 # ---- loader ---------------------------------------------------------------------------------------------------
-def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 96, max_s: float = 60.0) -> dict:
-    """Windows/s of the training DataLoader as train.py builds it (default `data.num_workers`), after start-up."""
+def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 96, max_s: float = 60.0,
+                extra: tuple[str, ...] = ()) -> dict:
+    """Windows/s of the training DataLoader as train.py builds it (default `data.num_workers`; `extra`: overrides),
+    after start-up. With `data.process_frames=trainer` a window's pixels are made later, by the training step."""
     import torch
     from hydra import compose, initialize_config_dir
     from torch.utils.data import DataLoader
@@ -324,11 +328,16 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 96,
     from streaming_vlm.training.data import build_train
 
     overrides = [f"experiment={'stage1_2b' if size == 'tiny' else f'stage1_{size}'}", *DATA_OVERRIDES,
-                 f"data.root={data}"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")] if args.tiny else [])
+                 f"data.root={data}"] + ([o for o in TINY_OVERRIDES if o.startswith("data.")] if args.tiny else []) \
+        + list(extra)
     with initialize_config_dir(str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=overrides)
     workers, _ = loader_workers(cfg.data.num_workers)  # as train.py's plan resolves it
-    dataset, collator, _ = build_train(data_sources(cfg), load_processor(str(model)))
+    from streaming_vlm.training.data import frames_choice
+
+    sources = data_sources(cfg)
+    where, _ = frames_choice(sources, None)
+    dataset, collator, _ = build_train(sources, load_processor(str(model)))
     loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collator,
                         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),
                         persistent_workers=workers > 0)  # several passes over the windows without restarts
@@ -343,7 +352,8 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 96,
                 break
     measured = seen - skip
     rate = measured / (time.time() - t_start) if t_start and measured > 0 else 0.0
-    return {"workers": workers, "windows": measured, "windows_per_s": rate, "cpus": os.cpu_count()}
+    return {"workers": workers, "windows": measured, "windows_per_s": rate, "cpus": os.cpu_count(),
+            "process_frames": where}
 
 
 # ---- report -----------------------------------------------------------------------------------------------------
@@ -412,14 +422,16 @@ def report(results, loader, kernel_lines, args, data) -> str:
         if r.get("profile"):
             out += [f"One step of the {r['size']} defaults (step {args.warmup + args.steps + 1}, torch.profiler):", "",
                     r["profile"], ""]
-    if loader and "error" in loader:
-        out += [f"Loader: not measured: {loader['error']}", ""]
-    elif loader:
-        trainer = next((r for r in ok if r["variant"] == "defaults"), None)
-        ratio = f"{loader['windows_per_s'] / trainer['windows_per_s']:.1f}x the trainer's " \
+    trainer = next((r for r in ok if r["variant"] == "defaults"), None)
+    for what, one in (loader or {}).items():
+        if "error" in one:
+            out += [f"Loader ({what}): not measured: {one['error']}", ""]
+            continue
+        ratio = f"{one['windows_per_s'] / trainer['windows_per_s']:.1f}x the trainer's " \
                 f"{trainer['windows_per_s']:.2f} windows/s ({trainer['size']} defaults)" if trainer else "no trainer rate"
-        out += [f"Loader: {loader['windows_per_s']:.2f} windows/s with the default {loader['workers']} workers "
-                f"({loader['windows']} windows after start-up, {loader['cpus']} CPUs) = {ratio}.", ""]
+        out += [f"Loader ({what}, frames processed in the {one['process_frames']}): {one['windows_per_s']:.2f} "
+                f"windows/s with the default {one['workers']} workers ({one['windows']} windows after start-up, "
+                f"{one['cpus']} CPUs) = {ratio}.", ""]
     out += ["Kernel check (`bench/check_kernels.py`):", "", "```", *kernel_lines, "```"]
     return "\n".join(out) + "\n"
 
@@ -524,11 +536,13 @@ def main(argv=None) -> int:
             (out / "results.json").write_text(json.dumps({"rows": results, "loader": loader}, indent=2))
         shutil.rmtree(cache / "runs", ignore_errors=True)
     # the loader last, on an otherwise idle host (no training run, no checkpoint build in the background)
-    try:  # a loader failure is reported with the rows, not instead of them
-        loader = loader_rate(sizes[0], args, ensure_model(cache / sizes[0] / "model", sizes[0]), data,
-                             max_s=LOADER_S - 10)
-    except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the host
-        loader = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+    loader = {}
+    for what, extra in (("defaults", ()), ("frames in the workers", ("data.process_frames=loader",))):
+        try:  # a loader failure is reported with the rows, not instead of them
+            loader[what] = loader_rate(sizes[0], args, ensure_model(cache / sizes[0] / "model", sizes[0]), data,
+                                       max_s=LOADER_S / 2 - 5, extra=extra)
+        except Exception as err:  # noqa: BLE001 - e.g. a worker killed by the host
+            loader[what] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
     print(f"loader: {loader}", flush=True)
     text = report(results, loader, kernel_lines, args, data)
     (out / "report.md").write_text(text)

@@ -95,6 +95,29 @@ def test_dummy_video_runs_the_tower_and_changes_nothing(model, tiny_processor, p
 
 
 @pytest.mark.parametrize("packing", [False, True])
+def test_deferred_frames_travel_to_the_trainer_instead_of_pixels(tmp_path, samples, tiny_processor, packing):
+    """`data.process_frames=trainer`: the batch carries each sample's uint8 frames (no pixel values, no dummy video);
+    a batch cannot mix the two forms."""
+    from streaming_vlm.data.stream_template import process_frames
+
+    write_video(tmp_path / "g.mp4", 12, options=FAST)
+    rows = [conversation("g.mp4", 0.0, 12.0, timed_words(0, 6, 0.3) + timed_words(6, 12, 0.7))]
+    path = write_jsonl_with_seeks(tmp_path / "t_with_seeks.jsonl", rows)
+    ds = build_train_dataset(dict(SMALL, train_file=str(path), window=3, stride=3, min_words=1,
+                                  process_frames="trainer"), tiny_processor)
+    deferred = [ds[i] for i in (0, 2, 3)]
+    collate = StreamCollator(tiny_processor, packing=packing)
+    now, later = collate(samples), collate(deferred)
+    assert later["pixel_values_videos"] is None and not later["dummy_vision"] and len(later["video_frames"]) == 3
+    assert torch.equal(later["video_grid_thw"], now["video_grid_thw"])
+    assert torch.equal(later["input_ids"], now["input_ids"]) and later["num_vision_tokens"] == now["num_vision_tokens"]
+    assert torch.equal(process_frames(tiny_processor, later["video_frames"]), now["pixel_values_videos"])
+    assert "video_frames" in split_batch(later)[0]
+    with pytest.raises(ValueError, match="mixes processed pixel values and deferred frames"):
+        collate([samples[0], deferred[1]])
+
+
+@pytest.mark.parametrize("packing", [False, True])
 def test_all_bad_batch_is_valid_and_empty(model, tiny_processor, packing):
     batch = StreamCollator(tiny_processor, packing=packing)([{"bad_sample": "corrupt_video", "index": 3}])
     assert batch["empty"] and batch["num_label_tokens"] == 0 and batch["n_good"] == 0 and batch["dummy_vision"]

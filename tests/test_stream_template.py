@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from streaming_vlm.data.stream_template import IGNORE_INDEX, Second, StreamTemplate, VisionBudget, reply_text
+from streaming_vlm.data.stream_template import (IGNORE_INDEX, Second, StreamTemplate, VisionBudget, process_frames,
+                                                reply_text)
 from streaming_vlm.errors import UserError
 
 BUDGET = VisionBudget(min_pixels=32 * 32, max_pixels=160 * 96, total_pixels=10**9)
@@ -61,6 +62,27 @@ def test_frames_processed_on_a_named_device_match_the_default(tiny_processor):
     named = StreamTemplate(tiny_processor, budget=BUDGET, device="cpu").encode_second(second, start=0)
     assert torch.equal(base.input_ids, named.input_ids) and torch.equal(base.video_grid_thw, named.video_grid_thw)
     assert torch.equal(base.pixel_values_videos, named.pixel_values_videos)
+
+
+def test_deferred_frames_give_the_immediate_tokens_and_pixels(tiny_processor):
+    """Training on a GPU writes a window's tokens from its frames' shapes in the loader and makes the pixels in the
+    trainer (`defer_frames`, `process_frames`): the same tokens, positions, grid and pixel values as one call."""
+    secs = _seconds(texts=("Red pass", "", "GOAL! Red lead two one", "replay"), n_frames=3)  # the processor pads 3 to 4
+    now = StreamTemplate(tiny_processor, budget=BUDGET).encode_window("Blue scored early.", secs)
+    later = StreamTemplate(tiny_processor, budget=BUDGET, defer_frames=True).encode_window("Blue scored early.", secs)
+    assert later.pixel_values_videos is None and later.frames["frames"].dtype == torch.uint8
+    assert later.frames["counts"] == [3, 3, 3, 3] and later.frames["grid"] == now.video_grid_thw.tolist()
+    for key in ("input_ids", "labels", "position_ids", "video_grid_thw"):
+        assert torch.equal(getattr(later, key), getattr(now, key)), key
+    assert torch.equal(process_frames(tiny_processor, [later.frames]), now.pixel_values_videos)
+    # two pieces in one batch: their pixels in token order
+    other = StreamTemplate(tiny_processor, budget=BUDGET, defer_frames=True).encode_window("", secs[:1])
+    both = process_frames(tiny_processor, [later.frames, other.frames], device="cpu")
+    assert torch.equal(both[len(now.pixel_values_videos):], process_frames(tiny_processor, [other.frames]))
+    # frames that no longer match the tokens (another size) are an error, not other pixels
+    resized = dict(later.frames, frames=torch.zeros(16, 64, 64, 3, dtype=torch.uint8))
+    with pytest.raises(RuntimeError, match="frames changed between the loader and the trainer"):
+        process_frames(tiny_processor, [resized])
 
 
 def test_a_piece_encoded_at_zero_and_placed_later_is_the_piece_encoded_there():

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from streaming_vlm.training import checkpoints
-from train_runs import common_args, train, train_env  # tests/train_runs.py
+from train_runs import common_args, reference_args, train, train_env  # tests/train_runs.py
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -89,6 +89,24 @@ def test_stage1_learns_heldout_and_stage2_initialises_from_it(reference_run, syn
     first = curve(s2)[1]["loss"]
     assert first < 0.8 * before, (first, before)  # starts from stage 1's weights, not from scratch
     assert (s2 / "config.json").exists() and (s2 / "model.safetensors").exists()
+
+
+def test_frames_processed_by_the_trainer_train_exactly_as_in_the_loader(reference_run, synth_data, tiny_ckpt, tmp_path):
+    """`data.process_frames=trainer` (the default when training on CUDA): the loader sends uint8 frames and the
+    training process runs the video processor, for the training steps and the held-out loss alike. Here both run on
+    the CPU, so every step's loss and the held-out losses equal the reference run's (frames processed in the loader,
+    the CPU default)."""
+    ref_out = reference_run[0]
+    out = tmp_path / "run"
+    r = train([a if not a.startswith("trainer.save_steps") else "trainer.save_steps=100"
+               for a in reference_args(synth_data, tiny_ckpt, out)] + ["data.process_frames=trainer"])
+    assert "video frames: decoded and tokenized by the loader workers, resized and normalised by the training " \
+           "process on its device (data.process_frames=trainer)" in r.stdout
+    ours, ref = curve(out), curve(ref_out)
+    assert sorted(ours) == sorted(ref) == list(range(1, 7))
+    assert [ours[s]["loss"] for s in ours] == [ref[s]["loss"] for s in ours]
+    held, held_ref = (json.loads((d / "heldout_loss.json").read_text()) for d in (out, ref_out))
+    assert held == held_ref
 
 
 # ---- kill -9 and exact resume -------------------------------------------------------------------------------------

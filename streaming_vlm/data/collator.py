@@ -6,8 +6,12 @@ Batch dict (`StreamCollator(processor)(features)`):
     attention_mask       (B, L) long, 0 on padding                      -- ABSENT when packed (see below)
     labels               (B, L) long, -100 on padding and everything that is not an assistant reply
     position_ids         (3, B, L) mRoPE t/h/w; packed: (4, B, L) with row 0 = per-sample text positions
-    pixel_values_videos  (patches, C*T*P*P), every sample's, concatenated in token order
+    pixel_values_videos  (patches, C*T*P*P), every sample's, concatenated in token order; None when the frames
+                         travel as `video_frames`
     video_grid_thw       (n_videos, 3)
+    video_frames         `data.process_frames=trainer`: each sample's uint8 frames (`Encoded.frames`), in token
+                         order; the trainer's `_prepare_inputs` turns them into pixel_values_videos on its device
+                         (`stream_template.process_frames`) before the model sees the batch
     ---- metadata, NOT model inputs (use `split_batch`) ----
     bad_samples          {reason: n} of this batch's samples that could not be loaded (dropped, not replaced)
     n_samples            samples asked for (good + bad)        n_good       samples in the batch
@@ -47,7 +51,9 @@ from streaming_vlm.data.bad_samples import MARKER_KEY, is_bad
 from streaming_vlm.data.stream_template import IGNORE_INDEX
 from streaming_vlm.training.loss import count_label_tokens, kept_positions
 
-MODEL_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "pixel_values_videos", "video_grid_thw")
+MODEL_KEYS = ("input_ids", "attention_mask", "labels", "position_ids", "pixel_values_videos", "video_grid_thw",
+              "video_frames")
+FRAMES_KEY = "video_frames"  # not a model argument: the trainer replaces it by pixel_values_videos
 
 
 def split_batch(batch: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -83,7 +89,8 @@ class StreamCollator:
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         good = [f for f in features if not is_bad(f)]
         bad = Counter(f[MARKER_KEY] for f in features if is_bad(f))
-        need_dummy = self.dummy_vision and not any(f.get("pixel_values_videos") is not None for f in good)
+        need_dummy = self.dummy_vision and not any(f.get("pixel_values_videos") is not None
+                                                    or f.get(FRAMES_KEY) is not None for f in good)
         batch = self._pack(good, need_dummy) if self.packing else self._pad(good, need_dummy)
         videos = [f["pixel_values_videos"] for f in good if f.get("pixel_values_videos") is not None]
         grids = [f["video_grid_thw"] for f in good if f.get("video_grid_thw") is not None]
@@ -93,6 +100,12 @@ class StreamCollator:
             videos, grids = videos + [pv], grids + [grid]
         batch["pixel_values_videos"] = torch.cat(videos) if videos else None
         batch["video_grid_thw"] = torch.cat(grids) if grids else None
+        frames = [f[FRAMES_KEY] for f in good if f.get(FRAMES_KEY) is not None]
+        if frames:
+            if videos:
+                raise ValueError("a batch mixes processed pixel values and deferred frames: one data.process_frames "
+                                 "for every source")
+            batch[FRAMES_KEY] = frames
         labelled = batch["labels"] != IGNORE_INDEX
         n_labels = int(labelled.sum())
         n_tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else \

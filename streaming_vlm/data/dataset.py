@@ -29,6 +29,9 @@ data_cfg keys (defaults in `DATA_DEFAULTS`; mirrored in configs/data/*.yaml):
     packing              collator: pack a micro-batch into one row, no cross-sample attention (false)
     max_packed_tokens    collator: tokens per packed row (null -> everything in one row)
     num_workers          DataLoader workers (or auto); read by the trainer, not here
+    process_frames       where frames become pixel values: `loader` (the workers run the video processor), `trainer`
+                         (workers send uint8 frames, the training process runs it on its device), `auto` (trainer
+                         when training on CUDA, else loader; `frames_where`) (auto)
     repeat               times the source counts in the training / held-out mix; read by the trainer (1)
 """
 
@@ -58,8 +61,9 @@ DATA_DEFAULTS: dict[str, Any] = dict(
     root=None, train_file=None, eval_file=None, split="train", stage="stream", window=24, stride=12,
     min_words=None, text_sink=512, text_sliding_window=512, fps=2.0, min_pixels=100 * 32 * 32,
     max_pixels=768 * 32 * 32, total_pixels=24576 * 32 * 32, max_bad_fraction=0.05, system_prompt=None,
-    check_files=True, packing=False, max_packed_tokens=None, num_workers=4,
+    check_files=True, packing=False, max_packed_tokens=None, num_workers=4, process_frames="auto",
 )
+PROCESS_FRAMES = ("auto", "loader", "trainer")
 END_TOLERANCE = 0.5  # a window may reach this far past the last frame (rounding of spans vs. file duration)
 
 
@@ -154,7 +158,7 @@ class StreamDataset(Dataset):
             raise BadSample(bad.CORRUPT_VIDEO, f"no frames decoded in {chunk.start}-{chunk.end}s of {rec.video}")
         prev = previous_text(rec, chunk.start, self.template.tokenizer, self.text_sink, self.text_sliding_window)
         enc = self.template.encode_window(prev, seconds)
-        return {
+        sample = {
             "input_ids": enc.input_ids,
             "labels": enc.labels,
             "position_ids": enc.position_ids,
@@ -162,6 +166,9 @@ class StreamDataset(Dataset):
             "video_grid_thw": enc.video_grid_thw,
             "index": i,
         }
+        if enc.frames is not None:  # data.process_frames=trainer: uint8 frames, pixels made by the trainer
+            sample["video_frames"] = enc.frames
+        return sample
 
     def record(self, r: int) -> StreamRecord:
         """Source record `r`, re-read on demand (a few kept per process: overlapping windows share a game)."""
@@ -240,14 +247,39 @@ def data_config(data_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def build_template(data_cfg: Mapping[str, Any] | None, processor) -> StreamTemplate:
+def frames_where(choice, cuda: bool) -> tuple[str, str]:
+    """(`loader` | `trainer`, why) for `data.process_frames`.
+
+    Why the trainer on CUDA: the video processor's resize, normalisation and patchify are most of a window's CPU cost
+    in a worker, and the trainer's GPU does them in milliseconds; workers then decode and tokenize only, and send
+    uint8 frames (a quarter of the float pixel values' bytes). On a CPU the training process would do that work
+    itself, on the cores the workers share: there the workers keep it."""
+    choice = str(choice if choice is not None else "auto").lower()
+    if choice not in PROCESS_FRAMES:
+        raise UserError(f"data.process_frames must be one of {', '.join(PROCESS_FRAMES)}, got {choice!r}")
+    if choice != "auto":
+        return choice, f"data.process_frames={choice}"
+    if cuda:
+        return "trainer", "data.process_frames=auto, training on CUDA"
+    return "loader", "data.process_frames=auto, no CUDA"
+
+
+def build_template(data_cfg: Mapping[str, Any] | None, processor, cuda: bool | None = None) -> StreamTemplate:
+    """The dataset's template; where its frames become pixels follows `frames_where` (`cuda`: is training on CUDA,
+    default torch.cuda.is_available())."""
     cfg = data_config(data_cfg)
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    where, _ = frames_where(cfg["process_frames"], cuda)
     budget = VisionBudget(min_pixels=int(cfg["min_pixels"]), max_pixels=int(cfg["max_pixels"]),
                           total_pixels=int(cfg["total_pixels"]))
     if not 0 < budget.min_pixels <= budget.max_pixels <= budget.total_pixels:
         raise UserError(f"data pixel budgets must satisfy 0 < min_pixels <= max_pixels <= total_pixels, got "
                         f"{budget.min_pixels}/{budget.max_pixels}/{budget.total_pixels}")
-    return StreamTemplate(processor, cfg["system_prompt"] or DEFAULT_SYSTEM_PROMPT, budget)
+    return StreamTemplate(processor, cfg["system_prompt"] or DEFAULT_SYSTEM_PROMPT, budget,
+                          defer_frames=where == "trainer")
 
 
 def build_dataset(data_cfg: Mapping[str, Any] | None, processor, file_key: str = "train_file") -> StreamDataset:

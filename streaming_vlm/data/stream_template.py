@@ -38,6 +38,14 @@ index time (counted as `control_token_text`).
 
 Labels are -100 everywhere except the assistant replies: the tokens after `<|im_start|>assistant\n` up to and
 including `<|im_end|>`. `" ..."` (SILENCE) ends every reply, so a silent second is exactly `" ..."`.
+
+Where the frames become pixel values. By default the processor call that writes the tokens also resizes, normalises
+and patchifies the frames, on the CPU or on `device` (the CLI: its GPU). With `defer_frames=True` (training on a GPU:
+`data.process_frames`) the tokens are written from the frames' SHAPES alone: the same processor call on meta tensors
+gives the same grid and text without touching a pixel, and the piece carries its uint8 frames instead
+(`Encoded.frames`); `process_frames` later runs the same video processor on them where the model runs. A DataLoader
+worker then only decodes and tokenizes, and the GPU does the per-pixel work; the pixel values are those of the
+immediate call on that device (tests/test_stream_template.py), and the grid is checked against the tokens'.
 """
 
 from __future__ import annotations
@@ -99,6 +107,7 @@ class Encoded:
     pixel_values_videos: torch.Tensor | None  # (patches, C·T·P·P) or None
     video_grid_thw: torch.Tensor | None  # (n_videos, 3): one video per second
     next_position: int  # first free position after this piece
+    frames: dict | None = None  # defer_frames: the frames `process_frames` turns into pixel_values_videos
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -169,11 +178,39 @@ def render_chatml(messages: Sequence[dict], add_generation_prompt: bool = False)
     return "".join(parts)
 
 
+def video_kwargs(video_processor, min_pixels: int, max_pixels: int, device=None) -> dict:
+    """The video processor's arguments for one piece: our frames (no sampling), our pixel budget, its device."""
+    kwargs = {"do_sample_frames": False, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
+    if hasattr(video_processor, "cap_pixels_per_frame"):
+        kwargs["cap_pixels_per_frame"] = False  # our budget already caps per frame and per sample
+    if device is not None:
+        kwargs["device"] = str(device)
+    return kwargs
+
+
+def process_frames(processor, pieces: Sequence[dict], device=None) -> torch.Tensor:
+    """pixel_values_videos of deferred pieces (`Encoded.frames`, in token order), made on `device` by the processor
+    call the template would have made at once. Each piece's grid must be the one its tokens were written for."""
+    out = []
+    for piece in pieces:
+        frames, bounds = piece["frames"], np.cumsum([0, *piece["counts"]]).tolist()
+        videos = [frames[a:b].permute(0, 3, 1, 2) for a, b in zip(bounds[:-1], bounds[1:])]
+        done = processor.video_processor(videos=videos, return_tensors="pt", **video_kwargs(
+            processor.video_processor, piece["min_pixels"], piece["max_pixels"], device))
+        grid = done["video_grid_thw"].tolist()
+        if grid != piece["grid"]:
+            raise RuntimeError(f"the video processor gave grids {grid[:2]}... where the tokens were written for "
+                               f"{piece['grid'][:2]}...: the frames changed between the loader and the trainer")
+        out.append(done["pixel_values_videos"])
+    return torch.cat(out)
+
+
 class StreamTemplate:
     def __init__(self, processor, system_prompt: str = DEFAULT_SYSTEM_PROMPT, budget: VisionBudget | None = None,
-                 device: str | None = None):
+                 device: str | None = None, defer_frames: bool = False):
         self.processor = processor
         self.device = device  # where the video processor resizes/normalises frames (None: where they are, the CPU)
+        self.defer_frames = defer_frames  # tokens from the frames' shapes; pixels later (`process_frames`)
         self.tokenizer = processor.tokenizer
         self.system_prompt = system_prompt
         self.budget = budget or VisionBudget()
@@ -280,25 +317,27 @@ class StreamTemplate:
             metadata = [VideoMetadata(total_num_frames=len(s.frames), fps=1.0, frames_indices=list(s.frame_times))
                         for s in seconds]
             per_video = max(t, math.ceil(max(len(v) for v in videos) / t) * t)
-            out = self.processor(text=[text], videos=videos, video_metadata=metadata, return_tensors="pt",
-                                 videos_kwargs=self._video_kwargs(lo * per_video, hi * per_video))
-            pixel_values, grid = out["pixel_values_videos"], out["video_grid_thw"]
+            lo, hi = lo * per_video, hi * per_video
+            if self.defer_frames:  # the same call on the frames' shapes: tokens and grid, no pixel work
+                shapes = [torch.empty(v.shape, dtype=v.dtype, device="meta") for v in videos]
+                out = self.processor(text=[text], videos=shapes, video_metadata=metadata, return_tensors="pt",
+                                     videos_kwargs=video_kwargs(self.processor.video_processor, lo, hi))
+                pixel_values, grid = None, out["video_grid_thw"]
+                frames = {"frames": torch.from_numpy(np.concatenate([s.frames for s in seconds])),
+                          "counts": [len(s.frames) for s in seconds], "min_pixels": lo, "max_pixels": hi,
+                          "grid": grid.tolist()}
+            else:
+                out = self.processor(text=[text], videos=videos, video_metadata=metadata, return_tensors="pt",
+                                     videos_kwargs=video_kwargs(self.processor.video_processor, lo, hi, self.device))
+                pixel_values, grid, frames = out["pixel_values_videos"], out["video_grid_thw"], None
         else:
             out = self.processor.tokenizer([text], add_special_tokens=False, return_tensors="pt")
-            pixel_values, grid = None, None
+            pixel_values, grid, frames = None, None, None
         input_ids = out["input_ids"][0]
         labels = self._labels(input_ids)
         positions, next_pos = mrope_positions(input_ids, grid, video_token_id=self.video_token_id,
                                               spatial_merge_size=self.spatial_merge_size, start=start)
-        return Encoded(input_ids, labels, positions, pixel_values, grid, next_pos)
-
-    def _video_kwargs(self, min_pixels: int, max_pixels: int) -> dict:
-        kwargs = {"do_sample_frames": False, "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}}
-        if hasattr(self.processor.video_processor, "cap_pixels_per_frame"):
-            kwargs["cap_pixels_per_frame"] = False  # our budget already caps per frame and per sample
-        if self.device is not None:
-            kwargs["device"] = str(self.device)
-        return kwargs
+        return Encoded(input_ids, labels, positions, pixel_values, grid, next_pos, frames)
 
     def _labels(self, input_ids: torch.Tensor) -> torch.Tensor:
         ids = input_ids.tolist()

@@ -12,6 +12,10 @@ from pathlib import Path
 
 from streaming_vlm.errors import UserError
 
+FRAMES_LINES = {"trainer": "decoded and tokenized by the loader workers, resized and normalised by the training "
+                           "process on its device",
+                "loader": "decoded, resized, normalised and tokenized by the loader workers"}
+
 # Keys of configs/data/*.yaml that are ours, not the data builder's.
 TRAINER_ONLY_KEYS = ("num_workers", "generate", "repeat")
 
@@ -75,14 +79,31 @@ def _prepared(d: dict) -> dict:
     return d
 
 
-def build_train(sources: dict[str, dict], processor):
-    """(dataset, collator, tracker) for all sources (ConcatDataset when extra_data is set)."""
+def frames_choice(sources: dict[str, dict], cuda: bool | None) -> tuple[str, str]:
+    """Where every source's frames become pixels (`data.process_frames` of the main source, for all: a batch
+    cannot mix the two forms), and why."""
+    from streaming_vlm.data.dataset import frames_where
+
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return frames_where(sources["data"].get("process_frames"), cuda)
+
+
+def build_train(sources: dict[str, dict], processor, cuda: bool | None = None, announce: bool = False):
+    """(dataset, collator, tracker) for all sources (ConcatDataset when extra_data is set). `cuda`: does training
+    run on CUDA (default: torch.cuda.is_available())."""
     from torch.utils.data import ConcatDataset
 
     from streaming_vlm.data.bad_samples import BadSampleTracker
     from streaming_vlm.data.collator import build_collator
     from streaming_vlm.data.dataset import build_train_dataset
 
+    where, why = frames_choice(sources, cuda)
+    if announce:
+        print(f"video frames: {FRAMES_LINES[where]} ({why})", flush=True)
+    sources = {k: {**d, "process_frames": where} for k, d in sources.items()}
     parts = [build_train_dataset(_prepared(d), processor) for d in sources.values()]
     mix = [p for p, (key, d) in zip(parts, sources.items()) for _ in range(repeat_count(d, key))]
     dataset = mix[0] if len(mix) == 1 else ConcatDataset(mix)
@@ -114,11 +135,13 @@ def build_heldout(d: dict, processor, key: str = "data"):
     return build_eval_dataset(prepared, processor)
 
 
-def build_heldout_mix(sources: dict[str, dict], processor):
+def build_heldout_mix(sources: dict[str, dict], processor, cuda: bool | None = None):
     """The held-out windows of every source with an `eval_file`, each `repeat` times, as upstream mixes its valid_*
-    files like its train files (None when no source has one)."""
+    files like its train files (None when no source has one); frames processed where the training windows' are."""
     from torch.utils.data import ConcatDataset
 
+    where, _ = frames_choice(sources, cuda)
+    sources = {k: {**d, "process_frames": where} for k, d in sources.items()}
     mix = []
     for key, d in sources.items():
         part = build_heldout(d, processor, key)

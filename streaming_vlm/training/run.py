@@ -239,7 +239,7 @@ def run(cfg) -> dict | None:
     report = parameter_report(model)
     if report["trainable_vision"]:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
-    dataset, collator, tracker = build_train(p.data_sources, processor)
+    dataset, collator, tracker = build_train(p.data_sources, processor, cuda=cuda, announce=args.process_index == 0)
     set_expected_total(tracker, dataset, float(cfg.trainer.num_train_epochs), int(cfg.trainer.max_steps),
                        p.per_device_batch * p.grad_accum, p.world_size)
     if args.process_index == 0:
@@ -255,7 +255,7 @@ def run(cfg) -> dict | None:
                                embedding_lr=cfg.trainer.get("embedding_learning_rate"))
     trainer.add_callback(StepRecorder(trainer))
     if cfg.eval.get("enabled") and cfg.eval.heldout.get("enabled"):
-        heldout = build_heldout_mix(p.data_sources, processor)
+        heldout = build_heldout_mix(p.data_sources, processor, cuda=cuda)
         if heldout is not None:
             trainer.add_callback(HeldoutLoss(trainer, heldout, collator, int(cfg.eval.heldout.max_samples),
                                              int(cfg.eval.heldout.get("every_steps", 0))))

@@ -133,6 +133,21 @@ class StreamingTrainer(Trainer):
             n = self.accelerator.gather(n.reshape(1)).sum()
         return batch_samples, n
 
+    def _prepare_inputs(self, inputs):
+        """The HF placement, then deferred frames (`data.process_frames=trainer`) through the video processor on
+        this device: the collator's `video_frames` become `pixel_values_videos`, DeepSpeed's dtype included."""
+        from streaming_vlm.data.collator import FRAMES_KEY
+        from streaming_vlm.data.stream_template import process_frames
+
+        frames = inputs.pop(FRAMES_KEY, None) if isinstance(inputs, dict) else None
+        inputs = super()._prepare_inputs(inputs)
+        if frames:
+            # already on the device when the DataLoader placed the batch (pinned, non-blocking); eval paths move here
+            frames = self._prepare_input(frames)
+            inputs["pixel_values_videos"] = self._prepare_input(process_frames(self.processing_class, frames,
+                                                                               device=self.args.device))
+        return inputs
+
     # ---- loss --------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if "bad_samples" in inputs:  # a raw collator batch (evaluation paths): keep the model inputs only
