@@ -1,10 +1,11 @@
 """CPU seconds one stage-1 window costs the training loader, as a DataLoader worker spends them (one thread).
 
-    python bench/loader_window_cpu.py [--windows 4 --runs 3 --data-dir DIR]
+    python bench/loader_window_cpu.py [--windows 4 --runs 3 --data-dir DIR --process-frames loader|trainer]
 
 One synthetic 1280x720 24 fps game of 36 s (`loader_throughput.py`'s data), the 2B recipe's 24-s windows at 2 fps
 and its pixel budget, `dataset[i]` timed by `time.process_time` (decord's decoding, the stream template, the
-video processor). Prints a table of CPU and wall seconds per window for each run, then where the time goes (cProfile
+video processor; with `--process-frames trainer`, as training on CUDA runs it: the video processor is left to the
+training process). Prints a table of CPU and wall seconds per window for each run, then where the time goes (cProfile
 of the last run). To compare two trees, run it from each (`git worktree add`), alternating.
 """
 
@@ -27,6 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", type=int, default=4, help="windows per run")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--data-dir", default=None, help="reuse the game and processor here (default: a temp dir)")
+    ap.add_argument("--process-frames", default="loader", choices=("loader", "trainer"),
+                    help="data.process_frames (default loader: the CPU default)")
     args = ap.parse_args(argv)
 
     import torch
@@ -45,10 +48,12 @@ def main(argv=None) -> int:
         from streaming_vlm.model.tiny import build_checkpoint
 
         build_checkpoint(proc_dir)
-    ds = build_train_dataset(dict(train_file=str(data), window=24, stride=4, fps=2.0, **BUDGET_2B),
+    ds = build_train_dataset(dict(train_file=str(data), window=24, stride=4, fps=2.0, **BUDGET_2B,
+                                  process_frames=args.process_frames),
                              AutoProcessor.from_pretrained(proc_dir))
     ds[0]  # warm-up: the reader's handle, the processor's first call
-    print(f"| run | CPU s per window | wall s per window |   ({args.windows} windows a run, tree {ROOT})")
+    print(f"| run | CPU s per window | wall s per window |   ({args.windows} windows a run, tree {ROOT}, "
+          f"data.process_frames={args.process_frames})")
     print("|---:|---:|---:|")
     profile = cProfile.Profile(time.process_time)
     for run in range(args.runs):
