@@ -66,7 +66,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_FLOPS = 790e12
 
 ANCHOR = ["deepspeed=zero3", "trainer.loss_impl=hf", "trainer.gradient_checkpointing=true", "model.kernels=torch",
-          "model.compile_layers=false", "model.compile_vision=false", "model.vision_attention=transformers"]
+          "model.compile_layers=false", "model.compile_vision=false", "model.vision_attention=transformers",
+          "data.process_frames=loader"]
 
 
 def without(*levers: str) -> list[str]:
