@@ -100,6 +100,8 @@ VARIANTS = {
                    ["trainer.memory_budget=device"], "python"),
     "frames_in_loader": ("defaults with the frames resized and normalised in the loader workers "
                          "(`data.process_frames=loader`)", ["data.process_frames=loader"], "python"),
+    "full_recompute": ("defaults with plain recomputation (`trainer.save_attention=false`): recomputed layers run "
+                       "their attention forward again", ["trainer.save_attention=false"], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "segments", "eager_layers",
          "device_budget", "vision_eager", "zero2", "mem_capped", "frames_in_loader"]
@@ -449,6 +451,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=str(ROOT / "outputs" / "bench_train"), help="models and runs go here")
     ap.add_argument("--data", default=None, help="synthetic games (default: <cache>/data, generated when missing)")
     ap.add_argument("--out", default=None, help="report, results.json and logs (default <cache>/out)")
+    ap.add_argument("--no-loader", action="store_true", help="skip the loader's rates (rows only)")
     ap.add_argument("--budget-s", type=float, default=0, help="stop starting runs past this many seconds (0: none)")
     args = ap.parse_args(argv)
     args.extra = []  # overrides for every row (set when the kernel check finds Liger unavailable)
@@ -478,7 +481,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     def left() -> float:
-        return args.budget_s - LOADER_S - (time.time() - t_begin) if args.budget_s else 1e9
+        return args.budget_s - (0 if args.no_loader else LOADER_S) - (time.time() - t_begin) if args.budget_s else 1e9
 
     kcmd = [sys.executable, str(ROOT / "bench" / "check_kernels.py")] + (["--tiny"] if args.tiny else [])
     k = subprocess.run(kcmd, cwd=ROOT, capture_output=True, text=True)
@@ -538,7 +541,8 @@ def main(argv=None) -> int:
         shutil.rmtree(cache / "runs", ignore_errors=True)
     # the loader last, on an otherwise idle host (no training run, no checkpoint build in the background)
     loader = {}
-    for what, extra in (("defaults", ()), ("frames in the workers", ("data.process_frames=loader",))):
+    for what, extra in () if args.no_loader else (("defaults", ()), ("frames in the workers",
+                                                                       ("data.process_frames=loader",))):
         try:  # a loader failure is reported with the rows, not instead of them
             loader[what] = loader_rate(sizes[0], args, ensure_model(cache / sizes[0] / "model", sizes[0]), data,
                                        max_s=LOADER_S / 2 - 5, extra=extra)

@@ -7,14 +7,15 @@ import copy
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from test_train_loss import _window  # the same two real windows as the loss tests
 
 from streaming_vlm.data.collator import StreamCollator, split_batch
 from streaming_vlm.data.stream_template import StreamTemplate, VisionBudget
 from streaming_vlm.errors import UserError
-from streaming_vlm.training.checkpointing import (RECIPE_BYTES_PER_LOGIT, CheckpointPolicy, SavedBytes,
-                                                  decoder_layers, layers_to_keep, layers_within_recipe,
-                                                  set_kept_layers)
+from streaming_vlm.training.checkpointing import (ATTENTION_OPS, RECIPE_BYTES_PER_LOGIT, SAVE_ATTENTION,
+                                                  CheckpointPolicy, SavedBytes, decoder_layers, layers_to_keep,
+                                                  layers_within_recipe, set_kept_layers)
 from streaming_vlm.training.compiled_layers import choose_compile, compile_layers
 from streaming_vlm.training.config import resolve_deepspeed
 from streaming_vlm.training.kernels import choose_kernels
@@ -256,3 +257,85 @@ def test_recipe_budget_keeps_what_the_recipe_logits_would_hold():
     assert layers_within_recipe(4, vocab, inp, inp) == 4  # nothing extra to keep
     with pytest.raises(ValueError, match="recipe, device"):
         CheckpointPolicy("auto", budget="everything")
+
+
+class _CountAttention(TorchDispatchMode):
+    """Counts the SDPA kernels that run. It ignores compile internals so that compiled layers still run compiled
+    under it (Dynamo leaves frames eager under other modes); their SDPA call is an aten op it sees. SAC's own modes
+    are entered after it, so an attention output SAC hands back from its cache is not counted."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    @classmethod
+    def ignore_compile_internals(cls):
+        return True
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in ATTENTION_OPS:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_recomputed_layers_keep_their_attention(base_model, windows, tiny_processor, compiled):
+    """A recomputed layer under `auto` keeps its attention's outputs: its recomputation runs no attention forward
+    (one per layer, not two), with the plain recomputation's loss and gradients; eager and compiled layers alike."""
+    collator = StreamCollator(tiny_processor)
+    batches = [collator([w]) for w in windows]
+    step_tokens = sum(b["num_loss_tokens"] for b in batches)
+    n = len(decoder_layers(base_model))
+    runs = {}
+    for save in (False, True):
+        torch._dynamo.reset()
+        model = _fast(base_model, kept=0)
+        set_kept_layers(decoder_layers(model), 0, save_attention=save)
+        assert all((layer._gradient_checkpointing_func is SAVE_ATTENTION) == save for layer in decoder_layers(model))
+        if compiled:
+            model.config.text_config.use_cache = False  # as training loads it (model.load_for_training)
+            compile_layers(model)
+            _selective_step(model, batches[:1], step_tokens)  # compiles (and its tracing is not counted)
+            model.zero_grad(set_to_none=True)
+        with _CountAttention() as count:
+            loss = _selective_step(model, batches, step_tokens)
+        runs[save] = loss, _grads(model), count.n
+    (plain_loss, g_plain, plain_n), (loss, g, n_attention) = runs[False], runs[True]
+    assert plain_n - n_attention == n * len(batches)  # the recomputations' attention forwards, and only those
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert g.keys() == g_plain.keys()
+    for k in g_plain:
+        torch.testing.assert_close(g[k], g_plain[k], rtol=1e-5, atol=1e-7)
+
+
+def test_only_auto_keeps_attention_and_only_over_default_kwargs(base_model):
+    """`true` is the recipe's plain recomputation (least memory); `auto` keeps attention outputs; a checkpoint function
+    other than the Trainer's default one (`trainer.save_attention: false`) is left as given."""
+    model = copy.deepcopy(base_model)
+    recompute_every_layer(model)
+    layers = decoder_layers(model)
+    plain = layers[0]._gradient_checkpointing_func
+    CheckpointPolicy("auto").before_micro_batch(model, 100)
+    assert all(layer._gradient_checkpointing_func is SAVE_ATTENTION for layer in layers)
+    CheckpointPolicy(True).before_micro_batch(model, 100)
+    assert all(layer._gradient_checkpointing_func is plain for layer in layers)
+    explicit = {"use_reentrant": False, "determinism_check": "default"}  # what `save_attention: false` passes
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=explicit)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=explicit)
+    CheckpointPolicy("auto").before_micro_batch(model, 100)
+    assert not any(layer._gradient_checkpointing_func is SAVE_ATTENTION for layer in layers)
+
+
+def test_recipe_budget_counts_the_recomputed_layers_attention():
+    vocab, kib = 151936, 2**10
+    kept, inp, attention = 82.9 * kib, 8 * kib, 4.06 * kib  # a compiled 2B layer, its input, its SDPA outputs
+    k = layers_within_recipe(28, vocab, kept, inp, attention)
+    assert k * (kept - inp) + (28 - k) * attention <= vocab * RECIPE_BYTES_PER_LOGIT
+    assert (k + 1) * (kept - inp) + (27 - k) * attention > vocab * RECIPE_BYTES_PER_LOGIT
+    assert k <= layers_within_recipe(28, vocab, kept, inp)
+    assert layers_within_recipe(28, vocab, kept, inp, vocab * RECIPE_BYTES_PER_LOGIT) == 0  # nothing left to keep
+    free = 1000 * (4 * kept + 6 * (inp + attention) + 2 * kept)  # exactly 4 of 10 kept (+ 2 in flight)
+    assert layers_to_keep(10, 1000, kept, inp, free, attention) == 4
+    assert layers_to_keep(10, 1000, kept, inp, free - 1, attention) == 3

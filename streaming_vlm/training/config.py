@@ -202,7 +202,7 @@ _TRAINER_VALUES = [
     ("ddp_timeout", "int", 1, None, True), ("bf16", "bool", None, None, True), ("fp16", "bool", None, None, True),
     ("tf32", "bool", None, None, True), ("gradient_checkpointing", "bool_or_auto", None, None, True),
     ("memory_fraction", "number", 0.05, 1, True), ("embedding_learning_rate", "number", 0, None, True),
-    ("use_cpu", "bool", None, None, True),
+    ("use_cpu", "bool", None, None, True), ("save_attention", "bool", None, None, True),
 ]
 _DATA_VALUES = [
     ("window", "number", 1, None, False), ("stride", "number", 1, None, False),
@@ -340,7 +340,7 @@ def plan(cfg, world_size: int | None = None) -> Plan:
 
 # TrainingArguments keys in trainer/ that are ours, not HF's.
 _OURS = {"global_batch_size", "report_to", "warmup_ratio", "loss_impl", "memory_fraction", "memory_budget",
-         "embedding_learning_rate"}
+         "embedding_learning_rate", "save_attention"}
 
 
 def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
@@ -394,7 +394,15 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
     except ValueError as err:
         raise UserError(str(err)) from None
     if kwargs.get(name):
-        kwargs.setdefault(f"{name}_kwargs", {"use_reentrant": False})
+        from streaming_vlm.training.checkpointing import DEFAULT_CHECKPOINT_KWARGS
+
+        # `auto` recomputes layers keeping their attention's outputs over these default kwargs only;
+        # `trainer.save_attention: false` asks for plain recomputation by naming checkpoint's own default
+        # determinism check explicitly (any kwargs but the default are used as given; a function, such as a
+        # context_fn, would not serialise with the TrainingArguments)
+        plain = t.get("save_attention") is False
+        kwargs.setdefault(f"{name}_kwargs", {**DEFAULT_CHECKPOINT_KWARGS, "determinism_check": "default"} if plain
+                          else dict(DEFAULT_CHECKPOINT_KWARGS))
     import torch
 
     if torch.cuda.is_available() and kwargs.get("dataloader_pin_memory", True):
