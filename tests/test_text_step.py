@@ -75,7 +75,11 @@ def test_the_first_stream_compiles_nothing_after_start(tiny_ckpt, tiny_processor
     """`start()` compiles what the compiled plan runs (the decode step, the prefill's layer, the vision blocks, each
     for every size), so no compilation falls in a stream second: the first stream runs under `fail_on_recompile`.
     The model as the CLI loads it (the vision tower on the segment attention); Dynamo's caches emptied first, so
-    graphs another test compiled cannot stand in for the warm-up."""
+    graphs another test compiled cannot stand in for the warm-up. Each of the three compiled functions is traced
+    once at start (Dynamo's trace is what a warm start pays again): one graph each, none traced twice (a restarted
+    trace goes through AOTAutograd again; a second warm-up size would add a graph)."""
+    from torch._dynamo.utils import counters
+
     from streaming_vlm.model.vision_attention import use_segment_attention
 
     model = Qwen3VLForConditionalGeneration.from_pretrained(tiny_ckpt).eval().requires_grad_(False)
@@ -84,7 +88,10 @@ def test_the_first_stream_compiles_nothing_after_start(tiny_ckpt, tiny_processor
     cfg = {"window_size": 2, "text_sink": 8, "text_sliding_window": 12, "temperature": 0, "max_new_tokens": 5,
            "min_new_tokens": 3, "fps": fps}
     engine = TracingEngine(model, tiny_processor, cfg, plan=Plan(fast=True, compiled=True))
+    counters.clear()
     engine.start(previous_text="Earlier: a quiet first half, nil nil.")
+    assert counters["stats"]["unique_graphs"] == 3, dict(counters["stats"])
+    assert counters["aot_autograd"]["total"] == 3, dict(counters["aot_autograd"])
     with torch.compiler.set_stance("fail_on_recompile"):
         outs = list(engine.stream(VideoReader(video, fps=fps).seconds(0, 6)))
     assert len(outs) == 6 and engine.cache.tokens_evicted > 0

@@ -46,7 +46,7 @@ from streaming_vlm.inference.graph_decode import SlotDecoder
 from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
-from streaming_vlm.model.compiled_blocks import compile_forwards, vision_blocks
+from streaming_vlm.model.compiled_blocks import compile_forwards, tracing_settings, vision_blocks
 from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
@@ -232,7 +232,7 @@ class StreamingEngine:
         with wall_phase(parts, "prefix prefill", self.device), self.timings.section("prefill"):
             self._forward(full)
         if self.plan.compiled:  # compile the prefill's layer and the vision blocks now, not in the first second
-            with wall_phase(parts, "prefill warm-up", self.device):
+            with wall_phase(parts, "prefill warm-up", self.device), tracing_settings():
                 self.text_step.warm_up(*self.cache.reserve(self.text_step.WARM_UP_TOKENS))
             if not self.vision_warm:
                 with wall_phase(parts, "vision warm-up", self.device):
@@ -471,26 +471,33 @@ class StreamingEngine:
         return logits[len(tail[0]):] if all_logits else logits
 
     def _vision_warm_up(self) -> None:
-        """Forwards of the tower on random frames shaped as a stream second's (its temporal patches at `fps`), at two
-        frame sizes: the compiled blocks' graph, dynamic in the patch count, then serves every frame size. Two,
-        because Dynamo specialises a size that happens to equal one of the block's own dimensions (duck sizing); the
-        second size then makes that graph dynamic here, at start, rather than in the stream's first second."""
+        """One forward of the tower on random frames shaped as a stream second's (its temporal patches at `fps`): the
+        compiled blocks' graph, dynamic in the patch count, then serves every frame size. The frame is sized so that
+        its patch count equals none of the tower's dimensions: Dynamo would make an equal count the same symbol as
+        that dimension (duck sizing) and specialise it, and the first real frame size would compile again."""
         visual = self.model.model.visual
         c, m = visual.config, visual.spatial_merge_size
         t = math.ceil(max(1, math.ceil(self.config.fps)) / c.temporal_patch_size)  # a second's frames, padded
-        for grid in ([[t, 2 * m, 2 * m]], [[t, 2 * m, 3 * m]]):
-            grid = torch.tensor(grid)
-            pixels = torch.randn(int(grid.prod()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
-                                 dtype=next(visual.parameters()).dtype)
-            self._vision(pixels, grid)
+        head = c.hidden_size // c.num_heads
+        dims = {v for v in c.to_dict().values() if isinstance(v, int)} | {head, head // 2, c.in_channels *
+                                                                           c.temporal_patch_size * c.patch_size ** 2}
+        width = next(k for k in range(3, 1000) if not {t * 2 * k * m * m, 2 * k * m * m} & dims)
+        grid = torch.tensor([[t, 2 * m, width * m]])
+        pixels = torch.randn(int(grid.prod()), c.in_channels * c.temporal_patch_size * c.patch_size ** 2,
+                             dtype=next(visual.parameters()).dtype)
+        self._vision(pixels, grid)
         self.vision_warm = True
+
+    def _tracing(self):
+        """`tracing_settings` where the vision blocks are compiled (the compiled plan), else nothing."""
+        return tracing_settings() if self.plan is not None and self.plan.compiled else nullcontext()
 
     @torch.inference_mode()
     def _vision(self, pixel_values_videos: torch.Tensor, video_grid_thw: torch.Tensor):
         """The vision tower's output for a piece's frames (`get_video_features`); the grid stays on the CPU where its
         tensors are precomputed, so nothing waits for the device."""
         grid = video_grid_thw if self.vision_grids.supported else video_grid_thw.to(self.device)
-        with self.vision_grids.precomputed(video_grid_thw):
+        with self.vision_grids.precomputed(video_grid_thw), self._tracing():
             return self.model.model.get_video_features(pixel_values_videos.to(self.device), grid, return_dict=True)
 
     @torch.inference_mode()
@@ -534,7 +541,8 @@ class StreamingEngine:
         positions = to_device(positions[:, None, :], self.device)
         room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
         if room is not None:  # a second's piece: the compiled layer, straight into the cache's buffers
-            hidden = self.text_step.stack(hidden, positions, *room, visual)
+            with tracing_settings():
+                hidden = self.text_step.stack(hidden, positions, *room, visual)
             self.cache.grow(hidden.shape[1])
         else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
             hidden = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)

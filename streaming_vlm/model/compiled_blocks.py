@@ -15,6 +15,16 @@ from __future__ import annotations
 import torch
 
 
+def tracing_settings():
+    """Dynamo's settings for tracing the compiled layer and blocks with `dynamic=True`, as a context around the calls
+    that may trace (the guards they leave, the floats' values, do not depend on it): Python floats (a norm's eps,
+    an attention scale) are constants. With every input dynamic torch makes such a float a symbol, and Inductor's
+    pass that turns float symbols into tensors gives up on them and restarts the whole trace with the floats
+    specialised: every compilation, a warm start's too (the on-disk caches do not skip Dynamo), paid for Dynamo's
+    trace, AOTAutograd and an AOTAutograd cache miss twice."""
+    return torch._dynamo.config.patch(specialize_float=True)
+
+
 def compile_forwards(modules) -> int:
     """Compile every module's `forward` in place (once); returns how many."""
     for module in modules:
