@@ -340,7 +340,7 @@ def loader_rate(size: str, args, model: Path, data: Path, max_windows: int = 96,
     from streaming_vlm.training.data import frames_choice
 
     sources = data_sources(cfg)
-    where, _ = frames_choice(sources, None)
+    _, where, _ = frames_choice(sources, None)
     dataset, collator, _ = build_train(sources, load_processor(str(model)))
     loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collator,
                         pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(0),

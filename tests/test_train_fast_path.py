@@ -309,8 +309,8 @@ def test_recomputed_layers_keep_their_attention(base_model, windows, tiny_proces
 
 
 def test_only_auto_keeps_attention_and_only_over_default_kwargs(base_model):
-    """`true` is the recipe's plain recomputation (least memory); `auto` keeps attention outputs; a checkpoint function
-    other than the Trainer's default one (`trainer.save_attention: false`) is left as given."""
+    """`true` is the recipe's plain recomputation (least memory); `auto` keeps attention outputs unless
+    `trainer.save_attention: false`; a checkpoint function other than the Trainer's default one is left as given."""
     model = copy.deepcopy(base_model)
     recompute_every_layer(model)
     layers = decoder_layers(model)
@@ -319,7 +319,9 @@ def test_only_auto_keeps_attention_and_only_over_default_kwargs(base_model):
     assert all(layer._gradient_checkpointing_func is SAVE_ATTENTION for layer in layers)
     CheckpointPolicy(True).before_micro_batch(model, 100)
     assert all(layer._gradient_checkpointing_func is plain for layer in layers)
-    explicit = {"use_reentrant": False, "determinism_check": "default"}  # what `save_attention: false` passes
+    CheckpointPolicy("auto", save_attention=False).before_micro_batch(model, 100)
+    assert all(layer._gradient_checkpointing_func is plain for layer in layers)
+    explicit = {"use_reentrant": False, "determinism_check": "default"}  # kwargs of the user's own
     if hasattr(model, "activation_checkpointing_enable"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=explicit)
     else:

@@ -264,15 +264,13 @@ def frames_where(choice, cuda: bool) -> tuple[str, str]:
     return "loader", "data.process_frames=auto, no CUDA"
 
 
-def build_template(data_cfg: Mapping[str, Any] | None, processor, cuda: bool | None = None) -> StreamTemplate:
-    """The dataset's template; where its frames become pixels follows `frames_where` (`cuda`: is training on CUDA,
-    default torch.cuda.is_available())."""
-    cfg = data_config(data_cfg)
-    if cuda is None:
-        import torch
+def build_template(data_cfg: Mapping[str, Any] | None, processor) -> StreamTemplate:
+    """The dataset's template; where its frames become pixels follows `frames_where` (`auto`: CUDA available; the
+    trainer resolves it for its own device first, `training.data.frames_choice`)."""
+    import torch
 
-        cuda = torch.cuda.is_available()
-    where, _ = frames_where(cfg["process_frames"], cuda)
+    cfg = data_config(data_cfg)
+    where, _ = frames_where(cfg["process_frames"], torch.cuda.is_available())
     budget = VisionBudget(min_pixels=int(cfg["min_pixels"]), max_pixels=int(cfg["max_pixels"]),
                           total_pixels=int(cfg["total_pixels"]))
     if not 0 < budget.min_pixels <= budget.max_pixels <= budget.total_pixels:

@@ -24,7 +24,7 @@ checkpointing): its recomputation runs the layer's GEMMs and elementwise work ag
 the costliest kernel of a long window. What that keeps beyond the layer's input is measured on the first
 micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
 above for every recomputed layer. `true` keeps the recipe's plain recomputation (least memory), and so does any
-checkpoint function other than the Trainer's default one (`trainer.save_attention: false` asks for that).
+checkpoint function other than the Trainer's default one, and `trainer.save_attention: false`.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
 on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
 are never checkpointed, there is nothing to recompute.
@@ -44,8 +44,8 @@ MODES = ("true", "false", "auto")
 BUDGETS = ("recipe", "device")
 IN_FLIGHT_LAYERS = 2  # one layer's recomputed activations and its gradients during the backward
 # The recipe's loss, per token x vocab: its bf16 logits (2) and their fp32 log-softmax (4). A lower bound: at its
-# forward peak transformers' ForCausalLMLoss also holds an fp32 copy of the logits (4 more); counting it is not yet
-# measured for the 4B, where it would leave the step within ~0.5 GiB of the recipe's peak (BENCHMARKS.md).
+# forward peak transformers' ForCausalLMLoss also holds an fp32 copy of the logits (4 more), which is not counted
+# until a GPU run shows the step stays under the recipe's peak with it (BENCHMARKS.md).
 RECIPE_BYTES_PER_LOGIT = 6
 DEFAULT_CHECKPOINT_KWARGS = {"use_reentrant": False}  # what config.py gives the Trainer unless told otherwise
 
@@ -216,8 +216,9 @@ class RetainedBytes:
 
 
 class CheckpointPolicy:
-    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe"):
+    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe", save_attention: bool = True):
         self.mode = parse_mode(mode)
+        self.save_attention = bool(save_attention)  # under `auto`: recomputed layers keep their attention outputs
         self.memory_fraction = float(memory_fraction)
         self.budget = str(budget or "recipe").lower()
         if self.budget not in BUDGETS:
@@ -244,7 +245,7 @@ class CheckpointPolicy:
                            "recomputed")
         else:
             k = self._auto(model, layers, tokens, optimizer)
-        set_kept_layers(layers, k, save_attention=self.mode == "auto")
+        set_kept_layers(layers, k, save_attention=self.mode == "auto" and self.save_attention)
         self.kept = k
         return k
 

@@ -396,13 +396,9 @@ def training_arguments(cfg, p: Plan, report_to: list[str]) -> Any:
     if kwargs.get(name):
         from streaming_vlm.training.checkpointing import DEFAULT_CHECKPOINT_KWARGS
 
-        # `auto` recomputes layers keeping their attention's outputs over these default kwargs only;
-        # `trainer.save_attention: false` asks for plain recomputation by naming checkpoint's own default
-        # determinism check explicitly (any kwargs but the default are used as given; a function, such as a
-        # context_fn, would not serialise with the TrainingArguments)
-        plain = t.get("save_attention") is False
-        kwargs.setdefault(f"{name}_kwargs", {**DEFAULT_CHECKPOINT_KWARGS, "determinism_check": "default"} if plain
-                          else dict(DEFAULT_CHECKPOINT_KWARGS))
+        # `auto` recomputes layers keeping their attention's outputs over these default kwargs only (kwargs of the
+        # user's own are used as given; `trainer.save_attention` is read by the CheckpointPolicy)
+        kwargs.setdefault(f"{name}_kwargs", dict(DEFAULT_CHECKPOINT_KWARGS))
     import torch
 
     if torch.cuda.is_available() and kwargs.get("dataloader_pin_memory", True):

@@ -79,16 +79,17 @@ def _prepared(d: dict) -> dict:
     return d
 
 
-def frames_choice(sources: dict[str, dict], cuda: bool | None) -> tuple[str, str]:
-    """Where every source's frames become pixels (`data.process_frames` of the main source, for all: a batch
-    cannot mix the two forms), and why."""
+def frames_choice(sources: dict[str, dict], cuda: bool | None) -> tuple[dict[str, dict], str, str]:
+    """(the sources with `process_frames` resolved, where, why): where every source's frames become pixels is the
+    main source's `data.process_frames`, for all (a batch cannot mix the two forms)."""
     from streaming_vlm.data.dataset import frames_where
 
     if cuda is None:
         import torch
 
         cuda = torch.cuda.is_available()
-    return frames_where(sources["data"].get("process_frames"), cuda)
+    where, why = frames_where(sources["data"].get("process_frames"), cuda)
+    return {k: {**d, "process_frames": where} for k, d in sources.items()}, where, why
 
 
 def build_train(sources: dict[str, dict], processor, cuda: bool | None = None, announce: bool = False):
@@ -100,10 +101,9 @@ def build_train(sources: dict[str, dict], processor, cuda: bool | None = None, a
     from streaming_vlm.data.collator import build_collator
     from streaming_vlm.data.dataset import build_train_dataset
 
-    where, why = frames_choice(sources, cuda)
+    sources, where, why = frames_choice(sources, cuda)
     if announce:
         print(f"video frames: {FRAMES_LINES[where]} ({why})", flush=True)
-    sources = {k: {**d, "process_frames": where} for k, d in sources.items()}
     parts = [build_train_dataset(_prepared(d), processor) for d in sources.values()]
     mix = [p for p, (key, d) in zip(parts, sources.items()) for _ in range(repeat_count(d, key))]
     dataset = mix[0] if len(mix) == 1 else ConcatDataset(mix)
@@ -140,8 +140,7 @@ def build_heldout_mix(sources: dict[str, dict], processor, cuda: bool | None = N
     files like its train files (None when no source has one); frames processed where the training windows' are."""
     from torch.utils.data import ConcatDataset
 
-    where, _ = frames_choice(sources, cuda)
-    sources = {k: {**d, "process_frames": where} for k, d in sources.items()}
+    sources, _, _ = frames_choice(sources, cuda)
     mix = []
     for key, d in sources.items():
         part = build_heldout(d, processor, key)

@@ -139,7 +139,10 @@ class StreamingTrainer(Trainer):
         from streaming_vlm.data.collator import FRAMES_KEY
         from streaming_vlm.data.stream_template import process_frames
 
-        frames = inputs.pop(FRAMES_KEY, None) if isinstance(inputs, dict) else None
+        frames = None
+        if isinstance(inputs, dict) and FRAMES_KEY in inputs:
+            inputs = dict(inputs)  # the caller's batch stays as it was
+            frames = inputs.pop(FRAMES_KEY)
         inputs = super()._prepare_inputs(inputs)
         if frames:
             # already on the device when the DataLoader placed the batch (pinned, non-blocking); eval paths move here
