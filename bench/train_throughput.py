@@ -102,6 +102,9 @@ VARIANTS = {
                          "(`data.process_frames=loader`)", ["data.process_frames=loader"], "python"),
     "full_recompute": ("defaults with plain recomputation (`trainer.save_attention=false`): recomputed layers run "
                        "their attention forward again", ["trainer.save_attention=false"], "python"),
+    "bound6": ("defaults with the recipe bound at 6 bytes per logit (bf16 logits and their log-softmax; not the fp32 "
+               "copy transformers' loss makes)",
+               ["+callbacks.recipe_bound={_target_:bench.recipe_bound.RecipeBound,bytes_per_logit:6}"], "python"),
 }
 ORDER = ["anchor", "defaults", "liger", "ckpt_auto", "selective", "no_zero", "compiled", "segments", "eager_layers",
          "device_budget", "vision_eager", "zero2", "mem_capped", "frames_in_loader"]

@@ -14,7 +14,8 @@
                          stays under `trainer.memory_fraction` of the GPU's memory;
                  recipe  (`trainer.memory_budget: recipe`, the default) the memory kept layers add over recomputed
                          ones, k x (kept - input) x tokens, is at most what the recipe's loss holds and ours does
-                         not: its full logits, bf16 plus their fp32 log-softmax, 6 bytes x vocabulary x tokens.
+                         not: its full logits, bf16, their fp32 copy and its log-softmax, 10 bytes x vocabulary x
+                         tokens (RECIPE_BYTES_PER_LOGIT).
                          So a step never needs more memory than the recipe's (every layer recomputed, full
                          logits), and k does not depend on the window's length. `memory_budget: device` drops
                          this bound: the most layers the GPU holds, for the most speed.
@@ -43,10 +44,9 @@ from torch.utils.checkpoint import CheckpointPolicy as _SAC, checkpoint, create_
 MODES = ("true", "false", "auto")
 BUDGETS = ("recipe", "device")
 IN_FLIGHT_LAYERS = 2  # one layer's recomputed activations and its gradients during the backward
-# The recipe's loss, per token x vocab: its bf16 logits (2) and their fp32 log-softmax (4). A lower bound: at its
-# forward peak transformers' ForCausalLMLoss also holds an fp32 copy of the logits (4 more), which is not counted
-# until a GPU run shows the step stays under the recipe's peak with it (BENCHMARKS.md).
-RECIPE_BYTES_PER_LOGIT = 6
+# What the recipe's loss holds at its forward peak, per token x vocab: transformers' ForCausalLMLoss keeps the bf16
+# logits (2), the fp32 copy it makes of them (`logits.float()`, 4) and their fp32 log-softmax (4).
+RECIPE_BYTES_PER_LOGIT = 10
 DEFAULT_CHECKPOINT_KWARGS = {"use_reentrant": False}  # what config.py gives the Trainer unless told otherwise
 
 # The attention ops a recomputed layer keeps the outputs of: SDPA's backends (cuDNN and flash on CUDA at bf16,
