@@ -13,7 +13,8 @@
 # parallel; the bench's random-frame mode briefly (the same-machine baseline, in compile caches of its own); run the
 # CLI with only the seed's flags (bench/stream_latency.py --cli): 2B on the 1080p50 file with empty compile caches
 # (cold start), 2B on the 720p30 file (warm: same shapes, caches filled), 4B on the 1080p50 file (cold for the 4B);
-# then, while time is left, 2B on the 1080p50 file again (warm). Steps stop short of JOB_BUDGET_S (default 660 s);
+# then, while time is left, 2B on the 1080p50 file again (warm), and, where .whl_tf holds another transformers wheel,
+# 2B on a 30-s 720p30 file twice with that transformers (first, then warm). Steps stop short of JOB_BUDGET_S (default 660 s);
 # the table is printed either way. Logs, VTTs and JSON rows go to $OUT (default outputs/cli_gpu_job).
 set -u
 cd "$(dirname "$0")/.."
@@ -26,6 +27,13 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     || { echo "wheel install failed"; exit 1; }
 fi
 export PYTHONPATH=$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+# .whl_tf: another transformers wheel (e.g. the newest that pyproject allows, which a fresh `pip install` gets): two
+# more warm-start rows run with it, installed apart (/tmp/tf_other) so that every other row keeps the host's
+TF_OTHER=
+if [ $STARTUP = 0 ] && ls .whl_tf/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/tf_other .whl_tf/*.whl \
+    && TF_OTHER=/tmp/tf_other || echo "the .whl_tf install failed: its rows are skipped"
+fi
 WORK=${WORK:-/tmp/cli_gpu_job}; rm -rf "$WORK"; mkdir -p "$WORK"
 # cold start = empty compile caches (Inductor's FX graph / kernel caches and Triton's); later runs reuse them
 export TORCHINDUCTOR_CACHE_DIR=$WORK/inductor TRITON_CACHE_DIR=$WORK/triton
@@ -51,10 +59,12 @@ log "writing files and checkpoints"
 "$PY" bench/video_files.py --out "$WORK/v720p30.mp4" "${V2[@]}" > "$OUT/make_v720p30.log" 2>&1 & p2=$!
 DTYPE=bfloat16; [ $TINY = 1 ] && DTYPE=float32
 "$PY" -m streaming_vlm.model.tiny --size "${SIZES[0]}" --dtype $DTYPE --out "$WORK/ckpt_a" > "$OUT/ckpt_a.log" 2>&1 & p3=$!
-p4=
+p4=; p5=
+[ -n "$TF_OTHER" ] && { "$PY" bench/video_files.py --out "$WORK/v720p30_30s.mp4" --width 1280 --height 720 --fps 30 \
+  --seconds 30 > "$OUT/make_v720p30_30s.log" 2>&1 & p5=$!; }
 [ $STARTUP = 1 ] || { "$PY" -m streaming_vlm.model.tiny --size "${SIZES[1]}" --dtype $DTYPE --seed 1 --out "$WORK/ckpt_b" \
   > "$OUT/ckpt_b.log" 2>&1 & p4=$!; }
-for p in $p1 $p2 $p3 $p4; do wait $p || { log "a preparation step failed (see $OUT/*.log)"; tail -n 3 "$OUT"/*.log; exit 1; }; done
+for p in $p1 $p2 $p3 $p4 $p5; do wait $p || { log "a preparation step failed (see $OUT/*.log)"; tail -n 3 "$OUT"/*.log; exit 1; }; done
 cat "$OUT"/make_*.log | tee -a "$OUT/job.log"
 log "prepared"
 
@@ -103,6 +113,12 @@ cli "$A 1080p50 cold" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
 cli "$A 720p30 warm" "$WORK/ckpt_a" "$WORK/v720p30.mp4" 60
 cli "$B 1080p50 cold" "$WORK/ckpt_b" "$WORK/v1080p50.mp4" 60
 cli "$A 1080p50 warm" "$WORK/ckpt_a" "$WORK/v1080p50.mp4" 60
+if [ -n "$TF_OTHER" ]; then  # the same caches: the first run may compile what differs (transformers' vision blocks)
+  tf=$(PYTHONPATH=$TF_OTHER:$PYTHONPATH "$PY" -c "import transformers; print(transformers.__version__)")
+  for run in first warm; do
+    PYTHONPATH=$TF_OTHER:$PYTHONPATH cli "$A 720p30 30 s transformers $tf $run" "$WORK/ckpt_a" "$WORK/v720p30_30s.mp4" 40
+  done
+fi
 
 log "done"
 echo

@@ -100,8 +100,8 @@ VARIANTS = {
                    ["trainer.memory_budget=device"], "python"),
     "frames_in_loader": ("defaults with the frames resized and normalised in the loader workers "
                          "(`data.process_frames=loader`)", ["data.process_frames=loader"], "python"),
-    "full_recompute": ("defaults with plain recomputation (`trainer.save_attention=false`): recomputed layers run "
-                       "their attention forward again", ["trainer.save_attention=false"], "python"),
+    "save_attention": ("defaults with `trainer.save_attention=true`: recomputed layers keep their attention outputs "
+                       "(selective activation checkpointing)", ["trainer.save_attention=true"], "python"),
     "bound6": ("defaults with the recipe bound at 6 bytes per logit (bf16 logits and their log-softmax; not the fp32 "
                "copy transformers' loss makes)",
                ["+callbacks.recipe_bound={_target_:bench.recipe_bound.RecipeBound,bytes_per_logit:6}"], "python"),

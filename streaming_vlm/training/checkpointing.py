@@ -20,12 +20,14 @@
                          logits), and k does not depend on the window's length. `memory_budget: device` drops
                          this bound: the most layers the GPU holds, for the most speed.
             Off CUDA there is no device budget to read: every layer is recomputed.
-Under `auto` a recomputed layer keeps its attention's outputs (SDPA's output and logsumexp, selective activation
-checkpointing): its recomputation runs the layer's GEMMs and elementwise work again but not the attention forward,
-the costliest kernel of a long window. What that keeps beyond the layer's input is measured on the first
-micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
-above for every recomputed layer. `true` keeps the recipe's plain recomputation (least memory), and so does any
-checkpoint function other than the Trainer's default one, and `trainer.save_attention: false`.
+With `trainer.save_attention: true` (off by default) a recomputed layer under `auto` keeps its attention's outputs
+(SDPA's output and logsumexp, selective activation checkpointing): its recomputation runs the layer's GEMMs and
+elementwise work again but not the attention forward. What that keeps beyond the layer's input is measured on the
+first micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
+above for every recomputed layer. It is off by default because train.py's step measured slower with it than with
+plain recomputation (BENCHMARKS.md: under transformers 5.17 the checkpoint wraps the compiled forward, and SAC's
+dispatch modes then intercept the compiled code's ops on the host). `true` keeps the recipe's plain recomputation
+(least memory), and so does any checkpoint function other than the Trainer's default one.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
 on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
 are never checkpointed, there is nothing to recompute.
@@ -216,7 +218,7 @@ class RetainedBytes:
 
 
 class CheckpointPolicy:
-    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe", save_attention: bool = True):
+    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe", save_attention: bool = False):
         self.mode = parse_mode(mode)
         self.save_attention = bool(save_attention)  # under `auto`: recomputed layers keep their attention outputs
         self.memory_fraction = float(memory_fraction)
