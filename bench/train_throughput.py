@@ -30,6 +30,9 @@ Rows (every one `experiment=stage1_<size>` with the model, data, step budget and
                  optimizer, against the defaults' fp32 weights under bf16 autocast
     mem_capped   defaults with `trainer.memory_budget=device` and `trainer.memory_fraction` = the anchor's peak memory
                  (this job's anchor row) over the GPU's: what meeting the anchor's measured memory costs
+    frames_in_loader defaults with the frames resized and normalised in the loader workers (`data.process_frames=loader`)
+    save_attention   defaults with `trainer.save_attention=true`: recomputed layers keep their attention outputs
+    bound6       defaults with the recipe bound counting 6 bytes per logit, not 10 (bench/recipe_bound.py)
     defaults     `python train.py experiment=stage1_<size>`: the user's command and launch (no torchrun), with
                  every lever at its default; one extra step after the measured ones is profiled
                  (bench/step_profile.py through the config's callback hook)
