@@ -209,9 +209,17 @@ class StreamingCache(DynamicCache):
 
     def reserve(self, count: int) -> tuple[list[torch.Tensor], list[torch.Tensor], int] | None:
         """Every layer's (keys, values) buffers with room for `count` tokens after the n each holds, and n, for a
-        forward that writes into them (TextStep.stack; then `grow(count)`). None before the first forward."""
+        forward that writes into them (our text stack; then `grow(count)`). An empty cache with banks takes its
+        layers' shapes from them; None where there is neither (transformers' forward fills the cache itself)."""
+        if not self.layers and self.banks:
+            for keys, _ in self.banks[0]:
+                layer = self.layer_class_to_replicate()
+                empty = keys[..., :0, :]
+                layer.lazy_initialization(empty, empty)
+                layer.keys, layer.values = empty, empty
+                self.layers.append(layer)
         layers = self.layers
-        if not layers or not all(isinstance(layer, SpareLayer) and layer.buffers is not None for layer in layers):
+        if not layers or not all(isinstance(layer, SpareLayer) and layer.is_initialized for layer in layers):
             return None
         n = layers[0].get_seq_length()
         if any(layer.get_seq_length() != n for layer in layers):
@@ -266,8 +274,9 @@ class SpareLayer(DynamicLayer):
         if self.buffers is None:
             return False
         kbuf = self.buffers[0]
-        return (kbuf.shape[-2] >= total and self.keys.data_ptr() == kbuf.data_ptr()
-                and self.keys.stride() == kbuf.stride())
+        keys = self.keys  # a view at the buffers' start (an empty view's data_ptr says nothing: compare storages)
+        return (kbuf.shape[-2] >= total and keys.untyped_storage().data_ptr() == kbuf.untyped_storage().data_ptr()
+                and keys.storage_offset() == kbuf.storage_offset() and keys.stride() == kbuf.stride())
 
     def _new_buffers(self, like: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         banked = self.cache.bank_buffers(self.index, self.buffers, like, tokens)

@@ -18,6 +18,8 @@ Every token comes from training's stream template (`streaming_vlm.data.stream_te
     reference   anything else (a model being trained, eager attention): transformers' unpatched forward on the
                 `StreamingCache`, one forward a token, sampled on the host; the parity tests hold the fast path to it.
 
+The K/V buffers have one owner, the cache (its two banks, `cache.py`): on the fast path every piece is written into
+room the cache reserves (`reserve`, then `grow`), and the slot decoder steps over the banks; neither allocates any.
 A path that cannot run raises; nothing falls back silently.
 """
 
@@ -47,7 +49,7 @@ from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
 from streaming_vlm.model.compiled_blocks import compile_forwards, tracing_settings, vision_blocks
-from streaming_vlm.model.text_step import chunk_attention, text_step_for
+from streaming_vlm.model.text_step import PieceBuffers, chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 
@@ -539,13 +541,15 @@ class StreamingEngine:
             hidden = hidden.index_copy(1, index, embeds[None].to(hidden.dtype))
             visual = (index, [_joined(f) for f in (video.deepstack_features or [])])
         positions = to_device(positions[:, None, :], self.device)
-        room = self.cache.reserve(hidden.shape[1]) if visual is not None and self.plan.compiled else None
-        if room is not None:  # a second's piece: the compiled layer, straight into the cache's buffers
+        room = self.cache.reserve(hidden.shape[1])  # the cache's buffers (it owns them), with room for the piece
+        if room is None:
+            raise RuntimeError("the text stack needs the cache's banks: start() makes them")
+        if visual is not None and self.plan.compiled:  # a second's piece: the compiled layer
             with tracing_settings():
                 hidden = self.text_step.stack(hidden, positions, *room, visual)
-            self.cache.grow(hidden.shape[1])
-        else:  # the prefix (no cache buffers yet), text pieces, or not compiled: layer by layer
-            hidden = self.text_step(hidden, positions, self.cache, chunk_attention, None, visual)
+        else:  # the prefix, text pieces, or not compiled: layer by layer
+            hidden = self.text_step(hidden, positions, PieceBuffers(*room), chunk_attention, None, visual)
+        self.cache.grow(hidden.shape[1])
         logits = model.lm_head(hidden[0] if all_logits else hidden[0, -1:])
         self._last_logits = logits[-1]
         return logits

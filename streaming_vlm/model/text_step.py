@@ -175,17 +175,19 @@ class TextStep:
         self.stack(h, torch.arange(h.shape[1], device=qkv.device).expand(3, 1, -1), keys, values, n,
                    (index, deepstack))
 
-    def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, cache, attention, mask=None,
+    def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, buffers, attention, mask=None,
                  visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
-        """hidden (1, L, D): the piece's input embeddings; positions (3, 1, L); `attention(module, q, k, v, mask,
-        scaling=…)` in transformers' signature, over what `cache.update(k, v, layer)` returns; `visual`: (the
-        vision tokens' indices in the piece, DeepStack features per layer (n, D)), added after the first layers
-        as transformers does. Returns the final-norm hidden states (1, L, D)."""
+        """hidden (1, L, D): the piece's input embeddings; positions (3, 1, L); `buffers`: the layers' K/V buffers,
+        whose `update(k, v, layer)` writes the piece's K/V and returns what it attends over (`PieceBuffers` for a
+        piece appended to the cache, graph_decode.SlotBank for a decode step); `attention(module, q, k, v, mask,
+        scaling=…)` in transformers' signature; `visual`: (the vision tokens' indices in the piece, DeepStack
+        features per layer (n, D)), added after the first layers as transformers does. Returns the final-norm
+        hidden states (1, L, D)."""
         cos, sin = self.lm.rotary_emb(hidden, positions)
         h = hidden
         for i, (layer, (w_in, w_out)) in enumerate(zip(self.lm.layers, self.weights)):
             q, k, v = attention_inputs(h, *w_in, cos, sin, self.eps, self.heads, self.kv_heads)
-            k, v = cache.update(k, v, i)
+            k, v = buffers.update(k, v, i)
             out, _ = attention(layer.self_attn, q, k, v, mask, scaling=layer.self_attn.scaling)
             h = layer_output(h, out.reshape(*h.shape[:2], -1), *w_out, self.eps)
             if visual is not None and i < len(visual[1]):
@@ -210,6 +212,21 @@ class TextStep:
             if i < len(deepstack):
                 h = add_deepstack(h, index, deepstack[i])
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
+
+
+class PieceBuffers:
+    """The cache's per-layer K/V buffers holding `n` tokens with room for a piece after them
+    (`StreamingCache.reserve`): `update` writes the piece's K/V at [n, n + L) and returns the views [0, n + L)."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], n: int):
+        self.keys, self.values, self.n = keys, values, n
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer: int):
+        end = self.n + key_states.shape[-2]
+        keys, values = self.keys[layer], self.values[layer]
+        keys[..., self.n:end, :].copy_(key_states)
+        values[..., self.n:end, :].copy_(value_states)
+        return keys[..., :end, :], values[..., :end, :]
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
