@@ -309,15 +309,13 @@ def test_recomputed_layers_keep_their_attention(base_model, windows, tiny_proces
 
 
 def test_only_auto_keeps_attention_and_only_over_default_kwargs(base_model):
-    """`true` is the recipe's plain recomputation (least memory); `auto` keeps attention outputs only with
-    `trainer.save_attention: true`; a checkpoint function other than the Trainer's default one is left as given."""
+    """`true` is the recipe's plain recomputation (least memory); `auto` keeps attention outputs unless
+    `trainer.save_attention: false`; a checkpoint function other than the Trainer's default one is left as given."""
     model = copy.deepcopy(base_model)
     recompute_every_layer(model)
     layers = decoder_layers(model)
     plain = layers[0]._gradient_checkpointing_func
-    CheckpointPolicy("auto").before_micro_batch(model, 100)  # the default: plain recomputation
-    assert all(layer._gradient_checkpointing_func is plain for layer in layers)
-    CheckpointPolicy("auto", save_attention=True).before_micro_batch(model, 100)
+    CheckpointPolicy("auto").before_micro_batch(model, 100)  # the default: attention kept
     assert all(layer._gradient_checkpointing_func is SAVE_ATTENTION for layer in layers)
     CheckpointPolicy(True).before_micro_batch(model, 100)
     assert all(layer._gradient_checkpointing_func is plain for layer in layers)

@@ -20,13 +20,13 @@
                          logits), and k does not depend on the window's length. `memory_budget: device` drops
                          this bound: the most layers the GPU holds, for the most speed.
             Off CUDA there is no device budget to read: every layer is recomputed.
-With `trainer.save_attention: true` (off by default) a recomputed layer under `auto` keeps its attention's outputs
+With `trainer.save_attention: true` (the default) a recomputed layer under `auto` keeps its attention's outputs
 (SDPA's output and logsumexp, selective activation checkpointing): its recomputation runs the layer's GEMMs and
 elementwise work again but not the attention forward. What that keeps beyond the layer's input is measured on the
 first micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
-above for every recomputed layer. It is off by default because train.py's step measured slower with it than with
-plain recomputation (BENCHMARKS.md: under transformers 5.17 the checkpoint wraps the compiled forward, and SAC's
-dispatch modes then intercept the compiled code's ops on the host). `true` keeps the recipe's plain recomputation
+above for every recomputed layer. Its cost is on the host: under transformers 5.17 the checkpoint wraps the compiled
+forward, and SAC's dispatch modes intercept the compiled code's ops; on a slow host that outweighs the attention
+saved, so `stage1_2b` turns it off (BENCHMARKS.md, training eighth and ninth runs). CPU training gains from it. `true` keeps the recipe's plain recomputation
 (least memory), and so does any checkpoint function other than the Trainer's default one.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
 on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
@@ -218,7 +218,7 @@ class RetainedBytes:
 
 
 class CheckpointPolicy:
-    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe", save_attention: bool = False):
+    def __init__(self, mode, memory_fraction: float = 0.85, budget: str = "recipe", save_attention: bool = True):
         self.mode = parse_mode(mode)
         self.save_attention = bool(save_attention)  # under `auto`: recomputed layers keep their attention outputs
         self.memory_fraction = float(memory_fraction)

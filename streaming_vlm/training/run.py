@@ -236,7 +236,7 @@ def run(cfg) -> dict | None:
     policy = CheckpointPolicy(cfg.trainer.get("gradient_checkpointing", False),
                               float(cfg.trainer.get("memory_fraction") or 0.85),
                               budget=str(cfg.trainer.get("memory_budget") or "recipe"),
-                              save_attention=cfg.trainer.get("save_attention", False) is True)
+                              save_attention=cfg.trainer.get("save_attention", True) is not False)
     report = parameter_report(model)
     if report["trainable_vision"]:
         raise RuntimeError(f"vision parameters left trainable: {report['trainable_vision'][:3]}")
