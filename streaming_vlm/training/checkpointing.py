@@ -26,8 +26,9 @@ elementwise work again but not the attention forward. What that keeps beyond the
 first micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
 above for every recomputed layer. Its cost is on the host: under transformers 5.17 the checkpoint wraps the compiled
 forward, and SAC's dispatch modes intercept the compiled code's ops; on a slow host that outweighs the attention
-saved, so `stage1_2b` turns it off (BENCHMARKS.md, training eighth and ninth runs). CPU training gains from it. `true` keeps the recipe's plain recomputation
-(least memory), and so does any checkpoint function other than the Trainer's default one.
+saved, so `stage1_2b` turns it off (BENCHMARKS.md); CPU training gains from it. `gradient_checkpointing: true`
+keeps the recipe's plain recomputation (least memory), and so does any checkpoint function other than the Trainer's
+default one.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
 on k (tests/test_train_fast_path.py). The frozen vision tower runs under no_grad (`model.freeze_vision`): its blocks
 are never checkpointed, there is nothing to recompute.
