@@ -186,11 +186,14 @@ def test_serve_live_run_in_chromium(browser, tiny_ckpt, tmp_path):
         assert n_track == n_items > before
         box = browser.find_element("id", "question")
         box.send_keys("Who scored?", Keys.ENTER)
-        _wait(lambda: "asked" in browser.find_element("id", "status").text, 120, "the question to be accepted")
+        # the question's state has its own line: the cues arriving meanwhile rewrite only the count
+        _wait(lambda: browser.find_element("id", "asked").text == "asked: Who scored?", 120,
+              "the question to be accepted")
         feed(6)  # the question is answered before the next second
         answer = _wait(lambda: next((li.text for li in items() if "Q: Who scored?" in li.text), None), 120,
                        "the answer in the page")
         assert "A:" in answer
+        _wait(lambda: browser.find_element("id", "asked").text == "answered: Who scored?", 10, "the answered state")
         _not_blank(browser, tmp_path / "serve.png")
         feed(8)
         proc.stdin.close()  # the source ends: the run ends, the page is told, the server stays up

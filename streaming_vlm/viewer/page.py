@@ -40,7 +40,7 @@ TEMPLATE = """<!doctype html>
   #ask { display: flex; gap: 6px; margin-top: 8px; }
   #ask[hidden] { display: none; }
   #ask input { flex: 1; padding: 6px; background: #222; color: #eee; border: 1px solid #444; }
-  #status { color: #9ab; font-size: 13px; margin-top: 6px; }
+  #status, #asked { color: #9ab; font-size: 13px; margin-top: 6px; }
   .novideo #player { display: none; }
 </style>
 </head>
@@ -56,6 +56,7 @@ TEMPLATE = """<!doctype html>
     <ul id="cues"></ul>
     <form id="ask" hidden><input id="question" placeholder="Ask about the stream..." autocomplete="off">
       <button>Ask</button></form>
+    <div id="asked"></div>
     <div id="status"></div>
   </div>
 </main>
@@ -64,7 +65,8 @@ TEMPLATE = """<!doctype html>
 const LIVE = __LIVE__;
 const video = document.getElementById("video");
 const list = document.getElementById("cues");
-const status = document.getElementById("status");
+const status = document.getElementById("status");  // the cue count: rewritten by every event
+const asked = document.getElementById("asked");  // the last question's state, which cues must not overwrite
 const trackElement = video.querySelector("track");
 const track = trackElement ? trackElement.track : video.addTextTrack("captions", "commentary", "en");
 track.mode = "showing";
@@ -123,7 +125,7 @@ if (LIVE) {
     box.value = "";
     fetch("/ask", {method: "POST", headers: {"Content-Type": "application/json"},
                    body: JSON.stringify({question})})
-      .then((r) => { status.textContent = r.ok ? "asked: " + question : "not asked (" + r.status + ")"; });
+      .then((r) => { asked.textContent = r.ok ? "asked: " + question : "not asked (" + r.status + ")"; });
   });
   const events = new EventSource("/events");
   events.onmessage = (message) => {
@@ -141,6 +143,7 @@ if (LIVE) {
       const cue = new VTTCue(start, ev.type === "answer" ? ev.time + 1 : ev.end, text);
       track.addCue(cue);
       li = addItem(cue);
+      if (ev.type === "answer") asked.textContent = "answered: " + ev.question;
       if (!playable) highlight(new Set([cue]));
     }
     status.textContent = items.size + " cues";
