@@ -309,11 +309,9 @@ class SpareLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        n, add = self.get_seq_length(), key_states.shape[-2]
-        kbuf, vbuf = self.make_room(add, like=key_states)
-        kbuf[..., n:n + add, :].copy_(key_states)
-        vbuf[..., n:n + add, :].copy_(value_states)
-        self.keys, self.values = kbuf[..., :n + add, :], vbuf[..., :n + add, :]
+        n = self.get_seq_length()
+        kbuf, vbuf = self.make_room(key_states.shape[-2], like=key_states)
+        self.keys, self.values = write_after(kbuf, vbuf, n, key_states, value_states)
         return self.keys, self.values
 
     def compact(self, index: torch.Tensor, first: int, cos: torch.Tensor | None, sin: torch.Tensor | None) -> None:
@@ -328,3 +326,25 @@ class SpareLayer(DynamicLayer):
         elif cos is not None:
             keys[..., first:, :] = apply_rotation(keys[..., first:, :], cos, sin)
         self.keys, self.values = keys, values
+
+
+def write_after(keys: torch.Tensor, values: torch.Tensor, n: int, key_states: torch.Tensor,
+                value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write a piece's K/V into the buffers at [n, n + L) and return the views [0, n + L): the one writer of the
+    cache's buffers (a SpareLayer's `update`, and PieceBuffers for our text stack)."""
+    end = n + key_states.shape[-2]
+    keys[..., n:end, :].copy_(key_states)
+    values[..., n:end, :].copy_(value_states)
+    return keys[..., :end, :], values[..., :end, :]
+
+
+class PieceBuffers:
+    """The cache's per-layer K/V buffers holding `n` tokens with room for a piece after them (`StreamingCache.reserve`),
+    handed to the text stack: `update(k, v, layer)` writes the piece's K/V after the n and returns what it attends over.
+    The cache then `grow`s by the piece."""
+
+    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], n: int):
+        self.keys, self.values, self.n = keys, values, n
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer: int):
+        return write_after(self.keys[layer], self.values[layer], self.n, key_states, value_states)

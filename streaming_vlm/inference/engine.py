@@ -41,7 +41,8 @@ from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarp
 from streaming_vlm.data.stream_template import (DEFAULT_SYSTEM_PROMPT, SILENCE, Encoded, Second, StreamTemplate,
                                                 VisionBudget, reply_text, truncate_tokens)
 from streaming_vlm.errors import UserError
-from streaming_vlm.inference.cache import ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER, StreamingCache
+from streaming_vlm.inference.cache import (ANSWER, PREVIOUS, QUERY, QUESTION, REPLY, SINK, USER, PieceBuffers,
+                                           StreamingCache)
 from streaming_vlm.inference.config import StreamingConfig
 from streaming_vlm.inference.eviction import StreamingPolicy, cache_bound
 from streaming_vlm.inference.graph_decode import SlotDecoder
@@ -49,7 +50,7 @@ from streaming_vlm.inference.timing import Timings, wall_phase
 from streaming_vlm.inference.transfer import to_device
 from streaming_vlm.inference.rotation_kernel import require_rotation_kernel
 from streaming_vlm.model.compiled_blocks import compile_forwards, tracing_settings, vision_blocks
-from streaming_vlm.model.text_step import PieceBuffers, chunk_attention, text_step_for
+from streaming_vlm.model.text_step import chunk_attention, text_step_for
 from streaming_vlm.model.vision_grid import VisionGrids
 
 

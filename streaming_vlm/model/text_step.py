@@ -178,7 +178,7 @@ class TextStep:
     def __call__(self, hidden: torch.Tensor, positions: torch.Tensor, buffers, attention, mask=None,
                  visual: tuple[torch.Tensor, list[torch.Tensor]] | None = None) -> torch.Tensor:
         """hidden (1, L, D): the piece's input embeddings; positions (3, 1, L); `buffers`: the layers' K/V buffers,
-        whose `update(k, v, layer)` writes the piece's K/V and returns what it attends over (`PieceBuffers` for a
+        whose `update(k, v, layer)` writes the piece's K/V and returns what it attends over (cache.PieceBuffers for a
         piece appended to the cache, graph_decode.SlotBank for a decode step); `attention(module, q, k, v, mask,
         scaling=…)` in transformers' signature; `visual`: (the vision tokens' indices in the piece, DeepStack
         features per layer (n, D)), added after the first layers as transformers does. Returns the final-norm
@@ -212,21 +212,6 @@ class TextStep:
             if i < len(deepstack):
                 h = add_deepstack(h, index, deepstack[i])
         return rms_norm(h, self.lm.norm.weight, self.lm.norm.variance_epsilon)
-
-
-class PieceBuffers:
-    """The cache's per-layer K/V buffers holding `n` tokens with room for a piece after them
-    (`StreamingCache.reserve`): `update` writes the piece's K/V at [n, n + L) and returns the views [0, n + L)."""
-
-    def __init__(self, keys: list[torch.Tensor], values: list[torch.Tensor], n: int):
-        self.keys, self.values, self.n = keys, values, n
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer: int):
-        end = self.n + key_states.shape[-2]
-        keys, values = self.keys[layer], self.values[layer]
-        keys[..., self.n:end, :].copy_(key_states)
-        values[..., self.n:end, :].copy_(value_states)
-        return keys[..., :end, :], values[..., :end, :]
 
 
 _STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -24,9 +24,9 @@ With `trainer.save_attention: true` (the default) a recomputed layer under `auto
 (SDPA's output and logsumexp, selective activation checkpointing): its recomputation runs the layer's GEMMs and
 elementwise work again but not the attention forward. What that keeps beyond the layer's input is measured on the
 first micro-batch (CUDA allocation across a recomputed layer's forward, less its output) and counted in both budgets
-above for every recomputed layer. Its cost is on the host: under transformers 5.17 the checkpoint wraps the compiled
-forward, and SAC's dispatch modes intercept the compiled code's ops; on a slow host that outweighs the attention
-saved, so `stage1_2b` turns it off (BENCHMARKS.md); CPU training gains from it. `gradient_checkpointing: true`
+above for every recomputed layer. Its cost is on the host where the checkpoint wraps the compiled forward (SAC's
+dispatch modes then intercept the compiled code's ops); whether the attention saved outweighs that depends on the
+transformers version and the host, so an experiment may turn it off (BENCHMARKS.md). `gradient_checkpointing: true`
 keeps the recipe's plain recomputation (least memory), and so does any checkpoint function other than the Trainer's
 default one.
 Recomputation gives the same values (the same kernels run on the same inputs), so loss and gradients do not depend
